@@ -1,0 +1,1 @@
+"""Self-annotation: the base model labels raw inputs through its normal generation, on Ray Data."""

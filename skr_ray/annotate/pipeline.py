@@ -1,0 +1,232 @@
+"""`skr annotate`: shard the corpus over an actor pool of model replicas with Ray Data.
+
+Resumable by construction: label parquet files are written block by block as the actors finish;
+a re-run reads what is already there, skips those doc ids and labels only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.config import SKRConfig, from_dict
+from skr_ray.corpus import read_corpus
+from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
+from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup
+
+log = logging.getLogger(__name__)
+
+
+class SelfAnnotator:
+    """Ray Data UDF: loads one model replica in __init__, labels a batch of documents in __call__."""
+
+    def __init__(self, cfg_dict: dict[str, Any], replicas: int) -> None:
+        import torch
+
+        from skr_ray.annotate.generation import GenerationEngine
+        from skr_ray.models.backbone import load_backbone, model_id, set_threads
+        from skr_ray.tasks import get_task
+
+        self.cfg = from_dict(cfg_dict)
+        self.task = get_task(self.cfg.task)
+        set_threads(self.cfg.model, replicas)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer = load_backbone(self.cfg.model, device=device)
+        a = self.cfg.annotate
+        self.engine = GenerationEngine(model, tokenizer, a.max_input_tokens, a.max_new_tokens, device)
+        self.filter = QuestionFilter(a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark)
+        self.model_id = model_id(self.cfg.model)
+        self.gen_params = json.dumps(
+            {
+                "max_new_tokens": a.max_new_tokens,
+                "max_input_tokens": a.max_input_tokens,
+                "greedy_first": True,
+                "sample_temperature": a.sample_temperature if a.questions_per_doc > 1 else None,
+                "seed": self.cfg.seed,
+            }
+        )
+
+    def _generate(self, texts: list[str]) -> list[list[str]]:
+        a = self.cfg.annotate
+        prompts = [self.engine.render(self.task.build_messages(self.engine.truncate(t))) for t in texts]
+        outs = self.engine.generate(prompts)
+        if a.questions_per_doc > 1:
+            extra = self.engine.generate(
+                prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed
+            )
+            outs = [o + e for o, e in zip(outs, extra)]
+        return outs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        ids = [str(x) for x in batch[DOC_ID]]
+        texts = ["" if t is None else str(t) for t in batch[TEXT]]
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        outputs: dict[int, list[str] | Exception] = {}
+        try:
+            for i, out in zip(todo, self._generate([texts[i] for i in todo])):
+                outputs[i] = out
+        except Exception:  # noqa: BLE001 - isolate the failing row, keep the rest
+            log.exception("batch generation failed; retrying rows one by one")
+            for i in todo:
+                try:
+                    outputs[i] = self._generate([texts[i]])[0]
+                except Exception as exc:  # noqa: BLE001
+                    outputs[i] = exc
+        now = datetime.now(timezone.utc).isoformat()
+        rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
+        n = self.cfg.annotate.questions_per_doc
+        for i, (doc_id, text) in enumerate(zip(ids, texts)):
+            result = outputs.get(i)
+            for k in range(n):
+                if i not in outputs:
+                    raw, label, status = "", "", "empty_input"
+                elif isinstance(result, Exception):
+                    raw, label, status = f"{type(result).__name__}: {result}", "", "error"
+                else:
+                    raw = result[k] if k < len(result) else ""
+                    label, status = self.task.parse(raw, text, self.filter)
+                rows[DOC_ID].append(doc_id)
+                rows["label_index"].append(k)
+                rows[TEXT].append(text)
+                rows["raw_output"].append(raw)
+                rows["label"].append(label)
+                rows["status"].append(status)
+                rows["task"].append(self.task.name)
+                rows["prompt_version"].append(self.task.prompt_version)
+                rows["model_id"].append(self.model_id)
+                rows["generation"].append(self.gen_params)
+                rows["annotated_at"].append(now)
+        return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading back what exists (resume, summary, training input) — plain pyarrow, no Ray.
+
+
+def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
+    """All readable label rows; unreadable files (a run killed mid-write) are set aside."""
+    tables = []
+    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
+        try:
+            tables.append(pq.read_table(path, schema=LABEL_SCHEMA))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
+            if quarantine:
+                path.rename(path.with_suffix(".corrupt"))
+    if not tables:
+        return LABEL_SCHEMA.empty_table()
+    table = pa.concat_tables(tables)
+    # A row can exist twice only if a killed run wrote it and the resume redid it: keep one.
+    seen: set[tuple[str, int]] = set()
+    keep = []
+    for i, (d, k) in enumerate(zip(table[DOC_ID].to_pylist(), table["label_index"].to_pylist())):
+        if (d, k) not in seen:
+            seen.add((d, k))
+            keep.append(i)
+    return table.take(keep) if len(keep) != len(table) else table
+
+
+def mark_duplicates(table: pa.Table) -> list[str]:
+    """Final status per row: 'ok' rows whose question repeats an earlier one become 'duplicate'."""
+    statuses = table["status"].to_pylist()
+    labels = table["label"].to_pylist()
+    order = sorted(range(len(table)), key=lambda i: (table[DOC_ID][i].as_py(), table["label_index"][i].as_py()))
+    seen: set[str] = set()
+    for i in order:
+        if statuses[i] != "ok":
+            continue
+        key = normalize_for_dedup(labels[i])
+        if key in seen:
+            statuses[i] = "duplicate"
+        seen.add(key)
+    return statuses
+
+
+def summarize(table: pa.Table, corpus_rows: int, questions_per_doc: int) -> dict[str, Any]:
+    statuses = mark_duplicates(table)
+    counts = Counter(statuses)
+    docs = len(set(table[DOC_ID].to_pylist()))
+    return {
+        "corpus_rows": corpus_rows,
+        "documents_labelled": docs,
+        "label_rows": len(table),
+        "expected_label_rows": corpus_rows * questions_per_doc,
+        "usable": counts.get("ok", 0),
+        "status_counts": dict(sorted(counts.items())),
+    }
+
+
+def _drop_done(batch: dict[str, np.ndarray], done: list[str]) -> dict[str, np.ndarray]:
+    keep = ~np.isin(batch[DOC_ID].astype(str), np.asarray(done, dtype=str))
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _add_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch["n_chars"] = np.asarray([len(str(t)) for t in batch[TEXT]], dtype=np.int64)
+    return batch
+
+
+def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
+    """Label every corpus row once (resuming if labels exist); return the summary."""
+    import ray
+
+    from skr_ray.ray_utils import cluster_gpus, ensure_ray
+
+    art = Artifacts(cfg.output_dir)
+    if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
+        log.info("annotation already complete in %s; skipping", art.annotate_dir)
+        return json.loads(art.annotate_summary.read_text())
+    ensure_ray(cfg.ray)
+    start = time.perf_counter()
+    a = cfg.annotate
+    ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
+    existing = read_labels(art.labels_dir)
+    done_ids = sorted(set(existing[DOC_ID].to_pylist()))
+    if done_ids:
+        log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
+        ds = ds.map_batches(_drop_done, fn_kwargs={"done": done_ids})
+    Artifacts.write_config(art.annotate_dir, cfg)
+    remaining = total - len(done_ids)
+    if remaining > 0:
+        gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+        ds = ds.map_batches(_add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
+        # Small blocks: each finished block is written at once, so a killed run loses little.
+        ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
+        ds = ds.map_batches(
+            SelfAnnotator,
+            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors},
+            batch_size=a.batch_size,
+            concurrency=a.num_actors,
+            num_cpus=a.num_cpus_per_actor,
+            num_gpus=gpus,
+        )
+        art.labels_dir.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
+    table = read_labels(art.labels_dir)
+    summary = summarize(table, total, a.questions_per_doc)
+    summary.update(
+        {
+            "resumed_from_documents": len(done_ids),
+            "labelled_this_run": summary["documents_labelled"] - len(done_ids),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
+    write_json(art.annotate_summary, summary)
+    if summary["documents_labelled"] < total:
+        raise RuntimeError(
+            f"annotation wrote {summary['documents_labelled']} of {total} documents; re-run to resume"
+        )
+    Artifacts.mark_done(art.annotate_dir, {"documents": total})
+    log.info("annotation done: %s", json.dumps(summary))
+    del ray  # imported for its side effect of being initialised above
+    return summary

@@ -1,0 +1,90 @@
+"""The one place that knows artifact folders and file names.
+
+Stages talk only through these files; each stage folder also carries the resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from skr_ray.config import SKRConfig
+
+SUCCESS = "_SUCCESS"
+
+
+class Artifacts:
+    def __init__(self, output_dir: str | Path) -> None:
+        self.root = Path(output_dir).expanduser().resolve()
+
+    # annotate -----------------------------------------------------------------------------
+    @property
+    def annotate_dir(self) -> Path:
+        return self.root / "annotate"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.annotate_dir / "labels"
+
+    @property
+    def annotate_summary(self) -> Path:
+        return self.annotate_dir / "summary.json"
+
+    # train --------------------------------------------------------------------------------
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Final SKR checkpoint: adapter/, head.safetensors, head.json, config.yaml."""
+        return self.train_dir / "checkpoint"
+
+    @property
+    def ray_train_storage(self) -> Path:
+        """Ray Train run storage (per-epoch checkpoints used for resume)."""
+        return self.train_dir / "ray"
+
+    @property
+    def train_history(self) -> Path:
+        return self.train_dir / "history.json"
+
+    # evaluate -----------------------------------------------------------------------------
+    @property
+    def evaluate_dir(self) -> Path:
+        return self.root / "evaluate"
+
+    @property
+    def metrics(self) -> Path:
+        return self.evaluate_dir / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        return self.evaluate_dir / "report.md"
+
+    @property
+    def embedding_cache(self) -> Path:
+        return self.evaluate_dir / "cache"
+
+    # helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def is_done(stage_dir: Path) -> bool:
+        return (stage_dir / SUCCESS).is_file()
+
+    @staticmethod
+    def mark_done(stage_dir: Path, info: dict[str, Any] | None = None) -> None:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / SUCCESS).write_text(json.dumps(info or {}, indent=2) + "\n")
+
+    @staticmethod
+    def write_config(stage_dir: Path, cfg: SKRConfig) -> None:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "config.yaml").write_text(cfg.to_yaml())
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,76 @@
+"""`skr annotate|train|evaluate|run [--config FILE] [key.sub=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from skr_ray.config import ConfigError, SKRConfig, load_config
+
+log = logging.getLogger("skr_ray")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stage(name: str, cfg: SKRConfig) -> dict:
+    if name == "annotate":
+        from skr_ray.annotate.pipeline import run_annotation
+
+        return run_annotation(cfg)
+    if name == "train":
+        from skr_ray.train.trainer import run_training
+
+        return run_training(cfg)
+    if name == "evaluate":
+        from skr_ray.evaluate.runner import run_evaluation
+
+        return run_evaluation(cfg)
+    raise ValueError(name)
+
+
+def run_pipeline(cfg: SKRConfig) -> dict:
+    """annotate -> train -> evaluate; each stage is skipped when its artifact already exists."""
+    results = {}
+    for stage in ("annotate", "train", "evaluate"):
+        log.info("=== stage: %s ===", stage)
+        results[stage] = _stage(stage, cfg)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skr", description=__doc__)
+    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config"])
+    parser.add_argument("--config", "-c", default=None, help="YAML config file")
+    parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"skr: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(cfg.to_yaml())
+        return 0
+    if args.command == "run":
+        result = run_pipeline(cfg)
+        summary = result.get("evaluate", {})
+    else:
+        summary = _stage(args.command, cfg)
+    log.info("result: %s", json.dumps(summary, default=str)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""One typed configuration tree for every stage.
+
+The tree is plain dataclasses so it stays importable without Ray or torch.  YAML files and dotted
+command-line overrides (``train.epochs=3``) are merged into it; every value is type-checked and an
+unknown or ill-typed key fails with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+DEMO_DATA = "demo"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to load and how."""
+
+    name_or_path: str = EMBEDDED_MODEL
+    """Local HF model directory, or ``smollm2-135m-instruct`` for the bundled SmolLM2 GGUF."""
+    gguf_file: str | None = None
+    """GGUF file name inside ``name_or_path`` when the directory holds a GGUF checkpoint."""
+    dtype: str = "float32"
+    """Compute dtype: float32 | bfloat16 | float16 (float32 on CPU)."""
+    cache_dir: str | None = None
+    """Where dequantized GGUF weights are cached as safetensors (default ``~/.cache/skr_ray``)."""
+    threads: int = 0
+    """Torch intra-op threads per model replica; 0 = CPUs of the machine / replicas."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be float32|bfloat16|float16, got {self.dtype!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the unlabelled corpus and the evaluation set live."""
+
+    unlabeled: str = DEMO_DATA
+    """Corpus to self-annotate: BEIR dir, corpus.jsonl, parquet file/dir or a folder of .txt; ``demo`` = shipped demo."""
+    eval: str = DEMO_DATA
+    """BEIR dir with corpus.jsonl, queries.jsonl and qrels/test.tsv; ``demo`` = shipped demo."""
+    max_docs: int = 0
+    """Annotate at most this many documents (0 = all); for quick iterations on a subsample."""
+    max_queries: int = 0
+    """Evaluate at most this many queries (0 = all)."""
+    max_chars: int = 4000
+    """Characters of a document kept before tokenization (long tables are cut, never dropped)."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_docs", "max_queries", "max_chars"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} must be >= 0")
+
+
+@dataclass
+class AnnotateConfig:
+    """Self-annotation: the base model writes labels through its normal generation."""
+
+    num_actors: int = 1
+    """Model replicas in the Ray Data actor pool."""
+    num_gpus_per_actor: float = -1.0
+    """GPUs per replica; -1 = 1 when the cluster has GPUs, else 0."""
+    num_cpus_per_actor: float = 1.0
+    """Logical CPUs reserved per replica."""
+    batch_size: int = 8
+    """Paragraphs per generate() call (left-padded, sorted by length)."""
+    rows_per_file_batches: int = 4
+    """Batches per output file; a killed run redoes at most this many batches per actor."""
+    max_input_tokens: int = 384
+    """Paragraph tokens kept in the prompt."""
+    max_new_tokens: int = 48
+    questions_per_doc: int = 1
+    """Labels per paragraph; the first is greedy, further ones are sampled."""
+    sample_temperature: float = 0.8
+    """Temperature for the sampled extra questions (questions_per_doc > 1)."""
+    min_words: int = 4
+    """Questions shorter than this are filtered (status too_short)."""
+    max_words: int = 40
+    """Questions longer than this are filtered (status too_long)."""
+    max_copy_ratio: float = 0.8
+    """Filter a question whose word 5-grams are copied from the paragraph above this share."""
+    require_question_mark: bool = True
+    """Filter outputs that are not phrased as a question."""
+
+    def __post_init__(self) -> None:
+        if self.num_actors < 1:
+            raise ConfigError("annotate.num_actors must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("annotate.batch_size must be >= 1")
+        if self.questions_per_doc < 1:
+            raise ConfigError("annotate.questions_per_doc must be >= 1")
+        if not 0.0 < self.max_copy_ratio <= 1.0:
+            raise ConfigError("annotate.max_copy_ratio must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    """Knowledge re-expression: LoRA + task head trained on the self-labels with Ray Train + DeepSpeed."""
+
+    num_workers: int = 0
+    """Ray Train workers; 0 = one per GPU, or 1 on a CPU-only cluster."""
+    use_gpu: bool | None = None
+    """None = use GPUs when the cluster has them."""
+    epochs: int = 5
+    batch_size: int = 16
+    """Pairs per worker per step; the contrastive pool is batch_size x workers."""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    temperature: float = 0.05
+    """InfoNCE temperature on cosine similarities."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage (0-3)."""
+    val_fraction: float = 0.1
+    """Share of self-labelled pairs held out for validation (split by document id)."""
+    max_length: int = 256
+    """Tokens per passage during training."""
+    max_query_length: int = 64
+    seed: int = 0
+    max_steps_per_epoch: int = 0
+    """Cap steps per epoch (0 = full epoch); for smoke runs."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.zero_stage <= 3:
+            raise ConfigError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("train.val_fraction must be in [0, 1)")
+        if self.temperature <= 0:
+            raise ConfigError("train.temperature must be > 0")
+        if self.batch_size < 2:
+            raise ConfigError("train.batch_size must be >= 2 (in-batch negatives)")
+        if self.epochs < 1:
+            raise ConfigError("train.epochs must be >= 1")
+
+
+@dataclass
+class EvaluateConfig:
+    """Which systems to compare and how to encode."""
+
+    systems: list[str] = field(
+        default_factory=lambda: ["base", "e5v", "head_only", "skr", "bm25", "minilm"]
+    )
+    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
+    batch_size: int = 16
+    num_actors: int = 1
+    max_length: int = 256
+    """Tokens per candidate when encoding."""
+    head_only_epochs: int = 20
+    """Epochs of the projection head trained on frozen base embeddings."""
+
+    def __post_init__(self) -> None:
+        known = {"base", "e5v", "head_only", "skr", "bm25", "minilm"}
+        bad = [s for s in self.systems if s not in known]
+        if bad:
+            raise ConfigError(f"evaluate.systems: unknown system(s) {bad}; known: {sorted(known)}")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError("evaluate.ks must be positive integers")
+
+
+@dataclass
+class RayConfig:
+    """How to reach Ray."""
+
+    address: str | None = None
+    """None = start (or join) a local Ray instance; else a cluster address."""
+    num_cpus: int = 0
+    """Logical CPUs for a local instance; 0 = Ray's default."""
+
+
+@dataclass
+class SKRConfig:
+    """The whole run."""
+
+    task: str = "ir"
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("ir",):
+            raise ConfigError(f"task must be one of ['ir'], got {self.task!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the tree from plain data, with checks that name the offending key.
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value or {}, f"{full}.")
+        else:
+            kwargs[key] = _check_type(value, annotation, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"{prefix or '<root>'}: {exc}") from exc
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "data.eval=/x"]`` into a nested dict; values are parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> SKRConfig:
+    return _build(SKRConfig, data or {}, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SKRConfig:
+    """Defaults <- YAML file <- dotted overrides, validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(data)

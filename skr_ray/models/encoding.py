@@ -1,0 +1,70 @@
+"""Tokenize for embedding and pool the final token's last-layer state (no LM head)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def tokenize_for_embedding(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """Left-padded batch where every row ends in EOS, even after truncation.
+
+    Ending each row on the same token gives the last-token state a consistent role ("the sequence is
+    complete"), and left padding puts that token at index -1 for every row.
+    """
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length - 1)["input_ids"]
+    rows = [row + [eos] for row in ids]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer stack without the LM head (works through PEFT and DeepSpeed wrappers)."""
+    inner = getattr(model, "module", model)  # DeepSpeed engine
+    if hasattr(inner, "get_base_model"):  # PEFT
+        inner = inner.get_base_model()
+    if hasattr(inner, "get_decoder"):
+        body = inner.get_decoder()
+        if body is not None:
+            return body
+    return inner.model
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D), (B, T) -> (B, D): state of each row's last attended token (left or right padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    last = (attention_mask * positions).argmax(dim=1)  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def final_token_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, D) final-token hidden states of the last layer."""
+    body = decoder_body(model)
+    out = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    return last_token_pool(out.last_hidden_state, batch["attention_mask"])
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    head: torch.nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """(N, D) float32 embeddings for one batch of texts."""
+    batch = {k: v.to(device) for k, v in tokenize_for_embedding(tokenizer, texts, max_length).items()}
+    states = final_token_states(model, batch).float()
+    if head is not None:
+        states = head(states)
+    return states

@@ -1,0 +1,34 @@
+"""Connecting to Ray (local or a cluster) the same way from every stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from skr_ray.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    """Start or join Ray once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": True}
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        kwargs["address"] = address
+    elif cfg.num_cpus:
+        kwargs["num_cpus"] = cfg.num_cpus
+    # Workers must see the project package even when Ray was started elsewhere.
+    kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    ray.init(**kwargs)
+    log.info("Ray resources: %s", ray.cluster_resources())
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))

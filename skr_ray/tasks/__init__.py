@@ -1,0 +1,55 @@
+"""Task registry: each task folder registers itself under a name.
+
+Shared code (annotation actors, the training loop, the evaluation runner) reaches task-specific
+behaviour only through :class:`Task` looked up here, so adding a task means adding a folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+class Parser(Protocol):
+    def __call__(self, raw: str, source_text: str) -> tuple[str, str]:
+        """Return (label, status); status 'ok' marks a usable label."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task contributes to the shared pipeline."""
+
+    name: str
+    prompt_version: str
+    build_messages: Callable[[str], list[dict[str, str]]]
+    """Chat messages asking the base model to label one input."""
+    parse: Parser
+    """Model text -> (label, status)."""
+    make_head: Callable[[int, dict[str, Any]], torch.nn.Module]
+    """(hidden_size, head options) -> head module applied to the pooled final-token state."""
+    loss: Callable[..., torch.Tensor]
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in _REGISTRY:
+        raise ValueError(f"task {task.name!r} registered twice")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}") from None
+
+
+def _load_builtin() -> None:
+    from skr_ray.tasks import ir  # noqa: F401  (registers itself)

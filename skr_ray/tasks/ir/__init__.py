@@ -1,0 +1,18 @@
+"""IR: self-written questions -> contrastive re-expression of the final-token state."""
+
+from skr_ray.tasks import Task, register_task
+from skr_ray.tasks.ir.head import make_head
+from skr_ray.tasks.ir.labels import parse_question
+from skr_ray.tasks.ir.loss import contrastive_loss
+from skr_ray.tasks.ir.prompts import PROMPT_VERSION, build_messages
+
+TASK = register_task(
+    Task(
+        name="ir",
+        prompt_version=PROMPT_VERSION,
+        build_messages=build_messages,
+        parse=parse_question,
+        make_head=make_head,
+        loss=contrastive_loss,
+    )
+)

@@ -1,0 +1,73 @@
+"""Turn raw generations into clean questions, with every rejection counted by reason."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OK = "ok"
+_PREFIX = re.compile(r"^\s*(?:question\s*\d*\s*[:.)-]|q\s*\d*\s*[:.)-]|\d+\s*[.)]|[-*•])\s*", re.I)
+# Questions about the prompt itself rather than the passage's content carry no retrieval signal.
+_GENERIC = re.compile(r"\b(this|the|above|given|following) (passage|text|question|paragraph)\b|answer to this", re.I)
+_WORD = re.compile(r"[a-z0-9]+(?:[.,'][a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class QuestionFilter:
+    min_words: int = 4
+    max_words: int = 40
+    max_copy_ratio: float = 0.8
+    require_question_mark: bool = True
+
+
+def clean_question(raw: str) -> str:
+    """First non-empty line, chat/special markers and list prefixes removed, cut after the first '?'."""
+    text = raw.split("<|im_end|>")[0].split("<|endoftext|>")[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[0]
+    for _ in range(2):
+        line = _PREFIX.sub("", line).strip()
+    line = line.strip("\"'`“”‘’ ").strip()
+    if "?" in line:
+        line = line[: line.index("?") + 1]
+    return re.sub(r"\s+", " ", line)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def copy_ratio(question: str, source: str, n: int = 5) -> float:
+    """Share of the question's word n-grams that appear verbatim in the source (0 for short ones)."""
+    q = words(question)
+    if len(q) < n:
+        return 0.0
+    src = words(source)
+    src_grams = {tuple(src[i : i + n]) for i in range(len(src) - n + 1)}
+    grams = [tuple(q[i : i + n]) for i in range(len(q) - n + 1)]
+    return sum(g in src_grams for g in grams) / len(grams)
+
+
+def parse_question(raw: str, source: str, flt: QuestionFilter = QuestionFilter()) -> tuple[str, str]:
+    """Return (question, status). Status is 'ok' or the first reason the question was rejected."""
+    question = clean_question(raw or "")
+    if not question:
+        return "", "empty"
+    if flt.require_question_mark and not question.endswith("?"):
+        return question, "not_a_question"
+    n_words = len(words(question))
+    if n_words < flt.min_words:
+        return question, "too_short"
+    if n_words > flt.max_words:
+        return question, "too_long"
+    if _GENERIC.search(question):
+        return question, "generic"
+    if copy_ratio(question, source) > flt.max_copy_ratio:
+        return question, "copies_passage"
+    return question, OK
+
+
+def normalize_for_dedup(question: str) -> str:
+    return " ".join(words(question))

@@ -1,0 +1,44 @@
+"""Training pairs (self-written question, its source passage) from the label artifact."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from skr_ray.schema import DOC_ID, TEXT
+
+
+@dataclass(frozen=True)
+class Pair:
+    doc_id: str
+    query: str
+    passage: str
+
+
+def load_pairs(labels_dir: Path) -> list[Pair]:
+    """Usable self-labels only: status 'ok' after duplicate questions are marked."""
+    from skr_ray.annotate.pipeline import mark_duplicates, read_labels
+
+    table = read_labels(labels_dir, quarantine=False)
+    statuses = mark_duplicates(table)
+    pairs = [
+        Pair(d, q, p)
+        for d, q, p, s in zip(
+            table[DOC_ID].to_pylist(), table["label"].to_pylist(), table[TEXT].to_pylist(), statuses
+        )
+        if s == "ok"
+    ]
+    return sorted(pairs, key=lambda p: (p.doc_id, p.query))
+
+
+def _bucket(doc_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Deterministic split by document, so a passage never sits on both sides."""
+    train = [p for p in pairs if _bucket(p.doc_id, seed) >= val_fraction]
+    val = [p for p in pairs if _bucket(p.doc_id, seed) < val_fraction]
+    return train, val

@@ -1,0 +1,176 @@
+"""train_loop_per_worker: DeepSpeed engine over a PEFT backbone + task head, on every Ray Train worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from skr_ray.config import from_dict
+
+log = logging.getLogger(__name__)
+
+
+class ReexpressionModel(nn.Module):
+    """PEFT backbone -> final-token state -> task head (the LM head is bypassed)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from skr_ray.models.encoding import final_token_states
+
+        states = final_token_states(self.backbone, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return self.head(states)  # (B, D)
+
+
+def _embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
+    from skr_ray.models.encoding import tokenize_for_embedding
+
+    batch = tokenize_for_embedding(tokenizer, texts, max_length)
+    return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+
+def _validate(engine: Any, tokenizer: Any, pairs: list[Any], cfg: Any, device: torch.device) -> dict[str, float]:
+    """Validation loss (in-batch, as in training) and R@1 of each question among all val passages."""
+    from skr_ray.tasks.ir.loss import info_nce
+
+    if len(pairs) < 2:
+        return {}
+    engine.eval()
+    qs, ps = [], []
+    with torch.no_grad():
+        for i in range(0, len(pairs), cfg.train.batch_size):
+            chunk = pairs[i : i + cfg.train.batch_size]
+            qs.append(_embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device))
+            ps.append(_embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device))
+    engine.train()
+    q, p = torch.cat(qs).float(), torch.cat(ps).float()
+    losses = [
+        info_nce(q[i : i + cfg.train.batch_size], p[i : i + cfg.train.batch_size], cfg.train.temperature).item()
+        for i in range(0, len(q), cfg.train.batch_size)
+        if len(q[i : i + cfg.train.batch_size]) > 1
+    ]
+    top1 = (q @ p.T).argmax(dim=1).cpu()
+    r1 = (top1 == torch.arange(len(q))).float().mean().item()
+    return {"val_loss": float(sum(losses) / max(1, len(losses))), "val_recall@1": r1}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    cfg = from_dict(loop_config["cfg"])
+    use_gpu = torch.cuda.is_available() and loop_config.get("use_gpu", False)
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
+    import deepspeed
+
+    from skr_ray.models.backbone import load_backbone, set_threads
+    from skr_ray.models.checkpoint import ADAPTER, add_lora, save_head
+    from skr_ray.tasks import get_task
+    from skr_ray.tasks.ir.pairs import Pair
+    from skr_ray.train.deepspeed_config import build_deepspeed_config
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    local_world = ctx.get_local_world_size()
+    device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+    set_threads(cfg.model, replicas=local_world)
+    torch.manual_seed(cfg.train.seed)
+
+    task = get_task(cfg.task)
+    backbone, tokenizer = load_backbone(cfg.model, device=device)
+    backbone = add_lora(backbone, cfg.train)
+    head = task.make_head(backbone.config.hidden_size, loop_config.get("head_options", {}))
+    model = ReexpressionModel(backbone, head).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if rank == 0:
+        n_train = sum(p.numel() for p in trainable)
+        n_all = sum(p.numel() for p in model.parameters())
+        log.info("trainable parameters: %d of %d (%.3f%%)", n_train, n_all, 100 * n_train / n_all)
+
+    ds_config = build_deepspeed_config(cfg.train, world, use_gpu, bf16=cfg.model.dtype == "bfloat16")
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+
+    train_pairs = [Pair(**p) for p in loop_config["train_pairs"]]
+    val_pairs = [Pair(**p) for p in loop_config["val_pairs"]]
+    bs = cfg.train.batch_size
+    steps_per_epoch = len(train_pairs) // (bs * world)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{len(train_pairs)} training pairs are fewer than one global batch "
+            f"({bs} x {world} workers); lower train.batch_size or label more documents"
+        )
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    resume_dir = loop_config.get("resume_from")
+    if checkpoint is not None or resume_dir:
+        ctx_manager = checkpoint.as_directory() if checkpoint is not None else _nullcontext(resume_dir)
+        with ctx_manager as ckpt_dir:
+            engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", load_module_strict=False)
+            state = json.loads((Path(ckpt_dir) / "state.json").read_text())
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        if rank == 0:
+            log.info("resumed from epoch %d checkpoint", state["epoch"])
+
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        rng = random.Random(cfg.train.seed * 1000 + epoch)  # same permutation on every worker
+        order = list(range(len(train_pairs)))
+        rng.shuffle(order)
+        engine.train()
+        t0, losses = time.perf_counter(), []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=rank != 0,
+                   mininterval=10)
+        for step in bar:
+            base = step * bs * world + rank * bs
+            chunk = [train_pairs[i] for i in order[base : base + bs]]
+            q = _embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device)
+            p = _embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device)
+            loss = task.loss(q, p, cfg.train.temperature)
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        elapsed = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(sum(losses) / len(losses)),
+            "samples_per_s": steps_per_epoch * bs * world / elapsed,
+            "epoch_seconds": elapsed,
+        }
+        metrics.update(_validate(engine, tokenizer, val_pairs, cfg, device))
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            engine.save_checkpoint(str(tmp_path / "deepspeed"), tag="state", exclude_frozen_parameters=True)
+            if rank == 0:
+                backbone.save_pretrained(str(tmp_path / ADAPTER))
+                save_head(tmp_path, head, loop_config["head_info"])
+                (tmp_path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}, indent=2))
+                log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class _nullcontext:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __enter__(self) -> str:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
