@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", "-c", default=None, help="YAML config file")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
     try:
         cfg = load_config(args.config, args.overrides)

@@ -95,6 +95,8 @@ class AnnotateConfig:
     """Filter a question whose word 5-grams are copied from the paragraph above this share."""
     require_question_mark: bool = True
     """Filter outputs that are not phrased as a question."""
+    drop_duplicates: bool = True
+    """Keep only the first of identical questions (others get status 'duplicate')."""
 
     def __post_init__(self) -> None:
         if self.num_actors < 1:
@@ -126,6 +128,10 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_layers: int = 0
+    """Put LoRA on the last N decoder layers only (0 = all layers, as in the paper).
+
+    Backpropagation stops at the lowest adapted layer, so N < all cuts the backward cost on CPU."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage (0-3)."""
     val_fraction: float = 0.1
@@ -241,6 +247,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
         return float(value)

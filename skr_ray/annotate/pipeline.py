@@ -136,9 +136,11 @@ def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
     return table.take(keep) if len(keep) != len(table) else table
 
 
-def mark_duplicates(table: pa.Table) -> list[str]:
+def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
     """Final status per row: 'ok' rows whose question repeats an earlier one become 'duplicate'."""
     statuses = table["status"].to_pylist()
+    if not enabled:
+        return statuses
     labels = table["label"].to_pylist()
     order = sorted(range(len(table)), key=lambda i: (table[DOC_ID][i].as_py(), table["label_index"][i].as_py()))
     seen: set[str] = set()
@@ -152,8 +154,8 @@ def mark_duplicates(table: pa.Table) -> list[str]:
     return statuses
 
 
-def summarize(table: pa.Table, corpus_rows: int, questions_per_doc: int) -> dict[str, Any]:
-    statuses = mark_duplicates(table)
+def summarize(table: pa.Table, corpus_rows: int, questions_per_doc: int, dedup: bool = True) -> dict[str, Any]:
+    statuses = mark_duplicates(table, dedup)
     counts = Counter(statuses)
     docs = len(set(table[DOC_ID].to_pylist()))
     return {
@@ -213,7 +215,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
     table = read_labels(art.labels_dir)
-    summary = summarize(table, total, a.questions_per_doc)
+    summary = summarize(table, total, a.questions_per_doc, a.drop_duplicates)
     summary.update(
         {
             "resumed_from_documents": len(done_ids),

@@ -26,7 +26,12 @@ RUN_CONFIG = "config.yaml"
 
 def add_lora(model: PreTrainedModel, cfg: TrainConfig) -> PeftModel:
     """LoRA on the attention projections; everything else frozen."""
+    layers = None
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if cfg.lora_layers and n_layers and cfg.lora_layers < n_layers:
+        layers = list(range(n_layers - cfg.lora_layers, n_layers))
     lora = LoraConfig(
+        layers_to_transform=layers,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,

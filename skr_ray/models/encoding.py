@@ -7,7 +7,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def tokenize_for_embedding(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, append_eos: bool = True
 ) -> dict[str, torch.Tensor]:
     """Left-padded batch where every row ends in EOS, even after truncation.
 
@@ -15,8 +15,9 @@ def tokenize_for_embedding(
     complete"), and left padding puts that token at index -1 for every row.
     """
     eos = tokenizer.eos_token_id
-    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length - 1)["input_ids"]
-    rows = [row + [eos] for row in ids]
+    limit = max_length - 1 if append_eos else max_length
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+    rows = [row + [eos] if append_eos else row for row in ids]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -61,9 +62,11 @@ def embed_texts(
     max_length: int,
     head: torch.nn.Module | None = None,
     device: str | torch.device = "cpu",
+    append_eos: bool = True,
 ) -> torch.Tensor:
     """(N, D) float32 embeddings for one batch of texts."""
-    batch = {k: v.to(device) for k, v in tokenize_for_embedding(tokenizer, texts, max_length).items()}
+    tokens = tokenize_for_embedding(tokenizer, texts, max_length, append_eos)
+    batch = {k: v.to(device) for k, v in tokens.items()}
     states = final_token_states(model, batch).float()
     if head is not None:
         states = head(states)

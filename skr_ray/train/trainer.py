@@ -67,7 +67,7 @@ def run_training(cfg: SKRConfig) -> dict[str, Any]:
     ensure_ray(cfg.ray)
     start = time.perf_counter()
 
-    pairs = load_pairs(art.labels_dir)
+    pairs = load_pairs(art.labels_dir, cfg.annotate.drop_duplicates)
     train_pairs, val_pairs = split_pairs(pairs, cfg.train.val_fraction, cfg.train.seed)
     log.info("self-labelled pairs: %d train, %d validation", len(train_pairs), len(val_pairs))
     gpus = cluster_gpus()

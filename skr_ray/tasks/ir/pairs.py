@@ -16,12 +16,12 @@ class Pair:
     passage: str
 
 
-def load_pairs(labels_dir: Path) -> list[Pair]:
+def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
     """Usable self-labels only: status 'ok' after duplicate questions are marked."""
     from skr_ray.annotate.pipeline import mark_duplicates, read_labels
 
     table = read_labels(labels_dir, quarantine=False)
-    statuses = mark_duplicates(table)
+    statuses = mark_duplicates(table, drop_duplicates)
     pairs = [
         Pair(d, q, p)
         for d, q, p, s in zip(

@@ -1,0 +1,1 @@
+"""Evaluation: baselines and SKR on labelled test data, metrics, report and plots."""

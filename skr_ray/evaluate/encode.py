@@ -1,0 +1,135 @@
+"""Encode texts into embeddings on Ray Data: an actor pool of encoders, one per model replica.
+
+An encoder is described by an :class:`EncoderSpec` (which weights, which prompt, which head), so
+base, E5-V-style, SKR and head-only systems share one code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skr_ray.config import SKRConfig, from_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    checkpoint: str | None = None
+    """SKR checkpoint folder (adapter + head); None = the untouched base model."""
+    prompt: str = "plain"
+    """plain: text + EOS; e5v: chat prompt asking for a one-word summary, last token read."""
+
+
+class TextEncoder:
+    """Ray Data UDF: loads the encoder in __init__, embeds a batch of texts in __call__."""
+
+    def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any], replicas: int) -> None:
+        import torch
+
+        from skr_ray.models.backbone import load_backbone, set_threads
+
+        self.cfg = from_dict(cfg_dict)
+        self.spec = EncoderSpec(**spec)
+        set_threads(self.cfg.model, replicas)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.head = None
+        if self.spec.checkpoint:
+            from skr_ray.models.checkpoint import load_skr_model
+
+            skr = load_skr_model(self.spec.checkpoint, device=self.device)
+            self.model = skr.model.merge_and_unload()  # plain weights: same outputs, faster forward
+            self.tokenizer, self.head = skr.tokenizer, skr.head
+        else:
+            self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
+
+    def _format(self, texts: list[str]) -> tuple[list[str], bool]:
+        if self.spec.prompt == "plain":
+            return texts, True
+        from skr_ray.tasks.ir.prompts import E5V_TEMPLATE
+
+        limit = self.cfg.evaluate.max_length
+        out = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+            content = E5V_TEMPLATE.format(text=self.tokenizer.decode(ids))
+            out.append(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+                )
+                if self.tokenizer.chat_template
+                else content
+            )
+        return out, False
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch.nn.functional as F
+
+        from skr_ray.models.encoding import embed_texts
+
+        texts, append_eos = self._format([str(t) for t in batch["text"]])
+        max_len = self.cfg.evaluate.max_length + (64 if not append_eos else 0)
+        emb = embed_texts(self.model, self.tokenizer, texts, max_len, self.head, self.device, append_eos)
+        if self.head is None:
+            emb = F.normalize(emb, dim=-1)
+        return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
+
+
+def _cache_key(spec: EncoderSpec, ids: list[str], cfg: SKRConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([asdict(spec), cfg.model.name_or_path, cfg.evaluate.max_length]).encode())
+    for i in ids:
+        h.update(i.encode())
+    return h.hexdigest()[:16]
+
+
+def encode_texts(
+    texts: dict[str, str], spec: EncoderSpec, cfg: SKRConfig, cache_dir: Path, label: str
+) -> tuple[np.ndarray, list[str], float]:
+    """(N, D) embeddings in the order of the returned ids, plus seconds spent (0 when cached).
+
+    Results are cached per (encoder, text set), so a killed evaluation resumes where it was.
+    """
+    import ray.data
+
+    ids = sorted(texts, key=lambda i: len(texts[i]), reverse=True)  # length-sorted batches: little padding
+    key = _cache_key(spec, ids, cfg)
+    cache = cache_dir / f"{spec.name}-{label}-{key}.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        log.info("%s/%s: reusing cached embeddings %s", spec.name, label, cache.name)
+        return data["embedding"], [str(x) for x in data["id"]], float(data["seconds"])
+    start = time.perf_counter()
+    ds = ray.data.from_items([{"id": i, "text": texts[i]} for i in ids])
+    e = cfg.evaluate
+    ds = ds.map_batches(
+        TextEncoder,
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": asdict(spec), "replicas": e.num_actors},
+        batch_size=e.batch_size,
+        concurrency=e.num_actors,
+        num_cpus=1,
+        num_gpus=1 if _has_gpu() else 0,
+    )
+    rows = ds.take_all()
+    out_ids = [str(r["id"]) for r in rows]
+    emb = np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
+    seconds = time.perf_counter() - start
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, id=np.asarray(out_ids), embedding=emb, seconds=seconds)
+    log.info("%s/%s: encoded %d texts in %.1fs", spec.name, label, len(out_ids), seconds)
+    return emb, out_ids, seconds
+
+
+def _has_gpu() -> bool:
+    from skr_ray.ray_utils import cluster_gpus
+
+    return cluster_gpus() > 0

@@ -1,0 +1,132 @@
+"""`skr evaluate`: every system on the labelled BEIR test set, in one report.
+
+Evaluation labels (queries, qrels) are read here and nowhere else; the head-only baseline learns
+from the self-labels of the annotate stage, never from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import SKRConfig
+from skr_ray.corpus import read_eval_set
+from skr_ray.evaluate.encode import EncoderSpec, encode_texts
+from skr_ray.evaluate.metrics import first_relevant_ranks, recall_curve, retrieval_metrics
+from skr_ray.evaluate.report import write_report
+
+log = logging.getLogger(__name__)
+
+
+def _embed_pair(
+    spec: EncoderSpec, corpus: dict[str, str], queries: dict[str, str], cfg: SKRConfig, art: Artifacts
+) -> tuple[np.ndarray, list[str], np.ndarray, list[str], float]:
+    # One Ray Data pass per system (one actor pool start) for candidates and queries together.
+    texts = {f"d:{k}": v for k, v in corpus.items()} | {f"q:{k}": v for k, v in queries.items()}
+    emb, ids, seconds = encode_texts(texts, spec, cfg, art.embedding_cache, "eval")
+    d_rows = [i for i, x in enumerate(ids) if x.startswith("d:")]
+    q_rows = [i for i, x in enumerate(ids) if x.startswith("q:")]
+    return (emb[q_rows], [ids[i][2:] for i in q_rows], emb[d_rows], [ids[i][2:] for i in d_rows], seconds)
+
+
+def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
+    from skr_ray.ray_utils import ensure_ray
+
+    art = Artifacts(cfg.output_dir)
+    if art.is_done(art.evaluate_dir) and art.metrics.is_file():
+        log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
+        return json.loads(art.metrics.read_text())
+    evalset = read_eval_set(cfg.data.eval, cfg.data.max_chars, cfg.data.max_queries)
+    systems = list(cfg.evaluate.systems)
+    needs_ckpt = "skr" in systems
+    if needs_ckpt and not (art.checkpoint_dir / "adapter").is_dir():
+        raise FileNotFoundError(f"no SKR checkpoint in {art.checkpoint_dir}; run `skr train` first")
+    if any(s in systems for s in ("base", "e5v", "head_only", "skr")):
+        ensure_ray(cfg.ray)
+    corpus, queries, qrels = evalset.corpus, evalset.queries, evalset.qrels
+    n_texts = len(corpus) + len(queries)
+    log.info("evaluating %s on %d queries x %d candidates", systems, len(queries), len(corpus))
+
+    results: dict[str, dict[str, float]] = {}
+    curves: dict[str, np.ndarray] = {}
+    max_k = max(max(cfg.evaluate.ks), 20)
+
+    def record(name: str, scores: np.ndarray, q_ids: list[str], d_ids: list[str], seconds: float) -> None:
+        ranks = first_relevant_ranks(scores, d_ids, q_ids, qrels)
+        row = retrieval_metrics(ranks, cfg.evaluate.ks)
+        row["seconds_per_100"] = 100.0 * seconds / n_texts if seconds else None
+        results[name] = row
+        curves[name] = recall_curve(ranks, min(max_k, len(d_ids)))
+        log.info("%s: %s", name, json.dumps({k: round(v, 4) for k, v in row.items() if v is not None}))
+
+    base_cache: tuple | None = None
+    for name in systems:
+        if name == "bm25":
+            from skr_ray.evaluate.baselines import bm25_scores
+
+            q_ids, d_ids = list(queries), list(corpus)
+            t0 = time.perf_counter()
+            scores = bm25_scores([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
+            record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
+        elif name == "minilm":
+            from skr_ray.evaluate.baselines import minilm_scores
+
+            q_ids, d_ids = list(queries), list(corpus)
+            t0 = time.perf_counter()
+            scores = minilm_scores([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
+            record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
+        elif name in ("base", "head_only"):
+            if base_cache is None:
+                base_cache = _embed_pair(EncoderSpec("base"), corpus, queries, cfg, art)
+            q, q_ids, d, d_ids, secs = base_cache
+            if name == "base":
+                record(name, q @ d.T, q_ids, d_ids, secs)
+            else:
+                head = _train_head_only(cfg, art)
+                from skr_ray.train.head_only import apply_head
+
+                record(name, apply_head(head, q) @ apply_head(head, d).T, q_ids, d_ids, secs)
+        elif name == "e5v":
+            q, q_ids, d, d_ids, secs = _embed_pair(EncoderSpec("e5v", prompt="e5v"), corpus, queries, cfg, art)
+            record(name, q @ d.T, q_ids, d_ids, secs)
+        elif name == "skr":
+            spec = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir))
+            q, q_ids, d, d_ids, secs = _embed_pair(spec, corpus, queries, cfg, art)
+            record(name, q @ d.T, q_ids, d_ids, secs)
+
+    summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
+    context = {
+        "eval": cfg.data.eval,
+        "queries": len(queries),
+        "candidates": len(corpus),
+        "model": cfg.model.name_or_path,
+        "train_pairs": summary.get("usable", "n/a"),
+    }
+    write_report(art.evaluate_dir, results, curves, context)
+    Artifacts.write_config(art.evaluate_dir, cfg)
+    Artifacts.mark_done(art.evaluate_dir, {"systems": systems})
+    return results
+
+
+def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
+    """Projection head on frozen base states of the self-labelled *training* split."""
+    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
+    from skr_ray.train.head_only import train_projection_head
+
+    if not art.is_done(art.annotate_dir):
+        raise FileNotFoundError(f"head_only needs self-labels; none finished in {art.annotate_dir}")
+    train_pairs, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction, cfg.train.seed)
+    texts = {f"q{i}": p.query for i, p in enumerate(train_pairs)}
+    texts |= {f"p{i}": p.passage for i, p in enumerate(train_pairs)}
+    emb, ids, _ = encode_texts(texts, EncoderSpec("base"), cfg, art.embedding_cache, "selflabels")
+    row = {x: i for i, x in enumerate(ids)}
+    q = emb[[row[f"q{i}"] for i in range(len(train_pairs))]]
+    p = emb[[row[f"p{i}"] for i in range(len(train_pairs))]]
+    return train_projection_head(
+        q, p, cfg.evaluate.head_only_epochs, cfg.train.batch_size, cfg.train.temperature, seed=cfg.seed
+    )

@@ -1,0 +1,74 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from skr_ray.corpus import CorpusError, read_eval_set, resolve_corpus, validate_corpus
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_demo_corpus_ships_with_the_package():
+    source = resolve_corpus("demo")
+    assert validate_corpus(source) == 100
+    ev = read_eval_set("demo", 4000)
+    assert len(ev.corpus) == 100 and len(ev.queries) == 40
+    assert sum(len(v) > 1 for v in ev.qrels.values()) == 3  # several relevant docs allowed
+
+
+def test_missing_corpus_names_the_path(tmp_path):
+    with pytest.raises(CorpusError, match="corpus not found: .*nope"):
+        resolve_corpus(str(tmp_path / "nope"))
+
+
+def test_bad_json_names_file_and_line(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n')
+    with pytest.raises(CorpusError, match=r"corpus.jsonl:2: not valid JSON"):
+        validate_corpus(resolve_corpus(str(path)))
+
+
+def test_missing_field_names_file_line_and_field(tmp_path):
+    path = _jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "x"}, {"_id": "b", "body": "y"}])
+    with pytest.raises(CorpusError, match=r"corpus.jsonl:2: missing field 'text'"):
+        validate_corpus(resolve_corpus(str(tmp_path)))
+
+
+def test_duplicate_ids_are_rejected(tmp_path):
+    path = _jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}])
+    with pytest.raises(CorpusError, match="duplicate _id 'a'"):
+        validate_corpus(resolve_corpus(str(path)))
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text("")
+    with pytest.raises(CorpusError, match="corpus is empty"):
+        validate_corpus(resolve_corpus(str(tmp_path)))
+
+
+def test_parquet_schema_is_checked(tmp_path):
+    pq.write_table(pa.table({"_id": ["a"], "body": ["x"]}), tmp_path / "c.parquet")
+    with pytest.raises(CorpusError, match="missing column 'text'"):
+        validate_corpus(resolve_corpus(str(tmp_path)))
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "text": ["x", "y"]}), tmp_path / "c.parquet")
+    assert validate_corpus(resolve_corpus(str(tmp_path))) == 2
+
+
+def test_txt_folder(tmp_path):
+    (tmp_path / "one.txt").write_text("hello")
+    (tmp_path / "two.txt").write_text("world")
+    source = resolve_corpus(str(tmp_path))
+    assert source.kind == "txt" and validate_corpus(source) == 2
+
+
+def test_qrels_pointing_to_unknown_doc(tmp_path):
+    _jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "x"}])
+    _jsonl(tmp_path / "queries.jsonl", [{"_id": "q", "text": "x?"}])
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\tzz\t1\n")
+    with pytest.raises(CorpusError, match=r"test.tsv:2: corpus-id 'zz'"):
+        read_eval_set(str(tmp_path), 1000)
