@@ -63,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(cfg.to_yaml())
         return 0
-    if args.command == "run":
-        result = run_pipeline(cfg)
-        summary = result.get("evaluate", {})
-    else:
-        summary = _stage(args.command, cfg)
+    from skr_ray.corpus import CorpusError
+    from skr_ray.models.backbone import ModelLoadError
+
+    try:
+        if args.command == "run":
+            summary = run_pipeline(cfg).get("evaluate", {})
+        else:
+            summary = _stage(args.command, cfg)
+    except (CorpusError, ModelLoadError, FileNotFoundError) as exc:
+        print(f"skr: error: {exc}", file=sys.stderr)
+        return 1
     log.info("result: %s", json.dumps(summary, default=str)[:2000])
     return 0
 

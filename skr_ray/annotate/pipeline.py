@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.corpus import read_corpus
+from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup
 
@@ -188,6 +188,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
         log.info("annotation already complete in %s; skipping", art.annotate_dir)
         return json.loads(art.annotate_summary.read_text())
+    validate_corpus(resolve_corpus(cfg.data.unlabeled))  # fail on bad input before starting Ray
     ensure_ray(cfg.ray)
     start = time.perf_counter()
     a = cfg.annotate

@@ -1,0 +1,146 @@
+"""annotate -> train -> evaluate on a real local Ray cluster, with a tiny random Llama.
+
+The tiny model writes gibberish, so the label filters are loosened; everything else (Ray Data actor
+pool, Ray Train with two DeepSpeed workers and cross-worker negatives, Ray Data encoding, report) is
+the production code path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import load_config
+
+pytestmark = pytest.mark.integration
+
+LOOSE_FILTERS = [
+    "annotate.require_question_mark=false",
+    "annotate.min_words=1",
+    "annotate.max_words=1000",
+    "annotate.max_copy_ratio=1.0",
+    "annotate.drop_duplicates=false",
+]
+
+
+def tiny_config(tiny_model_dir, out, *extra):
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"output_dir={out}",
+            "data.max_docs=24",
+            "data.max_queries=12",
+            "annotate.batch_size=4",
+            "annotate.max_new_tokens=8",
+            "train.epochs=2",
+            "train.batch_size=4",
+            "train.num_workers=2",
+            "train.max_length=64",
+            "evaluate.systems=[base,head_only,skr,bm25]",
+            "evaluate.head_only_epochs=3",
+            "evaluate.max_length=64",
+            *LOOSE_FILTERS,
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(ray_local, tiny_model_dir, tmp_path_factory):
+    from skr_ray.cli import run_pipeline
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_model_dir, out)
+    return cfg, run_pipeline(cfg)
+
+
+def test_annotation_labels_every_document_once(pipeline_run):
+    cfg, result = pipeline_run
+    art = Artifacts(cfg.output_dir)
+    table = pq.read_table(art.labels_dir)
+    ids = table["doc_id"].to_pylist()
+    corpus_ids = [json.loads(l)["_id"] for l in (__import__("skr_ray.corpus").corpus.demo_dir() / "corpus.jsonl").read_text().splitlines()]
+    assert len(ids) == 24 and len(set(ids)) == 24
+    assert set(ids) <= set(corpus_ids)
+    assert set(table["prompt_version"].to_pylist()) == {"ir-question-v2-oneshot"}
+    assert all(m.endswith(str(cfg.model.name_or_path).split("/")[-1]) for m in table["model_id"].to_pylist())
+    summary = result["annotate"]
+    assert summary["documents_labelled"] == 24 and sum(summary["status_counts"].values()) == 24
+    assert (art.annotate_dir / "config.yaml").is_file()
+
+
+def test_training_used_two_workers_and_wrote_a_loadable_checkpoint(pipeline_run):
+    import torch
+
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.encoding import embed_texts
+
+    cfg, result = pipeline_run
+    info = result["train"]
+    assert info["workers"] == 2 and info["use_gpu"] is False
+    history = json.loads(Artifacts(cfg.output_dir).train_history.read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert all(np.isfinite(h["train_loss"]) and h["train_loss"] > 0 for h in history)
+    skr = load_skr_model(Artifacts(cfg.output_dir).checkpoint_dir)  # no Ray needed
+    emb = embed_texts(skr.model, skr.tokenizer, ["revenue rose", "debt fell"], 32, skr.head)
+    assert emb.shape == (2, 32)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
+    trained = [n for n, p in skr.model.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
+    assert trained, "LoRA B matrices are still zero: the adapter did not learn"
+
+
+def test_evaluation_report(pipeline_run):
+    from skr_ray.corpus import read_eval_set
+    from skr_ray.evaluate.baselines import bm25_scores
+    from skr_ray.evaluate.metrics import first_relevant_ranks, retrieval_metrics
+
+    cfg, result = pipeline_run
+    art = Artifacts(cfg.output_dir)
+    metrics = json.loads(art.metrics.read_text())
+    assert set(metrics) == {"base", "head_only", "skr", "bm25"}
+    for row in metrics.values():
+        assert 0 < row["mrr"] <= 1
+        assert row["recall@1"] <= row["recall@3"] <= row["recall@5"] <= row["recall@10"] <= 1
+    ev = read_eval_set("demo", cfg.data.max_chars, 12)
+    q, d = list(ev.queries), list(ev.corpus)
+    expected = retrieval_metrics(
+        first_relevant_ranks(bm25_scores([ev.queries[i] for i in q], [ev.corpus[i] for i in d]), d, q, ev.qrels), [1, 3, 5, 10]
+    )
+    assert metrics["bm25"]["mrr"] == pytest.approx(expected["mrr"])
+    assert metrics["skr"] != metrics["base"]
+    report = art.report.read_text()
+    assert "| SKR (LoRA re-expression) (`skr`)" in report
+    assert (art.evaluate_dir / "recall_at_k.png").stat().st_size > 10_000
+
+
+def test_rerun_skips_finished_stages(pipeline_run):
+    from skr_ray.cli import run_pipeline
+
+    cfg, result = pipeline_run
+    again = run_pipeline(cfg)
+    assert again["evaluate"] == result["evaluate"]
+    assert again["annotate"]["documents_labelled"] == 24
+
+
+def test_training_resumes_from_last_checkpoint(ray_local, pipeline_run, tmp_path):
+    """Drop the finished marker and ask for one more epoch: training continues from epoch 2's state."""
+    import shutil
+
+    from skr_ray.train.trainer import run_training
+
+    cfg, _ = pipeline_run
+    art = Artifacts(cfg.output_dir)
+    first = json.loads(art.train_history.read_text())
+    (art.train_dir / "_SUCCESS").unlink()
+    shutil.rmtree(art.checkpoint_dir)
+    longer = tiny_config(cfg.model.name_or_path, cfg.output_dir, "train.epochs=3")
+    run_training(longer)
+    history = json.loads(art.train_history.read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[:2] == first  # the first two epochs were not redone
