@@ -117,7 +117,8 @@ class TrainConfig:
     """Ray Train workers; 0 = one per GPU, or 1 on a CPU-only cluster."""
     use_gpu: bool | None = None
     """None = use GPUs when the cluster has them."""
-    epochs: int = 5
+    epochs: int = 3
+    """Passes over the self-labels (the paper uses 5 on GPUs; 3 keeps the CPU demo short)."""
     batch_size: int = 16
     """Pairs per worker per step; the contrastive pool is batch_size x workers."""
     lr: float = 1e-4

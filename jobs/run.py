@@ -1,0 +1,8 @@
+"""Ray Jobs entry point: `ray job submit --working-dir . -- python jobs/run.py [--config F] [key=value ...]`."""
+
+import sys
+
+from skr_ray.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))
