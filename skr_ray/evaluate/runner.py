@@ -52,6 +52,14 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     n_texts = len(corpus) + len(queries)
     log.info("evaluating %s on %d queries x %d candidates", systems, len(queries), len(corpus))
 
+    summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
+    context = {
+        "eval": cfg.data.eval,
+        "queries": len(queries),
+        "candidates": len(corpus),
+        "model": cfg.model.name_or_path,
+        "train_pairs": summary.get("usable", "n/a"),
+    }
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
     max_k = max(max(cfg.evaluate.ks), 20)
@@ -63,6 +71,7 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         results[name] = row
         curves[name] = recall_curve(ranks, min(max_k, len(d_ids)))
         log.info("%s: %s", name, json.dumps({k: round(v, 4) for k, v in row.items() if v is not None}))
+        write_report(art.evaluate_dir, results, curves, context)  # partial results survive a kill
 
     base_cache: tuple | None = None
     for name in systems:
@@ -99,14 +108,6 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             q, q_ids, d, d_ids, secs = _embed_pair(spec, corpus, queries, cfg, art)
             record(name, q @ d.T, q_ids, d_ids, secs)
 
-    summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
-    context = {
-        "eval": cfg.data.eval,
-        "queries": len(queries),
-        "candidates": len(corpus),
-        "model": cfg.model.name_or_path,
-        "train_pairs": summary.get("usable", "n/a"),
-    }
     write_report(art.evaluate_dir, results, curves, context)
     Artifacts.write_config(art.evaluate_dir, cfg)
     Artifacts.mark_done(art.evaluate_dir, {"systems": systems})
