@@ -32,7 +32,8 @@ def write_report(
         "# SKR retrieval report",
         "",
         f"- evaluation set: `{context['eval']}` ({context['queries']} queries, {context['candidates']} candidates)",
-        f"- model: `{context['model']}`; self-labelled training pairs: {context.get('train_pairs', 'n/a')}",
+        f"- model: `{context['model']}`; usable self-labels: {context.get('train_pairs', 'n/a')}"
+        f" (label status counts: {context.get('label_status', {})})",
         "",
         "| system | " + " | ".join(keys) + " | encode s / 100 texts |",
         "|---|" + "---|" * (len(keys) + 1),

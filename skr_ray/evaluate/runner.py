@@ -59,6 +59,7 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         "candidates": len(corpus),
         "model": cfg.model.name_or_path,
         "train_pairs": summary.get("usable", "n/a"),
+        "label_status": summary.get("status_counts", {}),
     }
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
