@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
@@ -59,9 +60,8 @@ def resolve_corpus(spec: str) -> CorpusSource:
     raise CorpusError(f"{path} holds no corpus.jsonl, *.parquet or *.txt files")
 
 
-def _validate_jsonl(path: Path) -> int:
-    rows = 0
-    seen: set[str] = set()
+def iter_jsonl(path: Path, fields: tuple[str, ...] = ("_id", "text")) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each non-empty line; a bad line raises CorpusError naming file:line:field."""
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
@@ -72,17 +72,22 @@ def _validate_jsonl(path: Path) -> int:
                 raise CorpusError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise CorpusError(f"{path}:{line_no}: expected a JSON object")
-            for field in ("_id", "text"):
+            for field in fields:
                 if field not in row:
                     raise CorpusError(f"{path}:{line_no}: missing field '{field}'")
-            if not isinstance(row["text"], str):
+            if "text" in fields and not isinstance(row["text"], str):
                 raise CorpusError(f"{path}:{line_no}: field 'text' must be a string")
-            doc_id = str(row["_id"])
-            if doc_id in seen:
-                raise CorpusError(f"{path}:{line_no}: duplicate _id {doc_id!r}")
-            seen.add(doc_id)
-            rows += 1
-    return rows
+            yield line_no, row
+
+
+def _validate_jsonl(path: Path) -> int:
+    seen: set[str] = set()
+    for line_no, row in iter_jsonl(path):
+        doc_id = str(row["_id"])
+        if doc_id in seen:
+            raise CorpusError(f"{path}:{line_no}: duplicate _id {doc_id!r}")
+        seen.add(doc_id)
+    return len(seen)
 
 
 def validate_corpus(source: CorpusSource) -> int:
@@ -163,20 +168,10 @@ def _read_jsonl_map(path: Path, max_chars: int) -> dict[str, str]:
     if not path.is_file():
         raise CorpusError(f"evaluation file not found: {path}")
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            for field in ("_id", "text"):
-                if field not in row:
-                    raise CorpusError(f"{path}:{line_no}: missing field '{field}'")
-            title = str(row.get("title") or "").strip()
-            text = str(row["text"])
-            out[str(row["_id"])] = (f"{title}\n{text}" if title else text)[:max_chars]
+    for _, row in iter_jsonl(path):
+        title = str(row.get("title") or "").strip()
+        text = row["text"]
+        out[str(row["_id"])] = (f"{title}\n{text}" if title else text)[:max_chars]
     return out
 
 
