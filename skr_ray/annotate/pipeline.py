@@ -44,7 +44,10 @@ class SelfAnnotator:
         model, tokenizer = load_backbone(self.cfg.model, device=device)
         a = self.cfg.annotate
         self.engine = GenerationEngine(model, tokenizer, a.max_input_tokens, a.max_new_tokens, device)
-        self.filter = QuestionFilter(a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark)
+        self.filter = QuestionFilter(
+            a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
+            echo_of=tuple(self.task.example_labels),
+        )
         self.model_id = model_id(self.cfg.model)
         self.gen_params = json.dumps(
             {

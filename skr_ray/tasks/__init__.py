@@ -14,7 +14,7 @@ import torch
 
 
 class Parser(Protocol):
-    def __call__(self, raw: str, source_text: str) -> tuple[str, str]:
+    def __call__(self, raw: str, source_text: str, options: Any) -> tuple[str, str]:
         """Return (label, status); status 'ok' marks a usable label."""
 
 
@@ -31,6 +31,8 @@ class Task:
     make_head: Callable[[int, dict[str, Any]], torch.nn.Module]
     """(hidden_size, head options) -> head module applied to the pooled final-token state."""
     loss: Callable[..., torch.Tensor]
+    example_labels: tuple[str, ...] = ()
+    """Labels shown in the prompt's worked examples; the parser filters near copies of them."""
 
 
 _REGISTRY: dict[str, Task] = {}

@@ -68,7 +68,7 @@ def test_annotation_labels_every_document_once(pipeline_run):
     corpus_ids = [json.loads(l)["_id"] for l in (__import__("skr_ray.corpus").corpus.demo_dir() / "corpus.jsonl").read_text().splitlines()]
     assert len(ids) == 24 and len(set(ids)) == 24
     assert set(ids) <= set(corpus_ids)
-    assert set(table["prompt_version"].to_pylist()) == {"ir-question-v2-oneshot"}
+    assert set(table["prompt_version"].to_pylist()) == {"ir-question-v3-oneshot"}
     assert all(m.endswith(str(cfg.model.name_or_path).split("/")[-1]) for m in table["model_id"].to_pylist())
     summary = result["annotate"]
     assert summary["documents_labelled"] == 24 and sum(summary["status_counts"].values()) == 24

@@ -66,3 +66,10 @@ def test_duplicates_are_marked_and_counted():
     summary = summarize(table, corpus_rows=4, questions_per_doc=1)
     assert summary["usable"] == 2
     assert summary["status_counts"] == {"duplicate": 1, "ok": 2, "too_short": 1}
+
+
+def test_echo_of_the_prompt_example_is_filtered():
+    flt = QuestionFilter(echo_of=("What were cash and cash equivalents at 31 December 2018?",))
+    src = "Deferred revenue increased to $5.2 million in 2019 because of new maintenance contracts."
+    assert parse_question("What was cash and cash equivalents at 31 December 2018?", src, flt)[1] == "echoes_example"
+    assert parse_question("Why did deferred revenue increase in 2019?", src, flt)[1] == "ok"

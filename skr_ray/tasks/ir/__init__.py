@@ -4,7 +4,7 @@ from skr_ray.tasks import Task, register_task
 from skr_ray.tasks.ir.head import make_head
 from skr_ray.tasks.ir.labels import parse_question
 from skr_ray.tasks.ir.loss import contrastive_loss
-from skr_ray.tasks.ir.prompts import PROMPT_VERSION, build_messages
+from skr_ray.tasks.ir.prompts import EXAMPLE_QUESTION, PROMPT_VERSION, build_messages
 
 TASK = register_task(
     Task(
@@ -14,5 +14,6 @@ TASK = register_task(
         parse=parse_question,
         make_head=make_head,
         loss=contrastive_loss,
+        example_labels=(EXAMPLE_QUESTION,),
     )
 )

@@ -18,6 +18,9 @@ class QuestionFilter:
     max_words: int = 40
     max_copy_ratio: float = 0.8
     require_question_mark: bool = True
+    echo_of: tuple[str, ...] = ()
+    """Questions from the prompt's worked example; a near copy of one is filtered as 'echoes_example'."""
+    max_echo_similarity: float = 0.6
 
 
 def clean_question(raw: str) -> str:
@@ -64,6 +67,11 @@ def parse_question(raw: str, source: str, flt: QuestionFilter = QuestionFilter()
         return question, "too_long"
     if _GENERIC.search(question):
         return question, "generic"
+    qset = set(words(question))
+    for example in flt.echo_of:
+        eset = set(words(example))
+        if len(qset & eset) / max(1, len(qset | eset)) >= flt.max_echo_similarity:
+            return question, "echoes_example"
     if copy_ratio(question, source) > flt.max_copy_ratio:
         return question, "copies_passage"
     return question, OK

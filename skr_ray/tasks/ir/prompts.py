@@ -6,7 +6,7 @@ prompt is one-shot: a made-up passage with its question, then the real passage.
 
 from __future__ import annotations
 
-PROMPT_VERSION = "ir-question-v2-oneshot"
+PROMPT_VERSION = "ir-question-v3-oneshot"
 
 _SYSTEM = "You write one search question for a passage from a company report."
 _ASK = "Passage:\n{text}\n\nWrite one question this passage answers."
@@ -14,14 +14,14 @@ _EXAMPLE_PASSAGE = (
     "Cash and cash equivalents at 31 December 2018 were $412.6 million, compared with $388.1 million "
     "a year earlier, mainly because of higher operating cash flow."
 )
-_EXAMPLE_QUESTION = "What were cash and cash equivalents at 31 December 2018?"
+EXAMPLE_QUESTION = "What were cash and cash equivalents at 31 December 2018?"
 
 
 def build_messages(text: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": _SYSTEM},
         {"role": "user", "content": _ASK.format(text=_EXAMPLE_PASSAGE)},
-        {"role": "assistant", "content": _EXAMPLE_QUESTION},
+        {"role": "assistant", "content": EXAMPLE_QUESTION},
         {"role": "user", "content": _ASK.format(text=text)},
     ]
 
