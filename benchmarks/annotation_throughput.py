@@ -24,7 +24,6 @@ def plain_loop(cfg, texts: list[str]) -> float:
 
     task = get_task(cfg.task)
     path = materialize(cfg.model)
-    torch.set_num_threads(torch.get_num_threads())
     model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
     start = time.perf_counter()
@@ -49,7 +48,7 @@ def ray_path(cfg) -> float:
 
 def main() -> None:
     from skr_ray.config import load_config
-    from skr_ray.corpus import read_eval_set
+    from skr_ray.corpus import iter_jsonl, resolve_corpus
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=32)
@@ -60,14 +59,8 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="skr-bench-")
     cfg = load_config(None, [f"output_dir={out}", f"data.max_docs={args.rows}",
                              f"annotate.num_actors={args.actors}", *args.overrides])
-    corpus = read_eval_set(cfg.data.unlabeled, cfg.data.max_chars).corpus if cfg.data.unlabeled == "demo" else None
-    texts = list(corpus.values())[: args.rows] if corpus else None
-    if texts is None:
-        import json
-        from skr_ray.corpus import resolve_corpus
-
-        src = resolve_corpus(cfg.data.unlabeled).paths[0]
-        texts = [json.loads(l)["text"] for l in src.read_text().splitlines()[: args.rows]]
+    source = resolve_corpus(cfg.data.unlabeled)
+    texts = [row["text"] for _, row in iter_jsonl(source.paths[0])][: args.rows]
     plain = plain_loop(cfg, texts)
     ray_rps = ray_path(cfg)  # includes Ray start-up, actor start and model load: the honest end-to-end cost
     shutil.rmtree(out, ignore_errors=True)

@@ -145,7 +145,8 @@ def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
     if not enabled:
         return statuses
     labels = table["label"].to_pylist()
-    order = sorted(range(len(table)), key=lambda i: (table[DOC_ID][i].as_py(), table["label_index"][i].as_py()))
+    keys = list(zip(table[DOC_ID].to_pylist(), table["label_index"].to_pylist()))
+    order = sorted(range(len(table)), key=keys.__getitem__)
     seen: set[str] = set()
     for i in order:
         if statuses[i] != "ok":

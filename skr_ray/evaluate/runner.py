@@ -76,19 +76,13 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
 
     base_cache: tuple | None = None
     for name in systems:
-        if name == "bm25":
-            from skr_ray.evaluate.baselines import bm25_scores
+        if name in ("bm25", "minilm"):
+            from skr_ray.evaluate import baselines
 
+            scorer = baselines.bm25_scores if name == "bm25" else baselines.minilm_scores
             q_ids, d_ids = list(queries), list(corpus)
             t0 = time.perf_counter()
-            scores = bm25_scores([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
-            record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
-        elif name == "minilm":
-            from skr_ray.evaluate.baselines import minilm_scores
-
-            q_ids, d_ids = list(queries), list(corpus)
-            t0 = time.perf_counter()
-            scores = minilm_scores([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
+            scores = scorer([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
             record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
         elif name in ("base", "head_only"):
             if base_cache is None:

@@ -16,6 +16,7 @@ import pytest
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import load_config
+from skr_ray.corpus import demo_dir, iter_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ def test_annotation_labels_every_document_once(pipeline_run):
     art = Artifacts(cfg.output_dir)
     table = pq.read_table(art.labels_dir)
     ids = table["doc_id"].to_pylist()
-    corpus_ids = [json.loads(l)["_id"] for l in (__import__("skr_ray.corpus").corpus.demo_dir() / "corpus.jsonl").read_text().splitlines()]
+    corpus_ids = [row["_id"] for _, row in iter_jsonl(demo_dir() / "corpus.jsonl")]
     assert len(ids) == 24 and len(set(ids)) == 24
     assert set(ids) <= set(corpus_ids)
     assert set(table["prompt_version"].to_pylist()) == {"ir-question-v3-oneshot"}

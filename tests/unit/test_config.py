@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from skr_ray.config import ConfigError, SKRConfig, load_config, parse_overrides
+import yaml
+
+from skr_ray.config import ConfigError, SKRConfig, from_dict, load_config, parse_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +69,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, SKRConfig)
-    assert load_config(None, cfg.to_yaml().splitlines() and []) is not None
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg  # the resolved tree written to artifacts reloads
 
 
 def test_resolved_config_round_trips(tmp_path):
