@@ -22,7 +22,7 @@ import torch
 def plain_loop(cfg, pairs, steps: int) -> float:
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
-    from skr_ray.models.encoding import final_token_states, tokenize_for_embedding
+    from skr_ray.models.encoding import final_token_states, format_for_embedding
     from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.tasks.ir.loss import info_nce
 
@@ -36,8 +36,8 @@ def plain_loop(cfg, pairs, steps: int) -> float:
     for step in range(steps + 1):
         chunk = pairs[(step * bs) % len(pairs) :][:bs]
         t0 = time.perf_counter()
-        q = tokenize_for_embedding(tok, [p.query for p in chunk], cfg.train.max_query_length)
-        d = tokenize_for_embedding(tok, [p.passage for p in chunk], cfg.train.max_length)
+        q = format_for_embedding(tok, [p.query for p in chunk], cfg.train.max_query_length, cfg.train.embed_prompt)
+        d = format_for_embedding(tok, [p.passage for p in chunk], cfg.train.max_length, cfg.train.embed_prompt)
         loss = info_nce(head(final_token_states(model, q)), head(final_token_states(model, d)), cfg.train.temperature)
         opt.zero_grad()
         loss.backward()

@@ -129,6 +129,11 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    embed_prompt: str = "e5v"
+    """Input format for the embedding: plain (text + EOS) or e5v (one-word-summary chat prompt).
+
+    e5v starts training from a representation that already summarises the input, which the
+    contrastive loss then sharpens; plain starts from the raw last-token state."""
     lora_layers: int = 0
     """Put LoRA on the last N decoder layers only (0 = all layers, as in the paper).
 
@@ -149,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("train.val_fraction must be in [0, 1)")
+        if self.embed_prompt not in ("plain", "e5v"):
+            raise ConfigError(f"train.embed_prompt: {self.embed_prompt!r} is not one of plain, e5v")
         if self.temperature <= 0:
             raise ConfigError("train.temperature must be > 0")
         if self.batch_size < 2:

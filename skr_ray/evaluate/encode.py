@@ -52,33 +52,15 @@ class TextEncoder:
         else:
             self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
 
-    def _format(self, texts: list[str]) -> tuple[list[str], bool]:
-        if self.spec.prompt == "plain":
-            return texts, True
-        from skr_ray.tasks.ir.prompts import E5V_TEMPLATE
-
-        limit = self.cfg.evaluate.max_length
-        out = []
-        for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
-            content = E5V_TEMPLATE.format(text=self.tokenizer.decode(ids))
-            out.append(
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-                )
-                if self.tokenizer.chat_template
-                else content
-            )
-        return out, False
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch.nn.functional as F
 
         from skr_ray.models.encoding import embed_texts
 
-        texts, append_eos = self._format([str(t) for t in batch["text"]])
-        max_len = self.cfg.evaluate.max_length + (64 if not append_eos else 0)
-        emb = embed_texts(self.model, self.tokenizer, texts, max_len, self.head, self.device, append_eos)
+        texts = [str(t) for t in batch["text"]]
+        emb = embed_texts(
+            self.model, self.tokenizer, texts, self.cfg.evaluate.max_length, self.head, self.device, self.spec.prompt
+        )
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
         return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}

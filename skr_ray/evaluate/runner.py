@@ -74,7 +74,13 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         log.info("%s: %s", name, json.dumps({k: round(v, 4) for k, v in row.items() if v is not None}))
         write_report(art.evaluate_dir, results, curves, context)  # partial results survive a kill
 
-    base_cache: tuple | None = None
+    frozen: dict[EncoderSpec, tuple] = {}  # base-model embeddings, shared by base/e5v/head_only
+
+    def frozen_pair(spec: EncoderSpec) -> tuple:
+        if spec not in frozen:
+            frozen[spec] = _embed_pair(spec, corpus, queries, cfg, art)
+        return frozen[spec]
+
     for name in systems:
         if name in ("bm25", "minilm"):
             from skr_ray.evaluate import baselines
@@ -84,22 +90,18 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             scores = scorer([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
             record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
-        elif name in ("base", "head_only"):
-            if base_cache is None:
-                base_cache = _embed_pair(EncoderSpec("base"), corpus, queries, cfg, art)
-            q, q_ids, d, d_ids, secs = base_cache
-            if name == "base":
-                record(name, q @ d.T, q_ids, d_ids, secs)
-            else:
-                head = _train_head_only(cfg, art)
-                from skr_ray.train.head_only import apply_head
-
-                record(name, apply_head(head, q) @ apply_head(head, d).T, q_ids, d_ids, secs)
-        elif name == "e5v":
-            q, q_ids, d, d_ids, secs = _embed_pair(EncoderSpec("e5v", prompt="e5v"), corpus, queries, cfg, art)
+        elif name in ("base", "e5v"):
+            q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec("plain" if name == "base" else "e5v"))
             record(name, q @ d.T, q_ids, d_ids, secs)
+        elif name == "head_only":
+            from skr_ray.train.head_only import apply_head
+
+            q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec(cfg.train.embed_prompt))
+            head = _train_head_only(cfg, art)
+            record(name, apply_head(head, q) @ apply_head(head, d).T, q_ids, d_ids, secs)
         elif name == "skr":
-            spec = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir))
+            head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
+            spec = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"))
             q, q_ids, d, d_ids, secs = _embed_pair(spec, corpus, queries, cfg, art)
             record(name, q @ d.T, q_ids, d_ids, secs)
 
@@ -107,6 +109,11 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     Artifacts.write_config(art.evaluate_dir, cfg)
     Artifacts.mark_done(art.evaluate_dir, {"systems": systems})
     return results
+
+
+def _frozen_spec(prompt: str) -> EncoderSpec:
+    """The untouched base model under an input format (plain = 'base' system, e5v = 'e5v' system)."""
+    return EncoderSpec("base") if prompt == "plain" else EncoderSpec("e5v", prompt=prompt)
 
 
 def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
@@ -119,7 +126,9 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
     train_pairs, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction, cfg.train.seed)
     texts = {f"q{i}": p.query for i, p in enumerate(train_pairs)}
     texts |= {f"p{i}": p.passage for i, p in enumerate(train_pairs)}
-    emb, ids, _ = encode_texts(texts, EncoderSpec("base"), cfg, art.embedding_cache, "selflabels")
+    # Same input format as SKR, so the comparison isolates LoRA vs frozen backbone.
+    spec = _frozen_spec(cfg.train.embed_prompt)
+    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "selflabels")
     row = {x: i for i, x in enumerate(ids)}
     q = emb[[row[f"q{i}"] for i in range(len(train_pairs))]]
     p = emb[[row[f"p{i}"] for i in range(len(train_pairs))]]

@@ -28,6 +28,37 @@ def tokenize_for_embedding(
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+EMBED_PROMPTS = ("plain", "e5v")
+
+
+def format_for_embedding(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, prompt: str = "plain"
+) -> dict[str, torch.Tensor]:
+    """Tokenize texts for last-token embedding under an input format.
+
+    plain: the text (truncated to ``max_length`` tokens) + EOS.
+    e5v: the text (truncated to ``max_length`` tokens) inside a chat turn asking for a one-word
+    summary; the last token is the start of the assistant's answer, where the model has gathered
+    what it would say about the whole input.
+    """
+    if prompt == "plain":
+        return tokenize_for_embedding(tokenizer, texts, max_length)
+    if prompt != "e5v":
+        raise ValueError(f"unknown embedding prompt {prompt!r}; known: {EMBED_PROMPTS}")
+    from skr_ray.tasks.ir.prompts import E5V_TEMPLATE
+
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    wrapped = []
+    for row in ids:
+        content = E5V_TEMPLATE.format(text=tokenizer.decode(row))
+        if tokenizer.chat_template:
+            content = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        wrapped.append(content)
+    return tokenize_for_embedding(tokenizer, wrapped, max_length + 64, append_eos=False)
+
+
 def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer stack without the LM head (works through PEFT and DeepSpeed wrappers)."""
     inner = getattr(model, "module", model)  # DeepSpeed engine
@@ -62,10 +93,10 @@ def embed_texts(
     max_length: int,
     head: torch.nn.Module | None = None,
     device: str | torch.device = "cpu",
-    append_eos: bool = True,
+    prompt: str = "plain",
 ) -> torch.Tensor:
     """(N, D) float32 embeddings for one batch of texts."""
-    tokens = tokenize_for_embedding(tokenizer, texts, max_length, append_eos)
+    tokens = format_for_embedding(tokenizer, texts, max_length, prompt)
     batch = {k: v.to(device) for k, v in tokens.items()}
     states = final_token_states(model, batch).float()
     if head is not None:

@@ -34,10 +34,12 @@ class ReexpressionModel(nn.Module):
         return self.head(states)  # (B, D)
 
 
-def _embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
-    from skr_ray.models.encoding import tokenize_for_embedding
+def _embed(
+    engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: torch.device, prompt: str = "plain"
+) -> torch.Tensor:
+    from skr_ray.models.encoding import format_for_embedding
 
-    batch = tokenize_for_embedding(tokenizer, texts, max_length)
+    batch = format_for_embedding(tokenizer, texts, max_length, prompt)
     return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
@@ -47,13 +49,14 @@ def _validate(engine: Any, tokenizer: Any, pairs: list[Any], cfg: Any, device: t
 
     if len(pairs) < 2:
         return {}
+    prompt = cfg.train.embed_prompt
     engine.eval()
     qs, ps = [], []
     with torch.no_grad():
         for i in range(0, len(pairs), cfg.train.batch_size):
             chunk = pairs[i : i + cfg.train.batch_size]
-            qs.append(_embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device))
-            ps.append(_embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device))
+            qs.append(_embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device, prompt))
+            ps.append(_embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device, prompt))
     engine.train()
     q, p = torch.cat(qs).float(), torch.cat(ps).float()
     losses = [
@@ -127,6 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from tqdm.auto import tqdm
 
+    prompt = cfg.train.embed_prompt
     for epoch in range(start_epoch, cfg.train.epochs):
         rng = random.Random(cfg.train.seed * 1000 + epoch)  # same permutation on every worker
         order = list(range(len(train_pairs)))
@@ -138,8 +142,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for step in bar:
             base = step * bs * world + rank * bs
             chunk = [train_pairs[i] for i in order[base : base + bs]]
-            q = _embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device)
-            p = _embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device)
+            q = _embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device, prompt)
+            p = _embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device, prompt)
             loss = task.loss(q, p, cfg.train.temperature)
             engine.backward(loss)
             engine.step()

@@ -73,7 +73,13 @@ def run_training(cfg: SKRConfig) -> dict[str, Any]:
     gpus = cluster_gpus()
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else gpus > 0
     workers = cfg.train.num_workers or (max(1, int(gpus)) if use_gpu else 1)
-    head_info = {"task": cfg.task, "pooling": "last_token", "normalize": True, "options": {}}
+    head_info = {
+        "task": cfg.task,
+        "pooling": "last_token",
+        "prompt": cfg.train.embed_prompt,
+        "normalize": True,
+        "options": {},
+    }
 
     from skr_ray.models.backbone import materialize
 
