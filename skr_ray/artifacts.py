@@ -14,6 +14,10 @@ from skr_ray.config import SKRConfig
 SUCCESS = "_SUCCESS"
 
 
+class StageInputError(ValueError):
+    """A stage's input artifact exists but cannot feed it (e.g. too few usable self-labels)."""
+
+
 class Artifacts:
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir).expanduser().resolve()
@@ -49,6 +53,15 @@ class Artifacts:
     @property
     def train_history(self) -> Path:
         return self.train_dir / "history.json"
+
+    @property
+    def sft_dir(self) -> Path:
+        """SFT baseline (LoRA through the LM head on the same self-labels), for generative-answer tasks."""
+        return self.root / "train_sft"
+
+    @property
+    def sft_checkpoint_dir(self) -> Path:
+        return self.sft_dir / "checkpoint"
 
     # evaluate -----------------------------------------------------------------------------
     @property

@@ -23,6 +23,11 @@ def _setup_logging(level: str) -> None:
 
 
 def _stage(name: str, cfg: SKRConfig) -> dict:
+    from skr_ray.tasks import get_task
+
+    custom = get_task(cfg.task).stage(name)  # a task may run a stage its own way
+    if custom is not None:
+        return custom(cfg)
     if name == "annotate":
         from skr_ray.annotate.pipeline import run_annotation
 
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(cfg.to_yaml())
         return 0
+    from skr_ray.artifacts import StageInputError
     from skr_ray.corpus import CorpusError
     from skr_ray.models.backbone import ModelLoadError
 
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_pipeline(cfg).get("evaluate", {})
         else:
             summary = _stage(args.command, cfg)
-    except (CorpusError, ModelLoadError, FileNotFoundError) as exc:
+    except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError) as exc:
         print(f"skr: error: {exc}", file=sys.stderr)
         return 1
     log.info("result: %s", json.dumps(summary, default=str)[:2000])

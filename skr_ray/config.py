@@ -134,6 +134,8 @@ class TrainConfig:
 
     e5v starts training from a representation that already summarises the input, which the
     contrastive loss then sharpens; plain starts from the raw last-token state."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward: ~1/5 of the activation memory for ~30% more compute."""
     lora_layers: int = 0
     """Put LoRA on the last N decoder layers only (0 = all layers, as in the paper).
 
@@ -168,9 +170,8 @@ class TrainConfig:
 class EvaluateConfig:
     """Which systems to compare and how to encode."""
 
-    systems: list[str] = field(
-        default_factory=lambda: ["base", "e5v", "head_only", "skr", "bm25", "minilm"]
-    )
+    systems: list[str] = field(default_factory=list)
+    """Systems in the report; empty = every system of the task (see TASK_SYSTEMS)."""
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     batch_size: int = 16
     num_actors: int = 1
@@ -179,13 +180,49 @@ class EvaluateConfig:
     head_only_epochs: int = 20
     """Epochs of the projection head trained on frozen base embeddings."""
 
+    max_pairs: int = 0
+    """AD: stratified subsample of the labelled eval pairs (class ratio kept); 0 = all."""
+
     def __post_init__(self) -> None:
-        known = {"base", "e5v", "head_only", "skr", "bm25", "minilm"}
-        bad = [s for s in self.systems if s not in known]
-        if bad:
-            raise ConfigError(f"evaluate.systems: unknown system(s) {bad}; known: {sorted(known)}")
+        if self.max_pairs < 0:
+            raise ConfigError("evaluate.max_pairs must be >= 0")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError("evaluate.ks must be positive integers")
+
+
+@dataclass
+class ADConfig:
+    """AD (answerability): (question, passage) pairs judged yes/no by the base model itself."""
+
+    questions_from: str | None = None
+    """Output dir of an IR run (or its annotate/labels dir) whose self-written questions seed the
+    pairs; None = write them first, into OUTPUT_DIR/questions (an IR annotate run)."""
+    max_questions: int = 0
+    """Use at most this many self-written questions (a seeded sample); 0 = all."""
+    hard_negatives: int = 2
+    """Other passages per question nearest by BM25 (likely topical, often unanswerable)."""
+    easy_negatives: int = 1
+    """Random other passages per question."""
+    max_passage_tokens: int = 192
+    """Passage tokens shown to the model (judging, training and evaluation alike)."""
+    max_new_tokens: int = 6
+    """Generation budget of a yes/no answer ("Yes, because ..." is parsed from its first word)."""
+    head_hidden: int = 1024
+    pos_weight: float = 1.0
+    """BCE weight of the positive class; 0 = n_negative / n_positive of the training split."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_questions", "hard_negatives", "easy_negatives"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"ad.{key} must be >= 0")
+        if self.pos_weight < 0:
+            raise ConfigError("ad.pos_weight must be >= 0")
+
+
+TASK_SYSTEMS = {
+    "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm"],
+    "ad": ["base", "sft", "head_only", "skr"],
+}
 
 
 @dataclass
@@ -210,11 +247,20 @@ class SKRConfig:
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ad: ADConfig = field(default_factory=ADConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        if self.task not in ("ir",):
-            raise ConfigError(f"task must be one of ['ir'], got {self.task!r}")
+        if self.task not in TASK_SYSTEMS:
+            raise ConfigError(f"task must be one of {sorted(TASK_SYSTEMS)}, got {self.task!r}")
+        known = TASK_SYSTEMS[self.task]
+        if not self.evaluate.systems:
+            self.evaluate.systems = list(known)
+        bad = [s for s in self.evaluate.systems if s not in known]
+        if bad:
+            raise ConfigError(
+                f"evaluate.systems: unknown system(s) {bad} for task {self.task!r}; known: {known}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,6 +18,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_judge_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, rigged so that its greedy answers are 'yes' or 'no' (input-dependent)."""
+    from tests.tiny import make_yes_no_judge
+
+    return make_yes_no_judge(tiny_model_dir, tmp_path_factory.mktemp("tiny-judge"))
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray instance (2 CPUs) shared by the integration tests."""
     import ray

@@ -25,7 +25,7 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
     words: set[str] = set()
     for line in (demo_dir() / "corpus.jsonl").read_text().splitlines():
         words.update(re.findall(r"\w+|[^\w\s]", json.loads(line)["text"].lower()))
-    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word".split())
+    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word yes no answer answered can be from alone or".split())
     vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
@@ -47,6 +47,44 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def make_yes_no_judge(source: Path, target: Path, scale: float = 30.0) -> Path:
+    """Copy of a tiny model whose greedy answer to an AD prompt is 'yes' or 'no', depending on the input.
+
+    The output rows of 'yes' and 'no' are rewritten so both beat every other token (along the mean
+    final state) and differ along the main direction in which final states of AD prompts vary, so
+    both answers occur. Logits stay a real forward pass of a real model.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from skr_ray.models.encoding import final_token_states
+    from skr_ray.tasks.ad.prompts import render_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"
+    model = LlamaForCausalLM.from_pretrained(source).eval()
+    texts = [json.loads(line)["text"] for line in (demo_dir() / "corpus.jsonl").read_text().splitlines()]
+    prompts = render_prompts(tokenizer, texts[:40], texts[40:80], 48)
+    with torch.no_grad():
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        states = final_token_states(model, enc)
+    mean = states.mean(0)
+    mean_dir = mean / mean.norm()
+    centred = states - mean
+    centred = centred - (centred @ mean_dir)[:, None] * mean_dir  # orthogonal to the mean
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    yes = tokenizer("yes", add_special_tokens=False)["input_ids"][0]
+    no = tokenizer("no", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        weight = model.get_output_embeddings().weight
+        weight[yes] = scale * direction + scale * mean_dir
+        weight[no] = -scale * direction + scale * mean_dir
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)

@@ -70,7 +70,10 @@ def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu
     base, tokenizer = load_backbone(cfg.model, device=device)
     model = PeftModel.from_pretrained(base, str(root / ADAPTER))
     model.eval()
-    head = get_task(head_info["task"]).make_head(head_info["hidden_size"], head_info.get("options", {}))
+    if head_info.get("objective", "head") == "sft":  # answers through the LM head: no task head
+        head: torch.nn.Module = torch.nn.Identity()
+    else:
+        head = get_task(head_info["task"]).make_head(head_info["hidden_size"], head_info.get("options", {}))
     if (root / HEAD_WEIGHTS).is_file():
         head.load_state_dict(load_file(str(root / HEAD_WEIGHTS)))
     head.to(device).eval()

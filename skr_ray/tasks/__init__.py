@@ -6,8 +6,10 @@ behaviour only through :class:`Task` looked up here, so adding a task means addi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
 import torch
@@ -33,6 +35,20 @@ class Task:
     loss: Callable[..., torch.Tensor]
     example_labels: tuple[str, ...] = ()
     """Labels shown in the prompt's worked examples; the parser filters near copies of them."""
+    training: str = ""
+    """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
+    stages: dict[str, str] = field(default_factory=dict)
+    """Stages this task runs its own way: stage name -> 'module:function' taking the config."""
+
+    def training_hooks(self) -> ModuleType:
+        return importlib.import_module(self.training)
+
+    def stage(self, name: str) -> Callable[..., dict] | None:
+        target = self.stages.get(name)
+        if target is None:
+            return None
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)
 
 
 _REGISTRY: dict[str, Task] = {}
@@ -54,4 +70,4 @@ def get_task(name: str) -> Task:
 
 
 def _load_builtin() -> None:
-    from skr_ray.tasks import ir  # noqa: F401  (registers itself)
+    from skr_ray.tasks import ad, ir  # noqa: F401  (register themselves)

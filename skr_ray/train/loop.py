@@ -34,41 +34,6 @@ class ReexpressionModel(nn.Module):
         return self.head(states)  # (B, D)
 
 
-def _embed(
-    engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: torch.device, prompt: str = "plain"
-) -> torch.Tensor:
-    from skr_ray.models.encoding import format_for_embedding
-
-    batch = format_for_embedding(tokenizer, texts, max_length, prompt)
-    return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-
-
-def _validate(engine: Any, tokenizer: Any, pairs: list[Any], cfg: Any, device: torch.device) -> dict[str, float]:
-    """Validation loss (in-batch, as in training) and R@1 of each question among all val passages."""
-    from skr_ray.tasks.ir.loss import info_nce
-
-    if len(pairs) < 2:
-        return {}
-    prompt = cfg.train.embed_prompt
-    engine.eval()
-    qs, ps = [], []
-    with torch.no_grad():
-        for i in range(0, len(pairs), cfg.train.batch_size):
-            chunk = pairs[i : i + cfg.train.batch_size]
-            qs.append(_embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device, prompt))
-            ps.append(_embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device, prompt))
-    engine.train()
-    q, p = torch.cat(qs).float(), torch.cat(ps).float()
-    losses = [
-        info_nce(q[i : i + cfg.train.batch_size], p[i : i + cfg.train.batch_size], cfg.train.temperature).item()
-        for i in range(0, len(q), cfg.train.batch_size)
-        if len(q[i : i + cfg.train.batch_size]) > 1
-    ]
-    top1 = (q @ p.T).argmax(dim=1).cpu()
-    r1 = (top1 == torch.arange(len(q))).float().mean().item()
-    return {"val_loss": float(sum(losses) / max(1, len(losses))), "val_recall@1": r1}
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
@@ -80,7 +45,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from skr_ray.models.backbone import load_backbone, set_threads
     from skr_ray.models.checkpoint import ADAPTER, add_lora, save_head
     from skr_ray.tasks import get_task
-    from skr_ray.tasks.ir.pairs import Pair
     from skr_ray.train.deepspeed_config import build_deepspeed_config
 
     ctx = ray.train.get_context()
@@ -91,9 +55,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed)
 
     task = get_task(cfg.task)
+    hooks = task.training_hooks()
     backbone, tokenizer = load_backbone(cfg.model, device=device)
+    if cfg.train.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = add_lora(backbone, cfg.train)
-    head = task.make_head(backbone.config.hidden_size, loop_config.get("head_options", {}))
+    head_info = dict(loop_config["head_info"])
+    if hasattr(hooks, "build_head"):  # tasks with more than one objective (e.g. AD's SFT baseline)
+        head: nn.Module = hooks.build_head(backbone, head_info)
+    else:
+        head = task.make_head(backbone.config.hidden_size, head_info.get("options", {}))
     model = ReexpressionModel(backbone, head).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
@@ -104,15 +75,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ds_config = build_deepspeed_config(cfg.train, world, use_gpu, bf16=cfg.model.dtype == "bfloat16")
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
 
-    train_pairs = [Pair(**p) for p in loop_config["train_pairs"]]
-    val_pairs = [Pair(**p) for p in loop_config["val_pairs"]]
+    train_examples = loop_config["train_examples"]
+    val_examples = loop_config["val_examples"]
     bs = cfg.train.batch_size
-    steps_per_epoch = len(train_pairs) // (bs * world)
+    steps_per_epoch = len(train_examples) // (bs * world)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ValueError(
-            f"{len(train_pairs)} training pairs are fewer than one global batch "
+            f"{len(train_examples)} training pairs are fewer than one global batch "
             f"({bs} x {world} workers); lower train.batch_size or label more documents"
         )
 
@@ -130,10 +101,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from tqdm.auto import tqdm
 
-    prompt = cfg.train.embed_prompt
     for epoch in range(start_epoch, cfg.train.epochs):
         rng = random.Random(cfg.train.seed * 1000 + epoch)  # same permutation on every worker
-        order = list(range(len(train_pairs)))
+        order = list(range(len(train_examples)))
         rng.shuffle(order)
         engine.train()
         t0, losses = time.perf_counter(), []
@@ -141,10 +111,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    mininterval=10)
         for step in bar:
             base = step * bs * world + rank * bs
-            chunk = [train_pairs[i] for i in order[base : base + bs]]
-            q = _embed(engine, tokenizer, [p.query for p in chunk], cfg.train.max_query_length, device, prompt)
-            p = _embed(engine, tokenizer, [p.passage for p in chunk], cfg.train.max_length, device, prompt)
-            loss = task.loss(q, p, cfg.train.temperature)
+            chunk = [train_examples[i] for i in order[base : base + bs]]
+            loss = hooks.batch_loss(engine, tokenizer, chunk, cfg, device, head_info)
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
@@ -156,14 +124,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "samples_per_s": steps_per_epoch * bs * world / elapsed,
             "epoch_seconds": elapsed,
         }
-        metrics.update(_validate(engine, tokenizer, val_pairs, cfg, device))
+        engine.eval()
+        metrics.update(hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info))
+        engine.train()
+        if "threshold" in metrics:  # decision threshold picked on the self-labelled validation split
+            head_info["threshold"] = metrics["threshold"]
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             engine.save_checkpoint(str(tmp_path / "deepspeed"), tag="state", exclude_frozen_parameters=True)
             if rank == 0:
                 backbone.save_pretrained(str(tmp_path / ADAPTER))
-                save_head(tmp_path, head, loop_config["head_info"])
+                save_head(tmp_path, head, head_info)
                 (tmp_path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}, indent=2))
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

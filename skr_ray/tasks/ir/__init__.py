@@ -15,5 +15,6 @@ TASK = register_task(
         make_head=make_head,
         loss=contrastive_loss,
         example_labels=(EXAMPLE_QUESTION,),
+        training="skr_ray.tasks.ir.training",
     )
 )

@@ -1,0 +1,151 @@
+"""`skr annotate` for AD: pairs from IR self-annotations, judged yes/no by the base model on Ray Data.
+
+Resumable like IR annotation: judged pairs are written to parquet block by block; a re-run skips
+every pair id already on disk. Unparseable answers are kept with their status and counted, and
+excluded from training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.config import SKRConfig, from_dict
+
+log = logging.getLogger(__name__)
+
+
+def questions_dir(cfg: SKRConfig) -> Path:
+    """Where the IR self-labels that seed the pairs live (an existing run, or OUTPUT_DIR/questions)."""
+    if cfg.ad.questions_from:
+        root = Path(cfg.ad.questions_from).expanduser()
+        for candidate in (Artifacts(root).labels_dir, root / "labels", root):
+            if candidate.is_dir() and any(candidate.glob("*.parquet")):
+                return candidate
+        raise FileNotFoundError(f"ad.questions_from={root}: no IR label parquet files found there")
+    return Artifacts(Path(cfg.output_dir) / "questions").labels_dir
+
+
+def _ensure_questions(cfg: SKRConfig) -> Path:
+    if cfg.ad.questions_from:
+        return questions_dir(cfg)
+    from skr_ray.annotate.pipeline import run_annotation
+
+    ir_cfg = from_dict({**cfg.to_dict(), "task": "ir", "output_dir": str(Path(cfg.output_dir) / "questions"),
+                        "evaluate": {**cfg.to_dict()["evaluate"], "systems": []}})
+    log.info("AD pairs need self-written questions: running IR self-annotation into %s", ir_cfg.output_dir)
+    run_annotation(ir_cfg)
+    return questions_dir(cfg)
+
+
+def read_judgements(labels_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
+    """Every readable judged pair (one row per pair id); unreadable files are set aside and redone."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("label file %s is unreadable (%s); its pairs will be redone", path, exc)
+            if quarantine:
+                path.rename(path.with_suffix(".corrupt"))
+            continue
+        for row in table.to_pylist():
+            rows.setdefault(row["pair_id"], row)
+    return [rows[k] for k in sorted(rows)]
+
+
+def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    statuses = Counter(r["status"] for r in rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    pos = sum(1 for r in ok if r["answer"] == 1)
+    by_kind: dict[str, dict[str, int]] = {}
+    for r in ok:
+        k = by_kind.setdefault(r["kind"], {"yes": 0, "no": 0})
+        k["yes" if r["answer"] == 1 else "no"] += 1
+    return {
+        "pairs": total,
+        "judged": len(rows),
+        "usable": len(ok),
+        "status_counts": dict(sorted(statuses.items())),
+        "class_balance": {"yes": pos, "no": len(ok) - pos, "yes_fraction": round(pos / len(ok), 4) if ok else None},
+        "answers_by_pair_kind": by_kind,
+    }
+
+
+def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
+    import ray.data
+
+    from skr_ray.annotate.pipeline import read_labels
+    from skr_ray.models.backbone import model_id
+    from skr_ray.ray_utils import cluster_gpus, ensure_ray
+    from skr_ray.schema import DOC_ID, TEXT
+    from skr_ray.tasks.ad.pairs import build_pairs, read_questions
+    from skr_ray.tasks.ad.prompts import PROMPT_VERSION
+    from skr_ray.tasks.ad.scoring import PairScorer, generation_params
+
+    art = Artifacts(cfg.output_dir)
+    if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
+        log.info("annotation already complete in %s; skipping", art.annotate_dir)
+        return json.loads(art.annotate_summary.read_text())
+    start = time.perf_counter()
+    qdir = _ensure_questions(cfg)
+    ensure_ray(cfg.ray)
+    questions = read_questions(qdir, cfg.annotate.drop_duplicates)
+    if not questions:
+        raise FileNotFoundError(f"no usable self-written questions in {qdir}")
+    if cfg.ad.max_questions and cfg.ad.max_questions < len(questions):
+        questions = sorted(random.Random(cfg.seed).sample(questions, cfg.ad.max_questions))
+    table = read_labels(qdir, quarantine=False)
+    passages = {d: t for d, t in zip(table[DOC_ID].to_pylist(), table[TEXT].to_pylist()) if t and t.strip()}
+    pairs = build_pairs(questions, passages, cfg.ad.hard_negatives, cfg.ad.easy_negatives, cfg.seed)
+    log.info("%d questions x (1 own + %d hard + %d easy) -> %d pairs over %d passages",
+             len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives, len(pairs), len(passages))
+
+    done = {r["pair_id"] for r in read_judgements(art.labels_dir)}
+    todo = [p for p in pairs if p.pair_id not in done]
+    if done:
+        log.info("resuming: %d of %d pairs already judged", len(done), len(pairs))
+    Artifacts.write_config(art.annotate_dir, cfg)
+    if todo:
+        now = datetime.now(timezone.utc).isoformat()
+        provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(cfg.model),
+                      "generation": generation_params(cfg), "annotated_at": now}
+        items = [asdict(p) | provenance for p in todo]
+        items.sort(key=lambda r: len(r["passage"]) + len(r["query"]), reverse=True)  # little padding
+        a = cfg.annotate
+        gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+        ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
+        ds = ds.map_batches(
+            PairScorer,
+            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,
+                                   "replicas": a.num_actors},
+            batch_size=a.batch_size,
+            concurrency=a.num_actors,
+            num_cpus=a.num_cpus_per_actor,
+            num_gpus=gpus,
+        )
+        art.labels_dir.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
+    rows = read_judgements(art.labels_dir)
+    summary = summarize(rows, len(pairs))
+    summary.update({"questions": len(questions), "questions_dir": str(qdir), "resumed_from_pairs": len(done),
+                    "seconds": round(time.perf_counter() - start, 1)})
+    write_json(art.annotate_summary, summary)
+    missing = {p.pair_id for p in pairs} - {r["pair_id"] for r in rows}
+    if missing:
+        raise RuntimeError(f"annotation judged {len(pairs) - len(missing)} of {len(pairs)} pairs; re-run to resume")
+    Artifacts.mark_done(art.annotate_dir, {"pairs": len(pairs)})
+    log.info("AD annotation done: %s", json.dumps(summary))
+    return summary
+
+

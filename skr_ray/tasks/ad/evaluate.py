@@ -1,0 +1,234 @@
+"""`skr evaluate` for AD: base NTP, SFT, head-only and SKR on labelled (question, passage) pairs.
+
+Evaluation labels are read here and nowhere else. Decision thresholds of the trained heads come
+from the self-labelled validation split (stored with the checkpoint), never from test labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.config import SKRConfig
+from skr_ray.tasks.ad.metrics import best_threshold, classification_metrics
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    "base": "Base NTP (generated yes/no)",
+    "sft": "SFT (LoRA via NTP, decoded)",
+    "head_only": "Head-only (frozen backbone + MLP)",
+    "skr": "SKR (LoRA + classifier head)",
+}
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_stamp(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
+    return _key([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def _scored(rows: list[dict], cfg: SKRConfig, mode: str, checkpoint: str | None, cache: Path, name: str) -> list[dict]:
+    """score_pairs with an on-disk cache per (system, checkpoint, pairs): a killed evaluation resumes."""
+    from skr_ray.tasks.ad.scoring import score_pairs
+
+    stamp = _checkpoint_stamp(Path(checkpoint)) if checkpoint else cfg.model.name_or_path
+    path = cache / f"{name}-{_key(mode, stamp, cfg.ad.max_passage_tokens, cfg.ad.max_new_tokens, [r['pair_id'] for r in rows])}.json"
+    if path.is_file():
+        log.info("%s: reusing cached scores %s", name, path.name)
+        return json.loads(path.read_text())
+    keep = ("pair_id", "score", "raw_output", "answer", "p_yes", "status", "seconds", "state")
+    out = [{k: _plain(r[k]) for k in keep if k in r} for r in score_pairs(rows, cfg, mode, checkpoint)]
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _ntp_row(labels: np.ndarray, scored: list[dict]) -> tuple[dict[str, Any], np.ndarray]:
+    """Base/SFT: the better (by AUPRC) of the generated class (1/0) and softmax over yes/no logits."""
+    hard = np.asarray([1.0 if r["answer"] == 1 else 0.0 for r in scored])
+    soft = np.asarray([r["p_yes"] for r in scored], dtype=np.float64)
+    m_hard = classification_metrics(labels, hard, 0.5)
+    m_soft = classification_metrics(labels, soft, 0.5)
+    use_soft = (m_soft["auprc"] or 0) >= (m_hard["auprc"] or 0)
+    m = dict(m_soft if use_soft else m_hard)
+    m["accuracy"] = m_hard["accuracy"]  # the decision is what the model generated
+    m["score_source"] = "softmax(yes,no)" if use_soft else "generated class"
+    m["unparseable"] = sum(1 for r in scored if r["status"] != "ok")
+    return m, soft if use_soft else hard
+
+
+def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
+    from skr_ray.ray_utils import ensure_ray
+    from skr_ray.tasks.ad.pairs import read_eval_pairs
+
+    art = Artifacts(cfg.output_dir)
+    if art.is_done(art.evaluate_dir) and art.metrics.is_file():
+        log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
+        return json.loads(art.metrics.read_text())
+    pairs = read_eval_pairs(cfg.data.eval, cfg.data.max_chars, cfg.evaluate.max_pairs, cfg.seed)
+    systems = list(cfg.evaluate.systems)
+    for name, ckpt in (("skr", art.checkpoint_dir), ("sft", art.sft_checkpoint_dir)):
+        if name in systems and not (ckpt / "adapter").is_dir():
+            raise FileNotFoundError(f"no {name} checkpoint in {ckpt}; run `skr train task=ad` first")
+    ensure_ray(cfg.ray)
+    labels = np.asarray([p.label for p in pairs])
+    rows = [{"pair_id": p.pair_id, "query": p.query, "passage": p.passage} for p in pairs]
+    log.info("evaluating %s on %d pairs (%d positive)", systems, len(pairs), int(labels.sum()))
+    summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
+    context = {"eval": cfg.data.eval, "pairs": len(pairs), "positives": int(labels.sum()),
+               "model": cfg.model.name_or_path, "self_labels": summary.get("class_balance", {}),
+               "label_status": summary.get("status_counts", {})}
+    results: dict[str, dict[str, Any]] = {}
+    curves: dict[str, np.ndarray] = {}
+    cache = art.embedding_cache
+
+    def record(name: str, metrics: dict[str, Any], scores: np.ndarray, scored: list[dict]) -> None:
+        metrics["seconds_per_100"] = 100.0 * sum(r["seconds"] for r in scored) / len(scored)
+        results[name] = metrics
+        curves[name] = scores
+        log.info("%s: %s", name, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                              for k, v in metrics.items()}))
+        write_ad_report(art.evaluate_dir, results, curves, labels, context)
+
+    for name in systems:
+        if name in ("base", "sft"):
+            ckpt = str(art.sft_checkpoint_dir) if name == "sft" else None
+            scored = _scored(rows, cfg, "judge", ckpt, cache, name)
+            metrics, scores = _ntp_row(labels, scored)
+            record(name, metrics, scores, scored)
+        elif name == "skr":
+            head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
+            scored = _scored(rows, cfg, "head", str(art.checkpoint_dir), cache, name)
+            scores = np.asarray([r["score"] for r in scored])
+            metrics = classification_metrics(labels, scores, float(head_info.get("threshold", 0.5)))
+            metrics["threshold"] = float(head_info.get("threshold", 0.5))
+            record(name, metrics, scores, scored)
+        elif name == "head_only":
+            head, threshold = _train_head_only(cfg, art)
+            scored = _scored(rows, cfg, "states", None, cache, "base_states")
+            import torch
+
+            with torch.no_grad():
+                states = torch.tensor(np.asarray([r["state"] for r in scored]), dtype=torch.float32)
+                scores = torch.sigmoid(head(states)).numpy()
+            metrics = classification_metrics(labels, scores, threshold)
+            metrics["threshold"] = threshold
+            record(name, metrics, scores, scored)
+
+    write_ad_report(art.evaluate_dir, results, curves, labels, context)
+    Artifacts.write_config(art.evaluate_dir, cfg)
+    Artifacts.mark_done(art.evaluate_dir, {"systems": systems})
+    return results
+
+
+def _train_head_only(cfg: SKRConfig, art: Artifacts) -> tuple[Any, float]:
+    """MLP head on frozen base states of the self-labelled training split; threshold from its val split."""
+    import torch
+
+    from skr_ray.tasks.ad.head import ClassifierHead
+    from skr_ray.tasks.ad.loss import bce_loss
+    from skr_ray.tasks.ad.training import load_examples, resolve_pos_weight
+
+    train, val = load_examples(cfg, art)
+    if not train:
+        raise FileNotFoundError(f"head_only needs self-labels; none usable in {art.labels_dir}")
+    both = [{"pair_id": f"{i}", "query": e["query"], "passage": e["passage"]} for i, e in enumerate(train + val)]
+    scored = _scored(both, cfg, "states", None, art.embedding_cache, "selflabel_states")
+    x = torch.tensor(np.asarray([r["state"] for r in scored]), dtype=torch.float32)
+    y = torch.tensor([e["label"] for e in train + val], dtype=torch.float32)
+    x_tr, y_tr, x_va, y_va = x[: len(train)], y[: len(train)], x[len(train):], y[len(train):]
+    torch.manual_seed(cfg.seed)
+    head = ClassifierHead(x.shape[1], cfg.ad.head_hidden)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    pos_weight = resolve_pos_weight(cfg, train)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bs = cfg.train.batch_size
+    for _ in range(cfg.evaluate.head_only_epochs):
+        head.train()
+        for idx in torch.randperm(len(x_tr), generator=gen).split(bs):
+            loss = bce_loss(head(x_tr[idx]), y_tr[idx], pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    with torch.no_grad():
+        val_scores = torch.sigmoid(head(x_va)).numpy() if len(x_va) else np.zeros(0)
+    threshold = best_threshold(y_va.numpy(), val_scores) if len(x_va) else 0.5
+    return head, threshold
+
+
+def write_ad_report(out_dir: Path, results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
+                    labels: np.ndarray, context: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", results)
+    lines = [
+        "# SKR answerability (AD) report",
+        "",
+        f"- evaluation pairs: `{context['eval']}` ({context['pairs']} pairs, {context['positives']} answerable)",
+        f"- model: `{context['model']}`; self-label class balance: {context.get('self_labels', {})}"
+        f" (statuses: {context.get('label_status', {})})",
+        "- thresholds of head_only / skr come from the self-labelled validation split, never from test labels",
+        "",
+        "| system | accuracy | AUROC | AUPRC | s / 100 cases | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in results.items():
+        note = m.get("score_source") or (f"threshold {m['threshold']:.3f}" if "threshold" in m else "")
+        if m.get("unparseable"):
+            note += f"; {m['unparseable']} unparseable answers (counted as no)"
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {TITLES.get(name, name)} (`{name}`) | {fmt(m['accuracy'])} | {fmt(m.get('auroc'))} | "
+                     f"{fmt(m.get('auprc'))} | {m['seconds_per_100']:.1f} | {note} |")
+    lines += ["", "![Precision-recall](pr_curve.png) ![ROC](roc_curve.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    _plot_curves(out_dir, scores, labels)
+
+
+def _plot_curves(out_dir: Path, scores: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if len(set(labels.tolist())) < 2:
+        return
+    for kind in ("pr", "roc"):
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        for name, s in scores.items():
+            if kind == "pr":
+                p, r, _ = precision_recall_curve(labels, s)
+                ax.plot(r, p, label=TITLES.get(name, name), linewidth=2.5 if name == "skr" else 1.5)
+            else:
+                f, t, _ = roc_curve(labels, s)
+                ax.plot(f, t, label=TITLES.get(name, name), linewidth=2.5 if name == "skr" else 1.5)
+        if kind == "pr":
+            ax.axhline(labels.mean(), color="grey", linestyle=":", label="chance")
+            ax.set(xlabel="recall", ylabel="precision", title="Answerability: precision-recall")
+        else:
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Answerability: ROC")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if kind == "roc" else "upper right")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{kind}_curve.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,35 @@
+"""AD prompt: the base model judges, through its normal generation, whether a passage answers a question.
+
+The same chat prompt is the input of every AD system (base NTP, SFT, head-only, SKR), so they differ
+only in how the answer is read out: generated text, LM-head logits, or a trained head.
+"""
+
+from __future__ import annotations
+
+PROMPT_VERSION = "ad-answerable-v1"
+
+_SYSTEM = "You check whether a passage from a company report contains the answer to a question."
+_ASK = (
+    "Passage:\n{passage}\n\nQuestion: {query}\n\n"
+    "Can the question be answered from the passage alone? Answer yes or no."
+)
+
+
+def build_messages(query: str, passage: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": _SYSTEM},
+        {"role": "user", "content": _ASK.format(passage=passage, query=query)},
+    ]
+
+
+def render_prompts(tokenizer, queries: list[str], passages: list[str], max_passage_tokens: int) -> list[str]:
+    """Chat-rendered prompts ending where the assistant's answer starts; passages cut by tokens."""
+    ids = tokenizer(list(passages), add_special_tokens=False, truncation=True, max_length=max_passage_tokens)
+    out = []
+    for query, row in zip(queries, ids["input_ids"]):
+        messages = build_messages(query, tokenizer.decode(row))
+        if tokenizer.chat_template:
+            out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        else:
+            out.append("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
+    return out

@@ -1,0 +1,141 @@
+"""Ray Data UDF that reads an answerability score out of one model replica, for a batch of pairs.
+
+Modes (all on the same chat prompt, see prompts.py):
+  judge  - greedy generation: the text answer, its parsed yes/no, and softmax(yes, no) of the first
+           generated token (base self-annotation, base NTP baseline, SFT baseline);
+  head   - one forward pass, final-token state -> trained classifier head -> probability (SKR);
+  states - one forward pass, final-token states only (head-only baseline trains/applies its head on them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from skr_ray.config import from_dict
+
+log = logging.getLogger(__name__)
+
+MODES = ("judge", "head", "states")
+
+
+class PairScorer:
+    def __init__(self, cfg_dict: dict[str, Any], mode: str, checkpoint: str | None, replicas: int) -> None:
+        import torch
+
+        from skr_ray.models.backbone import load_backbone, model_id, set_threads
+        from skr_ray.tasks.ad.labels import yes_no_token_ids
+
+        if mode not in MODES:
+            raise ValueError(f"unknown scoring mode {mode!r}; known: {MODES}")
+        self.cfg = from_dict(cfg_dict)
+        self.mode = mode
+        set_threads(self.cfg.model, replicas)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.head = None
+        if checkpoint:
+            from skr_ray.models.checkpoint import load_skr_model
+
+            skr = load_skr_model(checkpoint, device=self.device)
+            self.model = skr.model.merge_and_unload()  # same outputs, plain forward
+            self.tokenizer = skr.tokenizer
+            if skr.head_info.get("objective", "head") == "head":
+                self.head = skr.head
+        else:
+            self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
+        if mode == "head" and self.head is None:
+            raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
+        self.model.eval()
+        self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
+        self.model_id = model_id(self.cfg.model)
+
+    def _prompts(self, batch: dict[str, np.ndarray]) -> list[str]:
+        from skr_ray.tasks.ad.prompts import render_prompts
+
+        return render_prompts(
+            self.tokenizer, [str(q) for q in batch["query"]], [str(p) for p in batch["passage"]],
+            self.cfg.ad.max_passage_tokens,
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        prompts = self._prompts(batch)
+        start = time.perf_counter()
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        out: dict[str, Any] = {k: batch[k] for k in batch}
+        with torch.inference_mode():
+            if self.mode == "judge":
+                out.update(self._judge(enc))
+            else:
+                from skr_ray.models.encoding import final_token_states
+
+                states = final_token_states(self.model, enc).float()
+                if self.mode == "head":
+                    out["score"] = torch.sigmoid(self.head(states)).cpu().numpy().astype(np.float64)
+                else:
+                    out["state"] = list(states.cpu().numpy().astype(np.float32))
+        # Per-row share of the batch's wall time: summed over rows it is the time spent scoring.
+        out["seconds"] = np.full(len(prompts), (time.perf_counter() - start) / len(prompts))
+        return out
+
+    def _judge(self, enc: Any) -> dict[str, Any]:
+        from skr_ray.tasks.ad.labels import parse_yes_no, yes_probability
+
+        gen = self.model.generate(
+            **enc,
+            max_new_tokens=self.cfg.ad.max_new_tokens,
+            do_sample=False, temperature=None, top_p=None, top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        p_yes = yes_probability(gen.logits[0], self.yes_ids, self.no_ids).cpu().numpy().astype(np.float64)
+        texts = self.tokenizer.batch_decode(gen.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        labels, statuses = [], []
+        for text in texts:
+            label, status = parse_yes_no(text)
+            labels.append(-1 if label is None else label)
+            statuses.append(status)
+        return {
+            "raw_output": [t.strip() for t in texts],
+            "answer": np.asarray(labels, dtype=np.int64),
+            "p_yes": p_yes,
+            "status": statuses,
+        }
+
+
+def score_pairs(
+    rows: list[dict[str, Any]], cfg: Any, mode: str, checkpoint: str | None = None
+) -> list[dict[str, Any]]:
+    """Score rows (dicts with pair_id, query, passage, ...) on a Ray Data actor pool; input order kept."""
+    import ray.data
+
+    from skr_ray.ray_utils import cluster_gpus
+
+    if not rows:
+        return []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["passage"]) + len(rows[i]["query"]), reverse=True)
+    e = cfg.evaluate
+    ds = ray.data.from_items([rows[i] for i in order])
+    ds = ds.map_batches(
+        PairScorer,
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": mode, "checkpoint": checkpoint,
+                               "replicas": e.num_actors},
+        batch_size=e.batch_size,
+        concurrency=e.num_actors,
+        num_cpus=1,
+        num_gpus=1 if cluster_gpus() > 0 else 0,
+    )
+    by_id = {r["pair_id"]: r for r in ds.take_all()}
+    return [by_id[r["pair_id"]] for r in rows]
+
+
+def generation_params(cfg: Any) -> str:
+    return json.dumps({"max_new_tokens": cfg.ad.max_new_tokens, "max_passage_tokens": cfg.ad.max_passage_tokens,
+                       "greedy": True, "seed": cfg.seed})

@@ -1,0 +1,63 @@
+"""IR hooks for the shared re-expression loop: (question, passage) pairs and in-batch InfoNCE."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import SKRConfig
+
+
+def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
+    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
+
+    pairs = load_pairs(art.labels_dir, cfg.annotate.drop_duplicates)
+    train, val = split_pairs(pairs, cfg.train.val_fraction, cfg.train.seed)
+    return [asdict(p) for p in train], [asdict(p) for p in val]
+
+
+def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
+    return {"pooling": "last_token", "prompt": cfg.train.embed_prompt, "normalize": True, "options": {}}
+
+
+def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str) -> torch.Tensor:
+    from skr_ray.models.encoding import format_for_embedding
+
+    batch = format_for_embedding(tokenizer, texts, max_length, prompt)
+    return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+
+def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
+    from skr_ray.tasks.ir.loss import contrastive_loss
+
+    t = cfg.train
+    q = embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt)
+    p = embed(engine, tokenizer, [p["passage"] for p in chunk], t.max_length, device, t.embed_prompt)
+    return contrastive_loss(q, p, t.temperature)
+
+
+@torch.no_grad()
+def validate(engine: Any, tokenizer: Any, pairs: list[dict], cfg: SKRConfig, device: Any, info: dict) -> dict[str, float]:
+    """Validation loss (in-batch, as in training) and R@1 of each question among all val passages."""
+    from skr_ray.tasks.ir.loss import info_nce
+
+    if len(pairs) < 2:
+        return {}
+    t = cfg.train
+    qs, ps = [], []
+    for i in range(0, len(pairs), t.batch_size):
+        chunk = pairs[i : i + t.batch_size]
+        qs.append(embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt))
+        ps.append(embed(engine, tokenizer, [p["passage"] for p in chunk], t.max_length, device, t.embed_prompt))
+    q, p = torch.cat(qs).float(), torch.cat(ps).float()
+    losses = [
+        info_nce(q[i : i + t.batch_size], p[i : i + t.batch_size], t.temperature).item()
+        for i in range(0, len(q), t.batch_size)
+        if len(q[i : i + t.batch_size]) > 1
+    ]
+    top1 = (q @ p.T).argmax(dim=1).cpu()
+    r1 = (top1 == torch.arange(len(q))).float().mean().item()
+    return {"val_loss": float(sum(losses) / max(1, len(losses))), "val_recall@1": r1}
