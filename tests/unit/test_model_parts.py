@@ -7,7 +7,7 @@ import torch
 from skr_ray.annotate.generation import GenerationEngine
 from skr_ray.config import ModelConfig, TrainConfig
 from skr_ray.models.backbone import load_backbone
-from skr_ray.models.encoding import embed_texts, last_token_pool, tokenize_for_embedding
+from skr_ray.models.encoding import embed_texts, format_for_embedding, last_token_pool, tokenize_for_embedding
 from skr_ray.tasks.ir.head import EmbeddingHead
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
 from skr_ray.train.deepspeed_config import build_deepspeed_config
@@ -26,6 +26,21 @@ def test_tokenize_left_pads_and_ends_in_eos(tiny):
     assert ids.shape == (2, 4)
     assert (ids[:, -1] == tok.eos_token_id).all()  # EOS survives truncation
     assert mask[0].tolist() == [0, 1, 1, 1] and mask[1].tolist() == [1, 1, 1, 1]
+
+
+def test_e5v_format_truncates_text_then_wraps_in_the_prompt(tiny):
+    _, tok = tiny
+    long = "the group revenue rose in 2023 " * 20
+    batch = format_for_embedding(tok, ["revenue rose", long], max_length=8, prompt="e5v")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    rows = [tok.decode(r[m.bool()]) for r, m in zip(ids, mask)]
+    assert all("summarize the above in one word" in r for r in rows)  # instruction survives truncation
+    assert rows[0].rstrip().endswith("assistant")  # last token = start of the model's answer
+    assert int(mask[1].sum()) - int(mask[0].sum()) == 6  # long text cut to 8 tokens ('revenue rose' = 2)
+    plain = format_for_embedding(tok, ["revenue rose"], max_length=8, prompt="plain")
+    assert plain["input_ids"][0, -1] == tok.eos_token_id
+    with pytest.raises(ValueError, match="unknown embedding prompt"):
+        format_for_embedding(tok, ["x"], 8, prompt="nope")
 
 
 def test_last_token_pool_left_and_right_padding():

@@ -1,0 +1,44 @@
+"""The real bundled SmolLM2-135M-Instruct on the AD task: self-judged pairs, SKR head, evaluation."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import load_config
+
+pytestmark = [pytest.mark.smoke, pytest.mark.integration]
+
+
+def test_smollm2_ad_end_to_end(ray_local, tmp_path):
+    from skr_ray.cli import run_pipeline
+    from skr_ray.tasks.ad.annotate import read_judgements
+
+    cfg = load_config(None, [
+        "task=ad", f"output_dir={tmp_path}", "data.max_docs=6", "annotate.batch_size=8",
+        "ad.hard_negatives=1", "ad.easy_negatives=1", "ad.max_passage_tokens=96",
+        "train.epochs=1", "train.batch_size=4", "train.val_fraction=0.2",
+        "evaluate.systems=[base,skr]", "evaluate.max_pairs=10", "evaluate.batch_size=10",
+    ])
+    result = run_pipeline(cfg)
+
+    rows = read_judgements(Artifacts(tmp_path).labels_dir, quarantine=False)
+    summary = result["annotate"]
+    assert len(rows) == summary["pairs"] == 3 * summary["questions"] > 0
+    parsed = [r for r in rows if r["status"] == "ok"]
+    assert len(parsed) >= 0.75 * len(rows), [r["raw_output"] for r in rows]
+    for r in parsed:
+        assert 0.0 < r["p_yes"] < 1.0
+        if re.match(r"^\W*(yes|no)\b", r["raw_output"].lower()):  # greedy first token is the verdict
+            assert (r["p_yes"] > 0.5) == (r["answer"] == 1), r["raw_output"]
+
+    metrics = result["evaluate"]
+    assert set(metrics) == {"base", "skr"}
+    for name, row in metrics.items():
+        assert 0.0 <= row["auprc"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0, name
+        assert row["positive_rate"] == pytest.approx(0.2)
+    info = json.loads((Artifacts(tmp_path).checkpoint_dir / "head.json").read_text())
+    assert info["task"] == "ad" and "threshold" in info
