@@ -54,12 +54,19 @@ def run_pipeline(cfg: SKRConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skr", description=__doc__)
-    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config"])
+    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "serve"])
     parser.add_argument("--config", "-c", default=None, help="YAML config file")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
+    parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
+                        help="serve: a model id and its checkpoint or run folder (repeatable)")
+    parser.add_argument("--port", type=int, default=8000, help="serve: HTTP port")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
+    if args.command == "serve":
+        from skr_ray.serve.cli import serve_main
+
+        return serve_main(args.config, args.model, args.port)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:

@@ -89,3 +89,36 @@ def make_yes_no_judge(source: Path, target: Path, scale: float = 30.0) -> Path:
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int = 0, **head_extra) -> Path:
+    """A real SKR checkpoint folder (adapter/ + head + config) of the tiny model, with non-zero LoRA
+    weights so that different checkpoints give different outputs. Written by the project's own savers."""
+    import torch
+
+    from skr_ray.config import load_config
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.checkpoint import ADAPTER, RUN_CONFIG, add_lora, save_head
+    from skr_ray.tasks import get_task
+
+    cfg = load_config(None, [f"task={task}", f"model.name_or_path={model_dir}", "evaluate.max_length=64"])
+    model, _ = load_backbone(cfg.model)
+    torch.manual_seed(seed)
+    peft_model = add_lora(model, cfg.train)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    hidden = model.config.hidden_size
+    options = {"hidden": 64} if task == "ad" else {}
+    head = get_task(task).make_head(hidden, options)
+    info = {"task": task, "objective": "head", "pooling": "last_token", "hidden_size": hidden,
+            "prompt": "e5v" if task == "ir" else "ad-answerable-v1", "options": options, **head_extra}
+    if task == "ad":
+        info.setdefault("threshold", 0.5)
+        info.setdefault("max_passage_tokens", 48)
+    target.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(target / ADAPTER))
+    save_head(target, head, info)
+    (target / RUN_CONFIG).write_text(cfg.to_yaml())
+    return target

@@ -1,0 +1,1 @@
+"""Ray Serve: one application graph serving every trained SKR head behind HTTP routes."""

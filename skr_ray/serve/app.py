@@ -1,0 +1,185 @@
+"""The Serve application: a FastAPI ingress composing the SKR backbone deployment through a handle.
+
+    build_app({"models": {"fin-ir": "runs/demo", "fin-ad": "runs/tatqa_ad/train/checkpoint"}})
+
+Referenced by ``import_path: skr_ray.serve.app:build_app`` in cluster/serve.yaml, and started
+locally by ``skr serve``.
+"""
+
+
+import base64
+import binascii
+import io
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from skr_ray.serve.backbone import SKRBackbone
+from skr_ray.serve.registry import ModelEntry, build_registry
+from skr_ray.serve.schemas import ClassifyRequest, DetectRequest, EmbeddingRequest
+
+log = logging.getLogger(__name__)
+
+api = FastAPI(title="skr_ray", description="SKR heads: embeddings, answerability, detection")
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": code}})
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "code": "bad_request"}
+    return _error(exc.status_code, detail["message"], detail["code"])
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = [f"{'.'.join(str(x) for x in e['loc'] if x != 'body')}: {e['msg']}" for e in exc.errors()]
+    return _error(400, "invalid request body: " + "; ".join(parts), "invalid_body")
+
+
+def _fail(status: int, message: str, code: str) -> HTTPException:
+    return HTTPException(status_code=status, detail={"message": message, "code": code})
+
+
+@serve.deployment(name="Api")
+@serve.ingress(api)
+class Api:
+    def __init__(self, backbone: DeploymentHandle, entries: dict[str, ModelEntry], options: dict[str, Any]) -> None:
+        self.backbone = backbone
+        self.entries = entries
+        self.max_input_tokens = int(options.get("max_input_tokens", 512))
+        self.max_inputs = int(options.get("max_inputs_per_request", 256))
+        self.max_image_bytes = int(options.get("max_image_bytes", 20 * 2**20))
+
+    def _entry(self, model: str, task: str, route: str) -> ModelEntry:
+        entry = self.entries.get(model)
+        if entry is None:
+            raise _fail(404, f"unknown model {model!r}; GET /v1/models lists {sorted(self.entries)}", "model_not_found")
+        if entry.task != task or entry.objective != "head":
+            raise _fail(400, f"model {model!r} is a {entry.task} model; {route} needs a {task} model", "wrong_task")
+        return entry
+
+    async def _call(self, model: str, method: str, *args: Any) -> Any:
+        try:
+            handle = self.backbone.options(multiplexed_model_id=model)
+            return await getattr(handle, method).remote(*args)
+        except Exception as exc:  # replica errors become a visible 5xx, never a silent drop
+            name = type(exc).__name__
+            status = 503 if "BackPressure" in name or "Unavailable" in name or "ActorDied" in name else 500
+            log.exception("backbone call %s for %s failed", method, model)
+            raise _fail(status, f"model replica failed ({name}): {exc}"[:500], "replica_error") from None
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        loaded = await self.backbone.loaded_models.remote()
+        return {"status": "ok", "models": sorted(self.entries), "adapters_loaded_on_a_replica": loaded}
+
+    @api.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [e.describe() for e in self.entries.values()]}
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
+        self._entry(body.model, "ir", "/v1/embeddings")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise _fail(400, "input must be a non-empty string or a non-empty list of strings", "empty_input")
+        if len(texts) > self.max_inputs:
+            raise _fail(400, f"input has {len(texts)} items; the limit is {self.max_inputs} per request", "too_many_inputs")
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise _fail(400, f"input[{i}] is empty", "empty_input")
+        counts = await self.backbone.count_tokens.remote(texts)
+        for i, n in enumerate(counts):
+            if n > self.max_input_tokens:
+                raise _fail(400, f"input[{i}] has {n} tokens; the limit is {self.max_input_tokens}", "input_too_long")
+        vectors = np.asarray(await self._call(body.model, "embed", texts), dtype=np.float32)
+        if body.dimensions is not None:
+            if body.dimensions > vectors.shape[1]:
+                raise _fail(400, f"dimensions={body.dimensions} exceeds the model's {vectors.shape[1]}", "bad_dimensions")
+            vectors = vectors[:, : body.dimensions]
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        data = []
+        for i, v in enumerate(vectors):
+            emb: Any = base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64" else v.tolist()
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        total = int(sum(counts))
+        return {"object": "list", "data": data, "model": body.model,
+                "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+    @api.post("/v1/classify")
+    async def classify(self, body: ClassifyRequest) -> dict[str, Any]:
+        entry = self._entry(body.model, "ad", "/v1/classify")
+        if not body.query.strip():
+            raise _fail(400, "query is empty", "empty_input")
+        if body.image is not None:
+            self._decode_image(body.image)
+            raise _fail(400, f"model {body.model!r} reads text passages, not images", "wrong_input")
+        if not body.passage or not body.passage.strip():
+            raise _fail(400, "passage is empty", "empty_input")
+        (n_query,) = await self.backbone.count_tokens.remote([body.query])
+        if n_query > self.max_input_tokens:
+            raise _fail(400, f"query has {n_query} tokens; the limit is {self.max_input_tokens}", "input_too_long")
+        prob = float(await self._call(body.model, "classify", body.query, body.passage))
+        threshold = float(entry.head_info.get("threshold", 0.5))
+        return {"model": body.model, "probability": prob, "label": int(prob >= threshold),
+                "answerable": prob >= threshold, "threshold": threshold}
+
+    @api.post("/v1/detect")
+    async def detect(self, body: DetectRequest) -> dict[str, Any]:
+        self._decode_image(body.image)
+        self._entry(body.model, "od", "/v1/detect")
+        raise _fail(501, "object detection heads are not served yet", "not_implemented")
+
+    def _decode_image(self, data: str) -> Any:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
+        except (binascii.Error, ValueError):
+            raise _fail(400, "image is not valid base64", "undecodable_image") from None
+        if len(raw) > self.max_image_bytes:
+            raise _fail(400, f"image has {len(raw)} bytes; the limit is {self.max_image_bytes}", "image_too_large")
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise _fail(400, f"image could not be decoded: {exc}", "undecodable_image") from None
+        return image
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve application from config args: ``models`` ({id: checkpoint or run dir}) plus options.
+
+    Options: max_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per replica),
+    max_input_tokens, max_inputs_per_request, backbone / ingress: Serve deployment options
+    (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests).
+    """
+    args = dict(args or {})
+    entries, base = build_registry(dict(args.pop("models", {})))
+    backbone_opts = dict(args.pop("backbone", {}))
+    ingress_opts = dict(args.pop("ingress", {}))
+    backbone_opts.setdefault("ray_actor_options", {"num_cpus": 1, "num_gpus": _default_gpus()})
+    backbone_opts.setdefault("max_ongoing_requests", 64)
+    backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
+    ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
+    backbone = SKRBackbone.options(**backbone_opts).bind(entries, base, args)
+    return Api.options(**ingress_opts).bind(backbone, entries, args)
+
+
+def _default_gpus() -> float:
+    import ray
+
+    try:
+        return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    except Exception:  # noqa: BLE001
+        return 0.0

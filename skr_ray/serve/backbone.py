@@ -1,0 +1,196 @@
+"""One backbone replica, many SKR adapters: PEFT named adapters + task heads, loaded lazily per model id.
+
+`AdapterBank` is plain PyTorch (testable without Serve); `SKRBackbone` wraps it as a Serve deployment
+with model multiplexing (LRU-bounded adapters per replica) and dynamic request batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import torch
+from ray import serve
+
+from skr_ray.config import ModelConfig
+from skr_ray.serve.registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+class AdapterBank:
+    """The base model once, with any number of named LoRA adapters and their heads attached."""
+
+    def __init__(self, model_cfg: ModelConfig, device: str = "cpu") -> None:
+        from skr_ray.models.backbone import load_backbone
+
+        self.device = device
+        self.base, self.tokenizer = load_backbone(model_cfg, device=device)
+        self.model: Any = None  # PeftModel, created with the first adapter
+        self.heads: dict[str, torch.nn.Module] = {}
+        self.entries: dict[str, ModelEntry] = {}
+        self.lock = threading.Lock()  # set_adapter + forward must not interleave across threads
+        self.tokens: dict[str, int] = {}  # load generation per adapter: a stale handle never unloads a reload
+        self._next_token = 0
+
+    def load(self, entry: ModelEntry) -> int:
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        from skr_ray.models.checkpoint import ADAPTER, HEAD_WEIGHTS
+        from skr_ray.tasks import get_task
+
+        with self.lock:
+            if entry.id in self.heads:
+                return self.tokens[entry.id]
+            path = f"{entry.checkpoint}/{ADAPTER}"
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(self.base, path, adapter_name=entry.id)
+            else:
+                self.model.load_adapter(path, adapter_name=entry.id)
+            self.model.eval()
+            info = entry.head_info
+            if entry.objective == "sft":
+                head: torch.nn.Module = torch.nn.Identity()
+            else:
+                head = get_task(entry.task).make_head(info["hidden_size"], info.get("options", {}))
+                weights = f"{entry.checkpoint}/{HEAD_WEIGHTS}"
+                import os
+
+                if os.path.isfile(weights):
+                    head.load_state_dict(load_file(weights))
+            self.heads[entry.id] = head.to(self.device).eval()
+            self.entries[entry.id] = entry
+            self._next_token += 1
+            self.tokens[entry.id] = self._next_token
+            log.info("loaded adapter %s (%s) from %s", entry.id, entry.task, entry.checkpoint)
+            return self._next_token
+
+    def unload(self, model_id: str, token: int | None = None) -> None:
+        with self.lock:
+            if model_id not in self.heads or (token is not None and self.tokens.get(model_id) != token):
+                return
+            self.tokens.pop(model_id)
+            self.heads.pop(model_id)
+            self.entries.pop(model_id)
+            if self.heads:  # PEFT needs one adapter to remain; the last one is replaced on next load
+                if self.model.active_adapter == model_id:
+                    self.model.set_adapter(next(iter(self.heads)))
+                self.model.delete_adapter(model_id)
+            log.info("unloaded adapter %s", model_id)
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self.heads)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @torch.inference_mode()
+    def embed(self, model_id: str, texts: list[str]) -> list[list[float]]:
+        from skr_ray.models.encoding import embed_texts
+
+        entry = self.entries[model_id]
+        with self.lock:
+            self.model.set_adapter(model_id)
+            emb = embed_texts(self.model, self.tokenizer, texts, entry.max_length, self.heads[model_id],
+                              self.device, entry.head_info.get("prompt", "plain"))
+        return emb.cpu().tolist()
+
+    @torch.inference_mode()
+    def classify(self, model_id: str, pairs: list[tuple[str, str]]) -> list[float]:
+        from skr_ray.models.encoding import final_token_states
+        from skr_ray.tasks.ad.prompts import render_prompts
+
+        entry = self.entries[model_id]
+        prompts = render_prompts(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs],
+                                 int(entry.head_info.get("max_passage_tokens", 192)))
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with self.lock:
+            self.model.set_adapter(model_id)
+            states = final_token_states(self.model, enc).float()
+            probs = torch.sigmoid(self.heads[model_id](states))
+        return probs.cpu().tolist()
+
+
+class _Loaded:
+    """What the multiplexed loader hands out; Serve drops it (LRU) and __del__ frees the adapter."""
+
+    def __init__(self, bank: AdapterBank, entry: ModelEntry, token: int) -> None:
+        self.bank, self.entry, self.token = bank, entry, token
+
+    def __del__(self) -> None:
+        try:
+            self.bank.unload(self.entry.id, self.token)
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            log.exception("unloading %s failed", self.entry.id)
+
+
+@serve.deployment(name="SKRBackbone")
+class SKRBackbone:
+    def __init__(self, entries: dict[str, ModelEntry], base: ModelConfig, options: dict[str, Any]) -> None:
+        from skr_ray.models.backbone import set_threads
+
+        set_threads(base, 1)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.entries = entries
+        self.bank = AdapterBank(base, device)
+        self.max_input_tokens = int(options.get("max_input_tokens", 512))
+        self._embed_batch.set_max_batch_size(int(options.get("max_batch_size", 16)))
+        self._embed_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        self._classify_batch.set_max_batch_size(int(options.get("max_batch_size", 16)))
+        self._classify_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        # LRU bound on adapters per replica, from config (the decorator wraps the bound loader).
+        async def load(model_id: str) -> _Loaded:
+            return await self._load_model(model_id)
+
+        self.get_model = serve.multiplexed(max_num_models_per_replica=int(options.get("max_adapters", 4)))(load)
+
+    async def _load_model(self, model_id: str) -> _Loaded:
+        entry = self.entries[model_id]  # the ingress only forwards known ids
+        token = await asyncio.to_thread(self.bank.load, entry)
+        return _Loaded(self.bank, entry, token)
+
+    async def loaded_models(self) -> list[str]:
+        return self.bank.loaded
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.bank.count_tokens(texts)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_model(model_id)
+        return list(await asyncio.gather(*(self._embed_batch((model_id, t)) for t in texts)))
+
+    async def classify(self, query: str, passage: str) -> float:
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_model(model_id)
+        return await self._classify_batch((model_id, query, passage))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _embed_batch(self, items: list[tuple[str, str]]) -> list[list[float]]:
+        out: list[Any] = [None] * len(items)
+        for model_id, rows in _group(items).items():
+            vectors = await asyncio.to_thread(self.bank.embed, model_id, [items[i][1] for i in rows])
+            for i, v in zip(rows, vectors):
+                out[i] = v
+        return out
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _classify_batch(self, items: list[tuple[str, str, str]]) -> list[float]:
+        out: list[Any] = [None] * len(items)
+        for model_id, rows in _group(items).items():
+            probs = await asyncio.to_thread(self.bank.classify, model_id, [items[i][1:] for i in rows])
+            for i, p in zip(rows, probs):
+                out[i] = p
+        return out
+
+
+def _group(items: list[tuple]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[item[0]].append(i)
+    return groups

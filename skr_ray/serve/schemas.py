@@ -1,0 +1,29 @@
+"""Request and response bodies (OpenAI-compatible for /v1/embeddings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class EmbeddingRequest(BaseModel):
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+class ClassifyRequest(BaseModel):
+    model: str
+    query: str
+    passage: str | None = None
+    image: str | None = None
+    """base64 image (multimodal AD models); text models take a passage."""
+
+
+class DetectRequest(BaseModel):
+    model: str
+    image: str
+    """base64-encoded page image (PNG/JPEG)."""

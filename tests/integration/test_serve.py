@@ -1,0 +1,208 @@
+"""The Serve application over real HTTP on a local Ray Serve instance, with tiny SKR checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from tests.tiny import make_checkpoint
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    return {
+        "ir-a": make_checkpoint(tiny_model_dir, root / "ir-a", "ir", seed=1),
+        "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2),
+        "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, checkpoints):
+    from ray import serve
+
+    from skr_ray.serve.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app({
+        "models": {k: str(v) for k, v in checkpoints.items()},
+        "max_adapters": 2,  # three models, room for two: exercises the LRU
+        "max_input_tokens": 64,
+        "max_batch_size": 8,
+        "batch_wait_timeout_s": 0.005,
+    })
+    serve.run(app, name="skr", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def _direct_embeddings(ckpt, texts):
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.encoding import embed_texts
+
+    skr = load_skr_model(ckpt)
+    return embed_texts(skr.model, skr.tokenizer, texts, 64, skr.head, "cpu", skr.head_info["prompt"]).numpy()
+
+
+def test_health_and_models(server):
+    health = requests.get(f"{server}/healthz", timeout=60).json()
+    assert health["status"] == "ok" and health["models"] == ["ad-a", "ir-a", "ir-b"]
+    models = requests.get(f"{server}/v1/models", timeout=60).json()
+    assert models["object"] == "list"
+    assert {m["id"]: m["task"] for m in models["data"]} == {"ir-a": "ir", "ir-b": "ir", "ad-a": "ad"}
+
+
+def test_embeddings_match_the_checkpoint_and_count_tokens(server, checkpoints, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    texts = ["revenue rose in 2023", "the board approved a dividend", "debt"]
+    r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    got = np.asarray([d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])])
+    want = _direct_embeddings(checkpoints["ir-a"], texts)
+    assert got.shape == (3, 32)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    n = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert body["usage"] == {"prompt_tokens": n, "total_tokens": n}
+    assert body["model"] == "ir-a" and body["object"] == "list"
+
+    single = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts[0]}, timeout=60).json()
+    np.testing.assert_allclose(single["data"][0]["embedding"], want[0], atol=1e-4)
+
+    b64 = requests.post(f"{server}/v1/embeddings",
+                        json={"model": "ir-a", "input": texts, "encoding_format": "base64"}, timeout=60).json()
+    decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in b64["data"]])
+    np.testing.assert_allclose(decoded, want, atol=1e-4)
+
+    short = requests.post(f"{server}/v1/embeddings",
+                          json={"model": "ir-a", "input": texts, "dimensions": 8}, timeout=60).json()
+    cut = np.asarray([d["embedding"] for d in short["data"]])
+    np.testing.assert_allclose(cut, want[:, :8] / np.linalg.norm(want[:, :8], axis=1, keepdims=True), atol=1e-4)
+
+
+def test_openai_client(server, checkpoints):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused")
+    texts = ["revenue rose in 2023", "debt fell"]
+    out = client.embeddings.create(model="ir-b", input=texts)  # the client asks for base64 by default
+    got = np.asarray([d.embedding for d in out.data])
+    np.testing.assert_allclose(got, _direct_embeddings(checkpoints["ir-b"], texts), atol=1e-4)
+    assert out.usage.prompt_tokens > 0
+    with pytest.raises(Exception) as info:
+        client.embeddings.create(model="nope", input="x")
+    assert getattr(info.value, "status_code", None) == 404
+
+
+def test_multiplexing_two_adapters_on_one_backbone(server, checkpoints):
+    text = ["revenue rose in 2023"]
+    a = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
+    b = requests.post(f"{server}/v1/embeddings", json={"model": "ir-b", "input": text}, timeout=60).json()
+    va, vb = np.asarray(a["data"][0]["embedding"]), np.asarray(b["data"][0]["embedding"])
+    assert np.abs(va - vb).max() > 1e-3  # different adapters, different vectors
+    np.testing.assert_allclose(vb, _direct_embeddings(checkpoints["ir-b"], text)[0], atol=1e-4)
+    # third model: the LRU (2 per replica) evicts one, and the evicted one reloads correctly
+    requests.post(f"{server}/v1/classify", json={"model": "ad-a", "query": "what rose?", "passage": "revenue rose"},
+                  timeout=60).raise_for_status()
+    health = requests.get(f"{server}/healthz", timeout=60).json()
+    assert len(health["adapters_loaded_on_a_replica"]) <= 2
+    again = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
+    np.testing.assert_allclose(again["data"][0]["embedding"], va, atol=1e-5)
+
+
+def test_classify_matches_the_checkpoint(server, checkpoints):
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.encoding import final_token_states
+    from skr_ray.tasks.ad.prompts import render_prompts
+
+    q, p = "what was revenue in 2023?", "revenue rose to 10 million in 2023"
+    r = requests.post(f"{server}/v1/classify", json={"model": "ad-a", "query": q, "passage": p}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    skr = load_skr_model(checkpoints["ad-a"])
+    enc = skr.tokenizer(render_prompts(skr.tokenizer, [q], [p], 48), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        want = torch.sigmoid(skr.head(final_token_states(skr.model, enc))).item()
+    assert body["probability"] == pytest.approx(want, abs=1e-4)
+    assert body["threshold"] == pytest.approx(0.4)
+    assert body["label"] == int(want >= 0.4) and body["answerable"] == (want >= 0.4)
+
+
+def _png() -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("route", "payload", "status", "fragment"),
+    [
+        ("/v1/embeddings", {"model": "nope", "input": "x"}, 404, "unknown model 'nope'"),
+        ("/v1/embeddings", {"model": "ir-a", "input": []}, 400, "non-empty"),
+        ("/v1/embeddings", {"model": "ir-a", "input": ["ok", "  "]}, 400, "input[1] is empty"),
+        ("/v1/embeddings", {"model": "ir-a", "input": "revenue " * 100}, 400, "the limit is 64"),
+        ("/v1/embeddings", {"model": "ad-a", "input": "x"}, 400, "needs a ir model"),
+        ("/v1/embeddings", {"model": "ir-a", "input": "x", "dimensions": 999}, 400, "exceeds"),
+        ("/v1/embeddings", {"input": "x"}, 400, "model: Field required"),
+        ("/v1/classify", {"model": "ad-a", "query": "what?"}, 400, "passage is empty"),
+        ("/v1/classify", {"model": "ir-a", "query": "what?", "passage": "x"}, 400, "needs a ad model"),
+        ("/v1/detect", {"model": "ir-a", "image": "%%%"}, 400, "not valid base64"),
+        ("/v1/detect", {"model": "ir-a", "image": base64.b64encode(b"not an image").decode()}, 400, "could not be decoded"),
+        ("/v1/detect", {"model": "ir-a", "image": _png()}, 400, "needs a od model"),
+    ],
+)
+def test_bad_requests_get_clear_4xx(server, route, payload, status, fragment):
+    r = requests.post(f"{server}{route}", json=payload, timeout=60)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_malformed_json_is_a_400(server):
+    r = requests.post(f"{server}/v1/embeddings", data="{not json", headers={"content-type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 400 and "invalid request body" in r.json()["error"]["message"]
+
+
+def test_bounded_concurrency_no_errors(server):
+    """32 clients x 20 requests across two adapters: every request answered, each answer correct."""
+    ref = {}
+    for m in ("ir-a", "ir-b"):
+        ref[m] = np.asarray(requests.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"},
+                                          timeout=60).json()["data"][0]["embedding"])
+
+    def client(i: int) -> list[int]:
+        codes = []
+        with requests.Session() as s:
+            for j in range(20):
+                m = "ir-a" if (i + j) % 2 else "ir-b"
+                r = s.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"}, timeout=120)
+                ok = r.status_code == 200 and np.allclose(r.json()["data"][0]["embedding"], ref[m], atol=1e-4)
+                codes.append(200 if ok else r.status_code or -1)
+        return codes
+
+    with ThreadPoolExecutor(32) as pool:
+        results = [c for codes in pool.map(client, range(32)) for c in codes]
+    assert len(results) == 640
+    assert results.count(200) == 640, {c: results.count(c) for c in set(results)}
