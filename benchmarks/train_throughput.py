@@ -27,6 +27,8 @@ def plain_loop(cfg, pairs, steps: int) -> float:
     from skr_ray.tasks.ir.loss import info_nce
 
     model, tok = load_backbone(cfg.model)
+    if cfg.train.gradient_checkpointing:  # same memory/compute trade-off as the Ray Train loop
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = add_lora(model, cfg.train)
     model.train()
     head = EmbeddingHead(model.config.hidden_size)

@@ -205,8 +205,9 @@ class ADConfig:
     """Random other passages per question."""
     max_passage_tokens: int = 192
     """Passage tokens shown to the model (judging, training and evaluation alike)."""
-    max_new_tokens: int = 6
-    """Generation budget of a yes/no answer ("Yes, because ..." is parsed from its first word)."""
+    max_new_tokens: int = 12
+    """Generation budget of a yes/no answer: the verdict word plus enough of the reason to catch a
+    contradiction ("No, the question can be answered ..." is excluded as contradictory)."""
     head_hidden: int = 1024
     pos_weight: float = 1.0
     """BCE weight of the positive class; 0 = n_negative / n_positive of the training split."""

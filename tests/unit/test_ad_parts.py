@@ -30,6 +30,10 @@ from skr_ray.tasks.ad.pairs import build_pairs, read_eval_pairs
         ("", (None, "empty")),
         ("The passage discusses revenue.", (None, "unparseable")),
         ("yes or no", (None, "unparseable")),
+        ("No, the question can be answered from the passage.", (None, "contradictory")),
+        ("No, the question cannot be answered from the passage.", (0, "ok")),
+        ("Yes, it can be answered: revenue was $5m.", (1, "ok")),
+        ("Yes. The question cannot be answered.", (None, "contradictory")),
         ("...", (None, "unparseable")),
     ],
 )

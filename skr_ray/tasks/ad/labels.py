@@ -13,6 +13,18 @@ _NO = {"no", "n", "false", "not", "unanswerable", "cannot", "can't", "cant"}
 _VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", "no", "No", "NO", " no", " No")
 
 
+_CLAUSE_NO = re.compile(r"\b(cannot|can't|can ?not|could not|is not|isn't) (be )?(answered|answerable|determined|found)")
+_CLAUSE_YES = re.compile(r"\b(can|could) be (answered|determined|found)|\bis answerable")
+
+
+def _clause_verdict(text: str) -> int | None:
+    """Verdict stated in words after the first one ('... the question can be answered ...')."""
+    no, yes = bool(_CLAUSE_NO.search(text)), bool(_CLAUSE_YES.search(text))
+    if no == yes:
+        return None
+    return 1 if yes else 0
+
+
 def parse_yes_no(raw: str) -> tuple[int | None, str]:
     """Model text -> (1 | 0 | None, status). Case, punctuation and trailing reasons are ignored.
 
@@ -27,10 +39,13 @@ def parse_yes_no(raw: str) -> tuple[int | None, str]:
     if match is None:
         return None, "unparseable"
     word = match.group(0)
-    if word in _YES:
-        return 1, "ok"
-    if word in _NO:
-        return 0, "ok"
+    if word in _YES or word in _NO:
+        verdict = 1 if word in _YES else 0
+        # "No, the question can be answered from the passage": the words contradict the verdict token.
+        clause = _clause_verdict(text[match.end():])
+        if clause is not None and clause != verdict:
+            return None, "contradictory"
+        return verdict, "ok"
     # "The answer is yes." / "Answer: no" — one verdict word anywhere in a short answer.
     words = set(_FIRST_WORD.findall(text))
     has_yes, has_no = bool(words & {"yes"}), bool(words & {"no", "not", "cannot"})

@@ -1,0 +1,139 @@
+"""Serving benchmark, measured in one run on the same machine and model.
+
+1. /v1/embeddings over real HTTP (concurrent clients, one text per request, dynamic batching in the
+   replica) vs the raw batched forward of the same checkpoint: throughput and p50/p99 latency.
+2. /v1/classify (SKR head, one forward) vs the base model's NTP answer for the same (query, passage):
+   per-case latency.
+
+    python benchmarks/serve_latency.py --ir runs/demo [--ad runs/tatqa_ad] [--requests 200] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def _texts(n: int) -> list[str]:
+    from skr_ray.corpus import demo_dir
+
+    rows = [json.loads(line)["text"] for line in (demo_dir() / "corpus.jsonl").read_text().splitlines()]
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def raw_forward(ckpt: str, texts: list[str], batch: int) -> tuple[float, list[float]]:
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.encoding import embed_texts
+
+    skr = load_skr_model(ckpt)
+    model = skr.model.merge_and_unload()
+    max_len = skr.config.evaluate.max_length
+    embed_texts(model, skr.tokenizer, texts[:2], max_len, skr.head, "cpu", skr.head_info.get("prompt", "plain"))
+    lat, t0 = [], time.perf_counter()
+    for i in range(0, len(texts), batch):
+        t = time.perf_counter()
+        embed_texts(model, skr.tokenizer, texts[i : i + batch], max_len, skr.head, "cpu",
+                    skr.head_info.get("prompt", "plain"))
+        lat.append(time.perf_counter() - t)
+    return len(texts) / (time.perf_counter() - t0), lat
+
+
+def http_embeddings(url: str, model: str, texts: list[str], concurrency: int) -> tuple[float, list[float], int]:
+    import requests
+
+    def one(text: str) -> tuple[float, int]:
+        t = time.perf_counter()
+        r = requests.post(f"{url}/v1/embeddings", json={"model": model, "input": text}, timeout=600)
+        return time.perf_counter() - t, r.status_code
+
+    requests.post(f"{url}/v1/embeddings", json={"model": model, "input": texts[0]}, timeout=600)  # adapter load
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, texts))
+    elapsed = time.perf_counter() - t0
+    return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200)
+
+
+def main() -> None:
+    import ray
+    from ray import serve
+
+    from skr_ray.serve.app import build_app
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ir", required=True, help="IR checkpoint or run folder")
+    parser.add_argument("--ad", default=None, help="AD checkpoint or run folder (classify benchmark)")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from skr_ray.serve.registry import _resolve_checkpoint
+
+    ir = str(_resolve_checkpoint(Path(args.ir).resolve()))
+    texts = _texts(args.requests)
+
+    raw_tps, raw_lat = raw_forward(ir, texts, args.batch)
+    ray.init(num_cpus=2, include_dashboard=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    models = {"ir": ir} | ({"ad": args.ad} if args.ad else {})
+    serve.run(build_app({"models": models, "max_batch_size": args.batch, "max_input_tokens": 4096}),
+              name="skr", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    http_tps, http_lat, errors = http_embeddings(url, "ir", texts, args.concurrency)
+    print(f"texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
+    print(f"raw batched forward : {raw_tps:.2f} texts/s; per-batch p50 {statistics.median(raw_lat):.3f}s "
+          f"p99 {_pct(raw_lat, 0.99):.3f}s")
+    print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s; per-request p50 {statistics.median(http_lat):.3f}s "
+          f"p99 {_pct(http_lat, 0.99):.3f}s; errors {errors}")
+    print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}")
+
+    if args.ad:
+        import requests
+
+        from skr_ray.config import load_config
+        from skr_ray.tasks.ad.pairs import read_eval_pairs
+        from skr_ray.tasks.ad.scoring import PairScorer
+
+        pairs = read_eval_pairs("demo", 4000)[: args.pairs]
+        head_lat = []
+        for p in pairs:
+            t = time.perf_counter()
+            requests.post(f"{url}/v1/classify", json={"model": "ad", "query": p.query, "passage": p.passage},
+                          timeout=600).raise_for_status()
+            head_lat.append(time.perf_counter() - t)
+        serve.shutdown()
+        cfg = load_config(Path(_resolve_checkpoint(Path(args.ad).resolve())) / "config.yaml")
+        scorer = PairScorer(cfg.to_dict(), "judge", None, 1)
+        ntp_lat = []
+        import numpy as np
+
+        for p in pairs:
+            t = time.perf_counter()
+            scorer({"pair_id": np.asarray([p.pair_id]), "query": np.asarray([p.query]),
+                    "passage": np.asarray([p.passage])})
+            ntp_lat.append(time.perf_counter() - t)
+        print(f"/v1/classify (SKR head, HTTP): p50 {statistics.median(head_lat):.3f}s p99 {_pct(head_lat, 0.99):.3f}s")
+        print(f"base NTP answer (in-process) : p50 {statistics.median(ntp_lat):.3f}s p99 {_pct(ntp_lat, 0.99):.3f}s")
+        print(f"latency ratio head/NTP (p50) : {statistics.median(head_lat) / statistics.median(ntp_lat):.2f}")
+    else:
+        serve.shutdown()
+
+
+if __name__ == "__main__":
+    main()
