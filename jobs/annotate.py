@@ -1,8 +1,11 @@
-"""Ray Jobs entry point: `ray job submit --working-dir . -- python jobs/annotate.py [--config F] [key=value ...]`."""
+"""Ray Jobs entry point: `skr submit annotate ...` or `ray job submit --working-dir . -- python jobs/annotate.py [--config F] [key=value ...]`."""
 
 import sys
+from pathlib import Path
 
-from skr_ray.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working_dir holds skr_ray/
+
+from skr_ray.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["annotate", *sys.argv[1:]]))

@@ -54,15 +54,22 @@ def run_pipeline(cfg: SKRConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skr", description=__doc__)
-    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "serve"])
+    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "serve", "submit", "status", "logs", "stop"])
     parser.add_argument("--config", "-c", default=None, help="YAML config file")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
     parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
                         help="serve: a model id and its checkpoint or run folder (repeatable)")
     parser.add_argument("--port", type=int, default=8000, help="serve: HTTP port")
+    parser.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS", "http://127.0.0.1:8265"),
+                        help="submit/status/logs/stop: the cluster's Jobs API (dashboard) address")
+    parser.add_argument("--no-wait", action="store_true", help="submit: return the job id without streaming logs")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
+    if args.command in ("submit", "status", "logs", "stop"):
+        from skr_ray.jobs_client import jobs_main
+
+        return jobs_main(args.command, args.address, args.config, args.overrides, wait=not args.no_wait)
     if args.command == "serve":
         from skr_ray.serve.cli import serve_main
 

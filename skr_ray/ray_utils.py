@@ -22,8 +22,8 @@ def ensure_ray(cfg: RayConfig) -> None:
         kwargs["address"] = address
     elif cfg.num_cpus:
         kwargs["num_cpus"] = cfg.num_cpus
-    # Workers must see the project package even when Ray was started elsewhere.
-    kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # a submitted job already carries its runtime_env
+        kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     ray.init(**kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
 

@@ -23,5 +23,6 @@ LABEL_SCHEMA = pa.schema(
         ("model_id", pa.string()),
         ("generation", pa.string()),  # JSON of generation parameters
         ("annotated_at", pa.string()),
+        ("node_id", pa.string()),  # Ray node of the actor that wrote the row (multi-node provenance)
     ]
 )

@@ -49,6 +49,7 @@ class SelfAnnotator:
             echo_of=tuple(self.task.example_labels),
         )
         self.model_id = model_id(self.cfg.model)
+        self.node_id = _node_id()
         self.gen_params = json.dumps(
             {
                 "max_new_tokens": a.max_new_tokens,
@@ -109,7 +110,17 @@ class SelfAnnotator:
                 rows["model_id"].append(self.model_id)
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
+                rows["node_id"].append(self.node_id)
         return rows
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (plain benchmarks)
+        return ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +132,7 @@ def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
     tables = []
     for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
         try:
-            tables.append(pq.read_table(path, schema=LABEL_SCHEMA))
+            tables.append(_conform(pq.read_table(path)))
         except Exception as exc:  # noqa: BLE001
             log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
             if quarantine:
@@ -137,6 +148,14 @@ def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
             seen.add((d, k))
             keep.append(i)
     return table.take(keep) if len(keep) != len(table) else table
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """Label files of older versions lack newer provenance columns: fill them, keep the schema."""
+    for name in LABEL_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([""] * len(table), pa.string()))
+    return table.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA)
 
 
 def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
@@ -216,6 +235,8 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
             concurrency=a.num_actors,
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
+            # one replica per node where possible: multi-node annotation uses every node
+            **({"scheduling_strategy": "SPREAD"} if a.num_actors > 1 else {}),
         )
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)

@@ -1,0 +1,109 @@
+"""Two Ray nodes on one machine (`ray start --head` + `ray start --address`), an annotation job
+submitted through the Jobs API (`skr submit`), rows processed by actors on both nodes, each once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> list[dict]:
+    code = ("import ray, json; ray.init(address=%r, logging_level='ERROR');"
+            "print(json.dumps([x['NodeID'] for x in ray.nodes() if x['Alive']]))" % address)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:
+            nodes = json.loads(out.stdout.strip().splitlines()[-1])
+            if len(nodes) >= n:
+                return nodes
+        time.sleep(2)
+    raise TimeoutError(f"cluster at {address} did not reach {n} nodes")
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Head (2 CPUs, Jobs API) and a second node (2 CPUs); `--block` so killing them stops only them."""
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    logs = tmp_path_factory.mktemp("ray-nodes")
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+        stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT, env=env)
+    address = f"127.0.0.1:{port}"
+    _wait_for_nodes(address, 1)
+    worker = subprocess.Popen(
+        [RAY, "start", "--block", f"--address={address}", "--num-cpus=2", "--disable-usage-stats"],
+        stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=env)
+    nodes = _wait_for_nodes(address, 2)
+    yield {"address": address, "jobs": f"http://127.0.0.1:{dash}", "nodes": nodes}
+    for proc in (worker, head):
+        proc.terminate()
+    for proc in (worker, head):
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_annotation_job_spreads_over_two_nodes(two_nodes, tiny_model_dir, tmp_path):
+    from skr_ray.jobs_client import logs, submit
+
+    out = tmp_path / "run"
+    job_id, final = submit(
+        two_nodes["jobs"], "annotate", None,
+        [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", "data.max_docs=32",
+         "annotate.num_actors=2", "annotate.batch_size=4", "annotate.rows_per_file_batches=1",
+         "annotate.max_new_tokens=6"],
+        wait=False,
+    )
+    from skr_ray.jobs_client import wait_until_done
+
+    final = wait_until_done(two_nodes["jobs"], job_id, timeout_s=600)
+    assert final.endswith("SUCCEEDED"), logs(two_nodes["jobs"], job_id)[-3000:]
+    rows = pq.read_table(out / "annotate" / "labels").to_pylist()
+    ids = [r["doc_id"] for r in rows]
+    assert len(ids) == 32 and len(set(ids)) == 32  # every input row exactly once
+    used = {r["node_id"] for r in rows}
+    assert used == set(two_nodes["nodes"]), f"rows written by {used}, nodes {two_nodes['nodes']}"
+    summary = json.loads((out / "annotate" / "summary.json").read_text())
+    assert summary["documents_labelled"] == 32
+
+
+def test_skr_cli_status_and_logs(two_nodes, tmp_path):
+    """`skr submit --no-wait` returns a job id; `skr status` / `skr logs` read it back."""
+    env = {**os.environ}
+    sub = subprocess.run(
+        [sys.executable, "-m", "skr_ray.cli", "submit", "--no-wait", "--address", two_nodes["jobs"], "config",
+         "train.epochs=4"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert sub.returncode == 0, sub.stderr
+    job_id = sub.stdout.strip().splitlines()[-1]
+    from skr_ray.jobs_client import wait_until_done
+
+    assert wait_until_done(two_nodes["jobs"], job_id, 300).endswith("SUCCEEDED")
+    st = subprocess.run([sys.executable, "-m", "skr_ray.cli", "status", "--address", two_nodes["jobs"], job_id],
+                        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert f"{job_id}: SUCCEEDED" in st.stdout
+    lg = subprocess.run([sys.executable, "-m", "skr_ray.cli", "logs", "--address", two_nodes["jobs"], job_id],
+                        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "epochs: 4" in lg.stdout  # the job printed the resolved config
