@@ -79,8 +79,11 @@ class Api:
             raise _fail(status, f"model replica failed ({name}): {exc}"[:500], "replica_error") from None
 
     @api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
-        loaded = await self.backbone.loaded_models.remote()
+    async def healthz(self) -> Any:
+        try:
+            loaded = await self.backbone.loaded_models.remote()
+        except Exception as exc:  # the ingress stays up and says so while a backbone replica restarts
+            return JSONResponse(status_code=503, content={"status": "unavailable", "reason": type(exc).__name__})
         return {"status": "ok", "models": sorted(self.entries), "adapters_loaded_on_a_replica": loaded}
 
     @api.get("/v1/models")

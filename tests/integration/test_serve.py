@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -206,3 +207,27 @@ def test_bounded_concurrency_no_errors(server):
         results = [c for codes in pool.map(client, range(32)) for c in codes]
     assert len(results) == 640
     assert results.count(200) == 640, {c: results.count(c) for c in set(results)}
+
+
+def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
+    """Kill the model replica: requests fail loudly (5xx with a message) or succeed, never hang or drop;
+    Serve replaces the replica and answers are correct again."""
+    import ray
+    from ray.util.state import list_actors
+
+    ref = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"},
+                        timeout=60).json()["data"][0]["embedding"]
+    (replica,) = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                  if a.class_name.endswith("SKRBackbone")]
+    ray.kill(ray.get_actor(replica.name, namespace=replica.ray_namespace), no_restart=True)
+    codes, deadline = [], time.time() + 180
+    while time.time() < deadline:
+        r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=120)
+        codes.append(r.status_code)
+        if r.status_code == 200:
+            np.testing.assert_allclose(r.json()["data"][0]["embedding"], ref, atol=1e-4)
+            break
+        assert r.status_code in (500, 503) and r.json()["error"]["message"], r.text
+        time.sleep(1)
+    assert codes[-1] == 200, codes
+    assert requests.get(f"{server}/healthz", timeout=60).json()["status"] == "ok"

@@ -18,7 +18,7 @@ def test_smollm2_ad_end_to_end(ray_local, tmp_path):
     from skr_ray.tasks.ad.annotate import read_judgements
 
     cfg = load_config(None, [
-        "task=ad", f"output_dir={tmp_path}", "data.max_docs=6", "annotate.batch_size=8",
+        "task=ad", f"output_dir={tmp_path}", "data.max_docs=4", "annotate.batch_size=8",
         "ad.hard_negatives=1", "ad.easy_negatives=1", "ad.max_passage_tokens=96",
         "train.epochs=1", "train.batch_size=4", "train.val_fraction=0.2",
         "evaluate.systems=[base,skr]", "evaluate.max_pairs=10", "evaluate.batch_size=10",
@@ -32,8 +32,10 @@ def test_smollm2_ad_end_to_end(ray_local, tmp_path):
     assert len(parsed) >= 0.75 * len(rows), [r["raw_output"] for r in rows]
     for r in parsed:
         assert 0.0 < r["p_yes"] < 1.0
-        if re.match(r"^\W*(yes|no)\b", r["raw_output"].lower()):  # greedy first token is the verdict
-            assert (r["p_yes"] > 0.5) == (r["answer"] == 1), r["raw_output"]
+        # p_yes pools every spelling of yes vs no, so it can sit just across 0.5 from the single
+        # greedy token; away from the boundary the two must agree.
+        if re.match(r"^\W*(yes|no)\b", r["raw_output"].lower()) and abs(r["p_yes"] - 0.5) > 0.05:
+            assert (r["p_yes"] > 0.5) == (r["answer"] == 1), (r["raw_output"], r["p_yes"])
 
     metrics = result["evaluate"]
     assert set(metrics) == {"base", "skr"}
