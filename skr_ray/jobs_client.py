@@ -48,8 +48,16 @@ def submit(address: str, stage: str, config: str | None, overrides: list[str], w
            pip: list[str] | None = None) -> tuple[str, str]:
     """Submit a stage; with ``wait`` stream its logs until it ends. Returns (job id, final status)."""
     client = _client(address)
-    job_id = client.submit_job(entrypoint=entrypoint(stage, config, overrides), runtime_env=runtime_env(pip=pip),
-                               metadata={"skr_stage": stage})
+    deadline = time.time() + 120
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint(stage, config, overrides),
+                                       runtime_env=runtime_env(pip=pip), metadata={"skr_stage": stage})
+            break
+        except RuntimeError as exc:  # a freshly started head has no job agent for a few seconds
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
     print(f"submitted {stage} as job {job_id}", file=sys.stderr, flush=True)
     if not wait:
         return job_id, str(client.get_job_status(job_id))

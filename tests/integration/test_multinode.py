@@ -29,31 +29,44 @@ def _free_port() -> int:
 def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> list[dict]:
     code = ("import ray, json; ray.init(address=%r, logging_level='ERROR');"
             "print(json.dumps([x['NodeID'] for x in ray.nodes() if x['Alive']]))" % address)
-    deadline = time.time() + timeout
+    deadline, last = time.time() + timeout, ""
     while time.time() < deadline:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
         if out.returncode == 0:
             nodes = json.loads(out.stdout.strip().splitlines()[-1])
             if len(nodes) >= n:
                 return nodes
+        last = out.stderr[-1500:]
         time.sleep(2)
-    raise TimeoutError(f"cluster at {address} did not reach {n} nodes")
+    raise TimeoutError(f"cluster at {address} did not reach {n} nodes: {last}")
+
+
+def _agent_ports() -> list[str]:
+    """Per-node agent ports: the defaults are fixed and clash with any other Ray on the machine."""
+    return [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     """Head (2 CPUs, Jobs API) and a second node (2 CPUs); `--block` so killing them stops only them."""
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    # A throwaway local cluster: token auth (on by default for `ray start` in Ray 2.60) is switched off
+    # for it; production clusters keep it and `skr submit` picks the token up through the Ray SDK.
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # this process's Jobs SDK client talks to that cluster
     logs = tmp_path_factory.mktemp("ray-nodes")
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=true", *_agent_ports(),
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
         stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT, env=env)
     address = f"127.0.0.1:{port}"
     _wait_for_nodes(address, 1)
     worker = subprocess.Popen(
-        [RAY, "start", "--block", f"--address={address}", "--num-cpus=2", "--disable-usage-stats"],
+        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--address={address}", "--num-cpus=2", *_agent_ports(),
+         "--disable-usage-stats"],
         stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=env)
     nodes = _wait_for_nodes(address, 2)
     yield {"address": address, "jobs": f"http://127.0.0.1:{dash}", "nodes": nodes}
@@ -64,6 +77,10 @@ def two_nodes(tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if previous is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = previous
 
 
 def test_annotation_job_spreads_over_two_nodes(two_nodes, tiny_model_dir, tmp_path):
