@@ -49,38 +49,50 @@ def _agent_ports() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
-    """Head (2 CPUs, Jobs API) and a second node (2 CPUs); `--block` so killing them stops only them."""
+def two_nodes():
+    """Head (2 CPUs, Jobs API) and a second node (2 CPUs).
+
+    `--block` makes each `ray start` own its node, so terminating it stops only that node; a private
+    `--temp-dir` keeps the cluster's address file out of /tmp/ray, where every later `ray.init()`
+    on this machine would otherwise find and try to join it.
+    """
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: unix socket paths live under it
     port, dash = _free_port(), _free_port()
     # A throwaway local cluster: token auth (on by default for `ray start` in Ray 2.60) is switched off
     # for it; production clusters keep it and `skr submit` picks the token up through the Ray SDK.
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # this process's Jobs SDK client talks to that cluster
-    logs = tmp_path_factory.mktemp("ray-nodes")
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=true", *_agent_ports(),
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-        stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT, env=env)
-    address = f"127.0.0.1:{port}"
-    _wait_for_nodes(address, 1)
-    worker = subprocess.Popen(
-        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--address={address}", "--num-cpus=2", *_agent_ports(),
-         "--disable-usage-stats"],
-        stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=env)
-    nodes = _wait_for_nodes(address, 2)
-    yield {"address": address, "jobs": f"http://127.0.0.1:{dash}", "nodes": nodes}
-    for proc in (worker, head):
-        proc.terminate()
-    for proc in (worker, head):
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if previous is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
+    procs: list[subprocess.Popen] = []
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"]
+    try:
+        procs.append(subprocess.Popen(
+            [RAY, "start", "--head", *common, f"--port={port}", "--include-dashboard=true",
+             f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", *_agent_ports()],
+            stdout=open(f"{temp}/head.log", "w"), stderr=subprocess.STDOUT, env=env))
+        address = f"127.0.0.1:{port}"
+        _wait_for_nodes(address, 1)
+        procs.append(subprocess.Popen(
+            [RAY, "start", *common, f"--address={address}", *_agent_ports()],
+            stdout=open(f"{temp}/worker.log", "w"), stderr=subprocess.STDOUT, env=env))
+        nodes = _wait_for_nodes(address, 2)
+        yield {"address": address, "jobs": f"http://127.0.0.1:{dash}", "nodes": nodes}
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_annotation_job_spreads_over_two_nodes(two_nodes, tiny_model_dir, tmp_path):
