@@ -140,6 +140,10 @@ class TrainConfig:
     """Put LoRA on the last N decoder layers only (0 = all layers, as in the paper).
 
     Backpropagation stops at the lowest adapted layer, so N < all cuts the backward cost on CPU."""
+    cache_frozen_prefix: bool = False
+    """With ``lora_layers`` > 0: compute the frozen lower layers once per input and reuse their states
+    every epoch, so each step runs only the top ``lora_layers`` layers (same model, far less compute;
+    memory: tokens x hidden size per cached input)."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage (0-3)."""
     val_fraction: float = 0.1
@@ -164,6 +168,10 @@ class TrainConfig:
             raise ConfigError("train.batch_size must be >= 2 (in-batch negatives)")
         if self.epochs < 1:
             raise ConfigError("train.epochs must be >= 1")
+        if self.cache_frozen_prefix and self.lora_layers <= 0:
+            raise ConfigError("train.cache_frozen_prefix needs train.lora_layers > 0 (the frozen layers to cache)")
+        if self.cache_frozen_prefix and self.zero_stage == 3:
+            raise ConfigError("train.cache_frozen_prefix does not work with train.zero_stage=3 (partitioned layers)")
 
 
 @dataclass

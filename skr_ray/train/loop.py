@@ -22,15 +22,20 @@ log = logging.getLogger(__name__)
 class ReexpressionModel(nn.Module):
     """PEFT backbone -> final-token state -> task head (the LM head is bypassed)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, prefix_cache: Any = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.prefix_cache = prefix_cache  # FrozenPrefixCache when only the top layers train
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from skr_ray.models.encoding import final_token_states
+        from skr_ray.models.encoding import decoder_body, final_token_states
 
-        states = final_token_states(self.backbone, {"input_ids": input_ids, "attention_mask": attention_mask})
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.prefix_cache is not None:
+            states = self.prefix_cache.final_token_states(decoder_body(self.backbone), batch)
+        else:
+            states = final_token_states(self.backbone, batch)
         return self.head(states)  # (B, D)
 
 
@@ -65,7 +70,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head: nn.Module = hooks.build_head(backbone, head_info)
     else:
         head = task.make_head(backbone.config.hidden_size, head_info.get("options", {}))
-    model = ReexpressionModel(backbone, head).to(device)
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone)).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
         n_train = sum(p.numel() for p in trainable)
@@ -139,6 +144,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 (tmp_path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}, indent=2))
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:
+    """A frozen-prefix cache when LoRA sits on the top layers only and the config asks for it."""
+    if not cfg.train.cache_frozen_prefix:
+        return None
+    from skr_ray.models.encoding import decoder_body
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, check_supported
+
+    body = decoder_body(backbone)
+    split = len(body.layers) - cfg.train.lora_layers
+    check_supported(body, split)
+    log.info("caching the states of the %d frozen lower layers; training runs the top %d", split, cfg.train.lora_layers)
+    return FrozenPrefixCache(split)
 
 
 class _nullcontext:

@@ -1,0 +1,79 @@
+"""The frozen-prefix cache gives the same states and gradients as a full forward with top-K LoRA."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from skr_ray.config import ConfigError, TrainConfig
+from skr_ray.models.checkpoint import add_lora
+from skr_ray.models.encoding import decoder_body, final_token_states
+from skr_ray.models.prefix_cache import FrozenPrefixCache, check_supported
+
+
+@pytest.fixture()
+def lora_model():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+    model = add_lora(LlamaForCausalLM(config), TrainConfig(lora_layers=2, lora_dropout=0.0))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; make the adapters matter
+            torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+def _batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+ROWS = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
+
+
+def test_cached_states_equal_the_full_forward(lora_model):
+    body = decoder_body(lora_model)
+    check_supported(body, 2)
+    cache = FrozenPrefixCache(split=2)
+    batch = _batch(ROWS)
+    full = final_token_states(lora_model, batch)  # (3, 32)
+    cached = cache.final_token_states(body, batch)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    assert len(cache) == 3 and cache.misses == 3 and cache.hits == 0
+    assert len(body.layers) == 4 and not isinstance(body.norm, torch.nn.Identity)  # window restored
+
+    # Reused under other padding (row 1 alone, row 0 with a longer new row): RoPE is shift-invariant.
+    other = _batch([ROWS[1], [20, 21, 22, 23, 24, 25, 26, 27]])
+    again = cache.final_token_states(body, other)
+    torch.testing.assert_close(again, final_token_states(lora_model, other), atol=1e-5, rtol=1e-4)
+    assert cache.hits == 1 and cache.misses == 4
+
+
+def test_cached_gradients_equal_the_full_forward(lora_model):
+    body = decoder_body(lora_model)
+    batch = _batch(ROWS)
+    lora = {n: p for n, p in lora_model.named_parameters() if p.requires_grad}
+    assert lora and all(".layers.2." in n or ".layers.3." in n for n in lora)  # top 2 layers only
+
+    final_token_states(lora_model, batch).pow(2).sum().backward()
+    full = {n: p.grad.clone() for n, p in lora.items()}
+    lora_model.zero_grad()
+    cache = FrozenPrefixCache(split=2)
+    cache.final_token_states(body, batch)  # first pass fills the cache
+    lora_model.zero_grad()
+    cache.final_token_states(body, batch).pow(2).sum().backward()  # second pass reads it
+    for n, p in lora.items():
+        torch.testing.assert_close(p.grad, full[n], atol=1e-5, rtol=1e-4)
+    assert all(not t.requires_grad for t in cache.store.values())
+
+
+def test_config_requires_top_layer_lora():
+    with pytest.raises(ConfigError, match="lora_layers"):
+        TrainConfig(cache_frozen_prefix=True)
+    with pytest.raises(ConfigError, match="zero_stage"):
+        TrainConfig(cache_frozen_prefix=True, lora_layers=2, zero_stage=3)
+    assert TrainConfig(cache_frozen_prefix=True, lora_layers=2).lora_layers == 2
