@@ -63,7 +63,10 @@ def two_nodes():
     port, dash = _free_port(), _free_port()
     # A throwaway local cluster: token auth (on by default for `ray start` in Ray 2.60) is switched off
     # for it; production clusters keep it and `skr submit` picks the token up through the Ray SDK.
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
+    # Job entry points run `python ...` from the nodes' PATH: put this interpreter's bin first, as a
+    # cluster image would (CI calls .venv/bin/python without activating the venv).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # this process's Jobs SDK client talks to that cluster
     procs: list[subprocess.Popen] = []

@@ -213,13 +213,13 @@ def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
     """Kill the model replica: requests fail loudly (5xx with a message) or succeed, never hang or drop;
     Serve replaces the replica and answers are correct again."""
     import ray
-    from ray.util.state import list_actors
 
     ref = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"},
                         timeout=60).json()["data"][0]["embedding"]
-    (replica,) = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
-                  if a.class_name.endswith("SKRBackbone")]
-    ray.kill(ray.get_actor(replica.name, namespace=replica.ray_namespace), no_restart=True)
+    # Named-actor listing goes through the GCS: no dashboard / state API needed.
+    (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith("SERVE_REPLICA::") and "SKRBackbone" in a["name"]]
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
     codes, deadline = [], time.time() + 180
     while time.time() < deadline:
         r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=120)
