@@ -32,6 +32,11 @@ class Artifacts:
         return self.annotate_dir / "labels"
 
     @property
+    def annotate_journal(self) -> Path:
+        """One append-only file per annotation actor: the doc ids it finished generating for."""
+        return self.annotate_dir / "journal"
+
+    @property
     def annotate_summary(self) -> Path:
         return self.annotate_dir / "summary.json"
 

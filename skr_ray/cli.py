@@ -63,13 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS", "http://127.0.0.1:8265"),
                         help="submit/status/logs/stop: the cluster's Jobs API (dashboard) address")
     parser.add_argument("--no-wait", action="store_true", help="submit: return the job id without streaming logs")
+    parser.add_argument("--pip", action="append", default=[], metavar="REQ",
+                        help="submit: a pip requirement the job's runtime_env installs on the nodes (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="submit: an environment variable for the job (repeatable)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
     if args.command in ("submit", "status", "logs", "stop"):
         from skr_ray.jobs_client import jobs_main
 
-        return jobs_main(args.command, args.address, args.config, args.overrides, wait=not args.no_wait)
+        bad = [e for e in args.env if "=" not in e]
+        if bad:
+            print(f"skr: --env needs KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
+            return 2
+        env = dict(e.split("=", 1) for e in args.env)
+        return jobs_main(args.command, args.address, args.config, args.overrides, wait=not args.no_wait,
+                         pip=args.pip, env=env)
     if args.command == "serve":
         from skr_ray.serve.cli import serve_main
 

@@ -45,14 +45,14 @@ def _client(address: str) -> Any:
 
 
 def submit(address: str, stage: str, config: str | None, overrides: list[str], wait: bool = True,
-           pip: list[str] | None = None) -> tuple[str, str]:
+           pip: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[str, str]:
     """Submit a stage; with ``wait`` stream its logs until it ends. Returns (job id, final status)."""
     client = _client(address)
     deadline = time.time() + 120
     while True:
         try:
             job_id = client.submit_job(entrypoint=entrypoint(stage, config, overrides),
-                                       runtime_env=runtime_env(pip=pip), metadata={"skr_stage": stage})
+                                       runtime_env=runtime_env(pip=pip, env=env), metadata={"skr_stage": stage})
             break
         except RuntimeError as exc:  # a freshly started head has no job agent for a few seconds
             if "No available agent" not in str(exc) or time.time() > deadline:
@@ -103,12 +103,13 @@ def stop(address: str, job_id: str) -> bool:
     return _client(address).stop_job(job_id)
 
 
-def jobs_main(command: str, address: str, config: str | None, rest: list[str], wait: bool) -> int:
+def jobs_main(command: str, address: str, config: str | None, rest: list[str], wait: bool,
+              pip: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     if command == "submit":
         if not rest:
             print(f"skr: submit needs a stage: one of {STAGES}", file=sys.stderr)
             return 2
-        job_id, final = submit(address, rest[0], config, rest[1:], wait=wait)
+        job_id, final = submit(address, rest[0], config, rest[1:], wait=wait, pip=pip, env=env)
         print(job_id)
         return 0 if (not wait or final.endswith("SUCCEEDED")) else 1
     if not rest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -50,6 +51,9 @@ class SelfAnnotator:
         )
         self.model_id = model_id(self.cfg.model)
         self.node_id = _node_id()
+        journal = Artifacts(self.cfg.output_dir).annotate_journal
+        journal.mkdir(parents=True, exist_ok=True)
+        self.journal = journal / f"{self.node_id[:12] or 'local'}-{os.getpid()}.txt"
         self.gen_params = json.dumps(
             {
                 "max_new_tokens": a.max_new_tokens,
@@ -111,7 +115,14 @@ class SelfAnnotator:
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
                 rows["node_id"].append(self.node_id)
+        self._record(ids)
         return rows
+
+    def _record(self, ids: list[str]) -> None:
+        """Journal the finished doc ids. Rows journalled but never written (a killed job's blocks in
+        flight) are the work a resume redoes: the summary reports them as ``documents_redone``."""
+        with self.journal.open("a") as f:
+            f.write("".join(f"{i}\n" for i in ids))
 
 
 def _node_id() -> str:
@@ -191,6 +202,14 @@ def summarize(table: pa.Table, corpus_rows: int, questions_per_doc: int, dedup: 
     }
 
 
+def journal_counts(journal_dir: Path) -> Counter:
+    """How many times each doc id went through generation, over every run into this folder."""
+    counts: Counter = Counter()
+    for path in sorted(journal_dir.glob("*.txt")) if journal_dir.is_dir() else []:
+        counts.update(line for line in path.read_text().splitlines() if line)
+    return counts
+
+
 def _drop_done(batch: dict[str, np.ndarray], done: list[str]) -> dict[str, np.ndarray]:
     keep = ~np.isin(batch[DOC_ID].astype(str), np.asarray(done, dtype=str))
     return {k: v[keep] for k, v in batch.items()}
@@ -242,10 +261,14 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
     table = read_labels(art.labels_dir)
     summary = summarize(table, total, a.questions_per_doc, a.drop_duplicates)
+    generated = journal_counts(art.annotate_journal)
     summary.update(
         {
             "resumed_from_documents": len(done_ids),
             "labelled_this_run": summary["documents_labelled"] - len(done_ids),
+            "documents_generated": sum(generated.values()),
+            # generated more than once: lost to a killed run, or retried after a lost actor
+            "documents_redone": sum(c - 1 for c in generated.values() if c > 1),
             "seconds": round(time.perf_counter() - start, 1),
         }
     )

@@ -92,15 +92,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             f"({bs} x {world} workers); lower train.batch_size or label more documents"
         )
 
-    start_epoch, history = 0, []
+    start_epoch, history, resumes = 0, [], []
     checkpoint = ray.train.get_checkpoint()
     resume_dir = loop_config.get("resume_from")
+    if loop_config.get("storage"):
+        # A worker killed right after writing a checkpoint can die before Ray Train registers the
+        # report; the restarted group then gets no checkpoint. The storage still has it: use the newest.
+        from skr_ray.train.trainer import latest_ray_checkpoint
+
+        on_disk = latest_ray_checkpoint(Path(loop_config["storage"]))
+        if on_disk is not None and _epoch_of(on_disk) > (_epoch_of_ckpt(checkpoint) if checkpoint else -1):
+            checkpoint, resume_dir = None, str(on_disk)
     if checkpoint is not None or resume_dir:
         ctx_manager = checkpoint.as_directory() if checkpoint is not None else _nullcontext(resume_dir)
         with ctx_manager as ckpt_dir:
             engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", load_module_strict=False)
             state = json.loads((Path(ckpt_dir) / "state.json").read_text())
         start_epoch, history = state["epoch"] + 1, state["history"]
+        resumes = state.get("resumed_at_epochs", []) + [start_epoch]  # restarts: a killed run or worker
         if rank == 0:
             log.info("resumed from epoch %d checkpoint", state["epoch"])
 
@@ -141,9 +150,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 backbone.save_pretrained(str(tmp_path / ADAPTER))
                 save_head(tmp_path, head, head_info)
-                (tmp_path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}, indent=2))
+                (tmp_path / "state.json").write_text(json.dumps(
+                    {"epoch": epoch, "history": history, "resumed_at_epochs": resumes}, indent=2))
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _epoch_of(directory: Path) -> int:
+    return int(json.loads((directory / "state.json").read_text())["epoch"])
+
+
+def _epoch_of_ckpt(checkpoint: Any) -> int:
+    with checkpoint.as_directory() as d:
+        return _epoch_of(Path(d)) if (Path(d) / "state.json").is_file() else -1
 
 
 def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:

@@ -106,6 +106,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "val_examples": val_pairs,
             "head_info": head_info,
             "resume_from": str(resume_from) if resume_from else None,
+            "storage": str(storage),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),

@@ -101,3 +101,10 @@ def test_job_entrypoints_exist_for_every_stage():
             f"python jobs/{stage}.py --config configs/tatqa.yaml train.epochs=2")
     with pytest.raises(ValueError, match="unknown stage"):
         entrypoint("deploy", None, [])
+
+
+def test_submit_runtime_env_carries_pip_and_env():
+    env = runtime_env(pip=["rank-bm25==0.2.2"], env={"HF_HOME": "/data/hf"})
+    assert env["pip"] == ["rank-bm25==0.2.2"]
+    assert env["env_vars"]["HF_HOME"] == "/data/hf" and env["env_vars"]["TOKENIZERS_PARALLELISM"] == "false"
+    assert ".venv" in env["excludes"] and "runs" in env["excludes"]
