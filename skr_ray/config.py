@@ -79,7 +79,8 @@ class AnnotateConfig:
     batch_size: int = 8
     """Paragraphs per generate() call (left-padded, sorted by length)."""
     rows_per_file_batches: int = 4
-    """Batches per output file; a killed run redoes at most this many batches per actor."""
+    """Batches per block; an actor writes one label file per block, so a killed run redoes at most
+    this many batches per actor."""
     max_input_tokens: int = 384
     """Paragraph tokens kept in the prompt."""
     max_new_tokens: int = 48

@@ -1,7 +1,10 @@
 """`skr annotate`: shard the corpus over an actor pool of model replicas with Ray Data.
 
-Resumable by construction: label parquet files are written block by block as the actors finish;
-a re-run reads what is already there, skips those doc ids and labels only the rest.
+Resumable by construction: each actor writes the label file of every block it finishes itself
+(atomically: temp name, then rename), so a row is on disk the moment its block is labelled. A killed
+run loses only the blocks being generated at that moment; a re-run reads what is there, skips those
+doc ids and labels only the rest. Each actor journals the doc ids whose generation it starts, so the
+summary can say how much work a kill (or a lost actor) cost: ``documents_redone``.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ class SelfAnnotator:
         )
         self.model_id = model_id(self.cfg.model)
         self.node_id = _node_id()
-        journal = Artifacts(self.cfg.output_dir).annotate_journal
-        journal.mkdir(parents=True, exist_ok=True)
-        self.journal = journal / f"{self.node_id[:12] or 'local'}-{os.getpid()}.txt"
+        art = Artifacts(self.cfg.output_dir)
+        art.annotate_journal.mkdir(parents=True, exist_ok=True)
+        art.labels_dir.mkdir(parents=True, exist_ok=True)
+        self.labels_dir = art.labels_dir
+        self.journal = art.annotate_journal / f"{self.node_id[:12] or 'local'}-{os.getpid()}.txt"
         self.gen_params = json.dumps(
             {
                 "max_new_tokens": a.max_new_tokens,
@@ -76,8 +81,19 @@ class SelfAnnotator:
         return outs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        """Label one block (``rows_per_file_batches`` generate() calls), write it as one file."""
         ids = [str(x) for x in batch[DOC_ID]]
         texts = ["" if t is None else str(t) for t in batch[TEXT]]
+        self._record(ids)
+        rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
+        step = self.cfg.annotate.batch_size
+        for start in range(0, len(ids), step):
+            for name, values in self._label(ids[start : start + step], texts[start : start + step]).items():
+                rows[name].extend(values)
+        write_label_file(self.labels_dir, rows)
+        return {DOC_ID: rows[DOC_ID], "status": rows["status"]}
+
+    def _label(self, ids: list[str], texts: list[str]) -> dict[str, list]:
         todo = [i for i, t in enumerate(texts) if t.strip()]
         outputs: dict[int, list[str] | Exception] = {}
         try:
@@ -115,14 +131,24 @@ class SelfAnnotator:
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
                 rows["node_id"].append(self.node_id)
-        self._record(ids)
         return rows
 
     def _record(self, ids: list[str]) -> None:
-        """Journal the finished doc ids. Rows journalled but never written (a killed job's blocks in
-        flight) are the work a resume redoes: the summary reports them as ``documents_redone``."""
+        """Journal the doc ids whose generation starts now. Ids journalled twice are work done twice
+        (a block lost to a kill, redone by a resume or by Ray Data's retry on a new actor)."""
         with self.journal.open("a") as f:
             f.write("".join(f"{i}\n" for i in ids))
+
+
+def write_label_file(labels_dir: Path, rows: dict[str, list]) -> Path:
+    """One parquet file per labelled block, renamed into place only once complete."""
+    import uuid
+
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = labels_dir / (name + ".tmp")
+    pq.write_table(pa.Table.from_pydict(rows, schema=LABEL_SCHEMA), tmp)
+    os.replace(tmp, labels_dir / name)
+    return labels_dir / name
 
 
 def _node_id() -> str:
@@ -220,6 +246,16 @@ def _add_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return batch
 
 
+def _drain(ds: Any, documents: int) -> None:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=documents, desc="self-annotation", unit="doc", mininterval=10) as bar:
+        for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            statuses = Counter(str(x) for x in block["status"])
+            bar.update(len(set(str(x) for x in block[DOC_ID])))
+            bar.set_postfix(ok=statuses.get("ok", 0), refresh=False)
+
+
 def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
@@ -235,6 +271,8 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     start = time.perf_counter()
     a = cfg.annotate
     ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
+    for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
+        stale.unlink()  # a block that was being written when an earlier run died: redone below
     existing = read_labels(art.labels_dir)
     done_ids = sorted(set(existing[DOC_ID].to_pylist()))
     if done_ids:
@@ -249,8 +287,10 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
         ds = ds.map_batches(
             SelfAnnotator,
-            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors},
-            batch_size=a.batch_size,
+            # actors write under output_dir: absolute, since their working directory is not ours
+            fn_constructor_kwargs={"cfg_dict": {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())},
+                                   "replicas": a.num_actors},
+            batch_size=a.batch_size * a.rows_per_file_batches,
             concurrency=a.num_actors,
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
@@ -258,7 +298,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
             **({"scheduling_strategy": "SPREAD"} if a.num_actors > 1 else {}),
         )
         art.labels_dir.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
+        _drain(ds, remaining)  # the actors write the label files; the driver only follows progress
     table = read_labels(art.labels_dir)
     summary = summarize(table, total, a.questions_per_doc, a.drop_duplicates)
     generated = journal_counts(art.annotate_journal)
