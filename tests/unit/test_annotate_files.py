@@ -1,0 +1,32 @@
+"""Label files written by the actors, the generation journal and reading both back."""
+
+import pyarrow.parquet as pq
+
+from skr_ray.annotate.pipeline import journal_counts, read_labels, write_label_file
+from skr_ray.schema import LABEL_SCHEMA
+
+
+def _rows(ids):
+    rows = {name: [] for name in LABEL_SCHEMA.names}
+    for d in ids:
+        for name in LABEL_SCHEMA.names:
+            rows[name].append(0 if name == "label_index" else (d if name == "doc_id" else "x"))
+    return rows
+
+
+def test_label_files_land_atomically_and_duplicates_collapse(tmp_path):
+    a = write_label_file(tmp_path, _rows(["d1", "d2"]))
+    write_label_file(tmp_path, _rows(["d2", "d3"]))  # d2 redone after a lost actor
+    (tmp_path / "half.parquet.tmp").write_bytes(b"PAR1")  # a write cut by a kill: never read
+    assert a.suffix == ".parquet" and pq.read_table(a).schema.equals(LABEL_SCHEMA)
+    table = read_labels(tmp_path)
+    assert sorted(table["doc_id"].to_pylist()) == ["d1", "d2", "d3"]
+
+
+def test_journal_counts_generation_starts_over_runs(tmp_path):
+    (tmp_path / "node-1.txt").write_text("d1\nd2\n")
+    (tmp_path / "node-2.txt").write_text("d2\nd3\n\n")
+    counts = journal_counts(tmp_path)
+    assert counts == {"d1": 1, "d2": 2, "d3": 1}
+    assert sum(c - 1 for c in counts.values() if c > 1) == 1
+    assert journal_counts(tmp_path / "missing") == {}
