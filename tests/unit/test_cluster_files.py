@@ -108,3 +108,14 @@ def test_submit_runtime_env_carries_pip_and_env():
     assert env["pip"] == ["rank-bm25==0.2.2"]
     assert env["env_vars"]["HF_HOME"] == "/data/hf" and env["env_vars"]["TOKENIZERS_PARALLELISM"] == "false"
     assert ".venv" in env["excludes"] and "runs" in env["excludes"]
+
+
+def test_skr_serve_args_from_the_serve_config_and_model_flags(tmp_path):
+    from skr_ray.serve.cli import load_serve_args
+
+    args = load_serve_args(str(REPO / "cluster" / "serve.yaml"), ["fin-ad=runs/tatqa_ad"])
+    assert args["models"] == {"skr-demo-ir": "runs/demo", "fin-ad": "runs/tatqa_ad"}  # file + flag merged
+    assert args["max_adapters"] == 4 and args["backbone"]["autoscaling_config"]["max_replicas"] == 4
+    assert load_serve_args(None, [])["models"] == {"skr-demo-ir": "runs/demo"}  # the demo run by default
+    with pytest.raises(ValueError, match="ID=PATH"):
+        load_serve_args(None, ["no-equals-sign"])
