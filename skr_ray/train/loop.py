@@ -93,21 +93,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         )
 
     start_epoch, history, resumes = 0, [], []
-    checkpoint = ray.train.get_checkpoint()
-    resume_dir = loop_config.get("resume_from")
-    if loop_config.get("storage"):
-        # A worker killed right after writing a checkpoint can die before Ray Train registers the
-        # report; the restarted group then gets no checkpoint. The storage still has it: use the newest.
-        from skr_ray.train.trainer import latest_ray_checkpoint
+    # The newest complete checkpoint in this run's storage: a killed earlier run's, or this run's
+    # before Ray Train restarted the worker group. Read from disk, not ray.train.get_checkpoint(): a
+    # worker killed right after writing a checkpoint can die before Ray Train registers the report.
+    from skr_ray.train.trainer import latest_ray_checkpoint
 
-        on_disk = latest_ray_checkpoint(Path(loop_config["storage"]))
-        if on_disk is not None and _epoch_of(on_disk) > (_epoch_of_ckpt(checkpoint) if checkpoint else -1):
-            checkpoint, resume_dir = None, str(on_disk)
-    if checkpoint is not None or resume_dir:
-        ctx_manager = checkpoint.as_directory() if checkpoint is not None else _nullcontext(resume_dir)
-        with ctx_manager as ckpt_dir:
-            engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", load_module_strict=False)
-            state = json.loads((Path(ckpt_dir) / "state.json").read_text())
+    resume_dir = latest_ray_checkpoint(Path(loop_config["storage"]))
+    if resume_dir is not None:
+        engine.load_checkpoint(str(resume_dir / "deepspeed"), tag="state", load_module_strict=False)
+        state = json.loads((resume_dir / "state.json").read_text())
         start_epoch, history = state["epoch"] + 1, state["history"]
         resumes = state.get("resumed_at_epochs", []) + [start_epoch]  # restarts: a killed run or worker
         if rank == 0:
@@ -156,15 +150,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _epoch_of(directory: Path) -> int:
-    return int(json.loads((directory / "state.json").read_text())["epoch"])
-
-
-def _epoch_of_ckpt(checkpoint: Any) -> int:
-    with checkpoint.as_directory() as d:
-        return _epoch_of(Path(d)) if (Path(d) / "state.json").is_file() else -1
-
-
 def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:
     """A frozen-prefix cache when LoRA sits on the top layers only and the config asks for it."""
     if not cfg.train.cache_frozen_prefix:
@@ -177,14 +162,3 @@ def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:
     check_supported(body, split)
     log.info("caching the states of the %d frozen lower layers; training runs the top %d", split, cfg.train.lora_layers)
     return FrozenPrefixCache(split)
-
-
-class _nullcontext:
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __enter__(self) -> str:
-        return self.value
-
-    def __exit__(self, *exc: object) -> None:
-        return None

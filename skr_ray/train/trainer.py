@@ -105,8 +105,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "train_examples": train_pairs,
             "val_examples": val_pairs,
             "head_info": head_info,
-            "resume_from": str(resume_from) if resume_from else None,
-            "storage": str(storage),
+            "storage": str(storage),  # the loop resumes from the newest checkpoint found there
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
