@@ -33,7 +33,7 @@ class Artifacts:
 
     @property
     def annotate_journal(self) -> Path:
-        """One append-only file per annotation actor: the doc ids it finished generating for."""
+        """One append-only file per annotation actor: the doc ids whose generation it started."""
         return self.annotate_dir / "journal"
 
     @property

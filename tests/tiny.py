@@ -17,6 +17,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# The tiny model writes gibberish: integration tests loosen the question filters to keep its labels.
+LOOSE_FILTERS = [
+    "annotate.require_question_mark=false",
+    "annotate.min_words=1",
+    "annotate.max_words=1000",
+    "annotate.max_copy_ratio=1.0",
+    "annotate.drop_duplicates=false",
+]
+
 
 def build_tiny_model(target: Path, seed: int = 0) -> Path:
     """Write a 2-layer Llama (hidden 32) and its tokenizer to ``target``; returns the folder."""

@@ -16,15 +16,14 @@ import pytest
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import load_config
+from tests.tiny import LOOSE_FILTERS
 
 pytestmark = pytest.mark.integration
 
-LOOSE = ["annotate.require_question_mark=false", "annotate.min_words=1", "annotate.max_words=1000",
-         "annotate.max_copy_ratio=1.0", "annotate.drop_duplicates=false"]
 
 
 def _cfg(tiny_model_dir: Path, out: Path, *extra: str):
-    return load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", *LOOSE, *extra])
+    return load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", *LOOSE_FILTERS, *extra])
 
 
 def _own_ray_process(marker: str) -> psutil.Process | None:

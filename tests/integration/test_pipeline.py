@@ -18,16 +18,9 @@ from skr_ray.artifacts import Artifacts
 from skr_ray.config import load_config
 from skr_ray.corpus import demo_dir, iter_jsonl
 
+from tests.tiny import LOOSE_FILTERS
+
 pytestmark = pytest.mark.integration
-
-LOOSE_FILTERS = [
-    "annotate.require_question_mark=false",
-    "annotate.min_words=1",
-    "annotate.max_words=1000",
-    "annotate.max_copy_ratio=1.0",
-    "annotate.drop_duplicates=false",
-]
-
 
 def tiny_config(tiny_model_dir, out, *extra):
     return load_config(
