@@ -33,3 +33,17 @@ def render_prompts(tokenizer, queries: list[str], passages: list[str], max_passa
         else:
             out.append("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
     return out
+
+
+_SENTINEL = "\u2063PASSAGE\u2063"
+
+
+def shared_prefix_ids(tokenizer) -> list[int]:
+    """Token ids every rendered AD prompt starts with (system turn, chat markers, 'Passage:')."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(build_messages("q", _SENTINEL), tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = "\n\n".join(m["content"] for m in build_messages("q", _SENTINEL))
+    prefix = text[: text.index(_SENTINEL)].rstrip()  # the whitespace may merge with the passage's first token
+    return tokenizer(prefix, add_special_tokens=False)["input_ids"]

@@ -51,6 +51,14 @@ class PairScorer:
             raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
         self.model.eval()
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
+        self.shared = None
+        if mode != "judge":  # one forward per case: the prompt's common opening runs once per replica
+            from skr_ray.models.shared_prompt import SharedPromptPrefix
+            from skr_ray.tasks.ad.prompts import shared_prefix_ids
+
+            tok = self.tokenizer
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            self.shared = SharedPromptPrefix(self.model, shared_prefix_ids(self.tokenizer), pad)
         self.model_id = model_id(self.cfg.model)
 
     def _prompts(self, batch: dict[str, np.ndarray]) -> list[str]:
@@ -66,15 +74,14 @@ class PairScorer:
 
         prompts = self._prompts(batch)
         start = time.perf_counter()
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         out: dict[str, Any] = {k: batch[k] for k in batch}
         with torch.inference_mode():
             if self.mode == "judge":
-                out.update(self._judge(enc))
+                enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+                out.update(self._judge(enc.to(self.device)))
             else:
-                from skr_ray.models.encoding import final_token_states
-
-                states = final_token_states(self.model, enc).float()
+                rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+                states = self.shared.states(rows).float()
                 if self.mode == "head":
                     out["score"] = torch.sigmoid(self.head(states)).cpu().numpy().astype(np.float64)
                 else:
@@ -137,5 +144,8 @@ def score_pairs(
 
 
 def generation_params(cfg: Any) -> str:
+    """How the self-labels were made (stored with every labelled pair, compared on resume)."""
+    if cfg.ad.label_source == "source":
+        return json.dumps({"label_source": "source"})
     return json.dumps({"max_new_tokens": cfg.ad.max_new_tokens, "max_passage_tokens": cfg.ad.max_passage_tokens,
                        "greedy": True, "seed": cfg.seed})
