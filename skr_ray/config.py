@@ -199,6 +199,9 @@ class EvaluateConfig:
             raise ConfigError("evaluate.ks must be positive integers")
 
 
+AD_LABEL_SOURCES = ("judge", "source")
+
+
 @dataclass
 class ADConfig:
     """AD (answerability): (question, passage) pairs judged yes/no by the base model itself."""
@@ -218,10 +221,22 @@ class ADConfig:
     """Generation budget of a yes/no answer: the verdict word plus enough of the reason to catch a
     contradiction ("No, the question can be answered ..." is excluded as contradictory)."""
     head_hidden: int = 1024
+    head_input_norm: str = "batch"
+    """'batch': standardize the final-token state per feature before the MLP (BatchNorm, no affine);
+    'none': the raw state."""
     pos_weight: float = 1.0
     """BCE weight of the positive class; 0 = n_negative / n_positive of the training split."""
+    label_source: str = "judge"
+    """Where a pair's self-label comes from. 'judge' (the paper's recipe): the base model's generated
+    yes/no answer to the pair. 'source': the model's own question-writing, as in IR -- a question is
+    answerable from the passage it was written for (1) and not from the hard/easy others (0); no
+    judging generation runs. Neither reads a human label."""
 
     def __post_init__(self) -> None:
+        if self.head_input_norm not in ("none", "batch"):
+            raise ConfigError(f"ad.head_input_norm must be 'none' or 'batch', got {self.head_input_norm!r}")
+        if self.label_source not in AD_LABEL_SOURCES:
+            raise ConfigError(f"ad.label_source must be one of {AD_LABEL_SOURCES}, got {self.label_source!r}")
         for key in ("max_questions", "hard_negatives", "easy_negatives"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"ad.{key} must be >= 0")

@@ -148,6 +148,31 @@ def test_annotation_resume_redoes_nothing(ad_run):
     assert sorted(p.name for p in art.labels_dir.glob("*.parquet")) == files
 
 
+def test_source_labels_from_the_same_questions(ad_run, tmp_path):
+    """label_source=source: no judging; own passage = 1, others = 0; a judged labels dir is not mixed in."""
+    from skr_ray.tasks.ad.annotate import read_judgements, run_ad_annotation
+
+    cfg, _ = ad_run
+    judged = run_ad_annotation(cfg)
+    src_cfg = ad_config(cfg.model.name_or_path, tmp_path / "src", "ad.label_source=source",
+                        f"ad.questions_from={cfg.output_dir}/questions")
+    summary = run_ad_annotation(src_cfg)
+    assert summary["label_source"] == "source" and summary["pairs"] == judged["pairs"]
+    n_questions = summary["answers_by_pair_kind"]["own"]["yes"]
+    assert summary["class_balance"]["yes"] == n_questions == summary["questions"]
+    assert summary["answers_by_pair_kind"]["own"]["no"] == 0
+    assert summary["answers_by_pair_kind"]["hard"]["yes"] == summary["answers_by_pair_kind"]["easy"]["yes"] == 0
+    rows = read_judgements(Artifacts(src_cfg.output_dir).labels_dir)
+    assert all(r["answer"] == (r["kind"] == "own") and r["status"] == "ok" for r in rows)
+    # The judged run's labels cannot be resumed as source labels (or the other way round).
+    (Artifacts(cfg.output_dir).annotate_dir / "_SUCCESS").rename(tmp_path / "success")
+    try:
+        with pytest.raises(ValueError, match="holds labels made with"):
+            run_ad_annotation(ad_config(cfg.model.name_or_path, cfg.output_dir, "ad.label_source=source"))
+    finally:
+        (tmp_path / "success").rename(Artifacts(cfg.output_dir).annotate_dir / "_SUCCESS")
+
+
 def test_eval_pair_pointing_to_missing_doc_is_a_clear_error(tmp_path):
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "revenue rose"}) + "\n")
     (tmp_path / "answerability.jsonl").write_text(

@@ -77,6 +77,30 @@ def test_build_pairs_own_hard_easy():
     assert [p.pair_id for p in build_pairs(questions, corpus, 1, 2, 0)] == [p.pair_id for p in pairs]
 
 
+def test_source_labels_follow_the_question_writer(tmp_path):
+    from dataclasses import asdict
+
+    import pyarrow.parquet as pq
+
+    from skr_ray.config import ConfigError, from_dict
+    from skr_ray.tasks.ad.annotate import read_judgements, summarize, write_source_labels
+
+    corpus = {f"d{i}": f"passage {i} about topic {i % 3}" for i in range(6)}
+    pairs = build_pairs([("d0", "what about topic 0?"), ("d4", "what about topic 1?")], corpus, 2, 1, seed=0)
+    path = write_source_labels([asdict(p) for p in pairs], tmp_path)
+    assert path.name.endswith(".parquet") and not list(tmp_path.glob("*.tmp"))
+    rows = read_judgements(tmp_path)
+    assert {r["pair_id"]: r["answer"] for r in rows} == {p.pair_id: int(p.kind == "own") for p in pairs}
+    assert pq.read_table(path).num_rows == 8
+    s = summarize(rows, len(pairs))
+    assert s["class_balance"] == {"yes": 2, "no": 6, "yes_fraction": 0.25}
+    assert s["answers_by_pair_kind"]["own"] == {"yes": 2, "no": 0}
+    with pytest.raises(ValueError, match="kind 'test'"):
+        write_source_labels([asdict(pairs[0]) | {"kind": "test"}], tmp_path)
+    with pytest.raises(ConfigError, match="label_source"):
+        from_dict({"task": "ad", "ad": {"label_source": "human"}})
+
+
 def test_build_pairs_rejects_unknown_source_doc():
     with pytest.raises(CorpusError, match="'dx'"):
         build_pairs([("dx", "what?")], {"d1": "text"}, hard=1, easy=0, seed=0)
@@ -95,6 +119,28 @@ def test_classifier_head_shapes_and_loss():
     # pos_weight scales only the positive terms
     weighted = bce_loss(torch.zeros(2), torch.tensor([1.0, 0.0]), pos_weight=3.0)
     assert weighted.item() == pytest.approx((3 * np.log(2) + np.log(2)) / 2, rel=1e-6)
+
+
+def test_head_input_norm_standardizes_states_and_round_trips():
+    from skr_ray.tasks.ad.head import make_head
+
+    torch.manual_seed(0)
+    common = torch.full((32,), 40.0)  # a large shared component, small per-input variation
+    states = common + 0.1 * torch.randn(64, 32)
+    head = make_head(32, {"hidden": 64, "input_norm": "batch"})
+    head.train()
+    head(states)  # updates the running statistics
+    assert head.norm.running_mean.mean().item() == pytest.approx(4.0, abs=0.5)  # momentum 0.1 of 40
+    head(states[:1])  # a batch of one uses the running statistics instead of failing
+    loaded = make_head(32, {"hidden": 64, "input_norm": "batch"})
+    loaded.load_state_dict(head.state_dict())
+    head.eval()
+    loaded.eval()
+    torch.testing.assert_close(loaded(states), head(states))
+    old = make_head(32, {"hidden": 64})  # checkpoints from before input_norm: no norm, same keys as then
+    assert old.norm is None and all(k.startswith("net.") for k in old.state_dict())
+    with pytest.raises(ValueError, match="input_norm"):
+        make_head(32, {"input_norm": "layer"})
 
 
 def test_classification_metrics_and_threshold():

@@ -82,16 +82,59 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     }
 
 
-def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
+def write_source_labels(items: list[dict[str, Any]], labels_dir: Path) -> Path:
+    """'source' self-labels: the question's own passage is answerable (1), the other passages are not (0).
+
+    The question was written by the model for its own passage (IR self-annotation), so the label is the
+    model's own output, not a human one. Written like judged rows (same columns), in one file.
+    """
+    import pyarrow as pa
+
+    rows = []
+    for item in items:
+        if item["kind"] not in ("own", "hard", "easy"):
+            raise ValueError(f"pair {item['pair_id']}: kind {item['kind']!r} has no source label")
+        rows.append(item | {"raw_output": "", "answer": int(item["kind"] == "own"), "p_yes": float("nan"),
+                            "status": "ok", "seconds": 0.0})
+    path = labels_dir / f"source-{len(list(labels_dir.glob('source-*.parquet'))):05d}.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.replace(path)
+    return path
+
+
+def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
+    """'judge' self-labels: the base model's greedy yes/no answer to every pair, on a Ray Data actor pool."""
     import ray.data
 
+    from skr_ray.ray_utils import cluster_gpus
+    from skr_ray.tasks.ad.scoring import PairScorer
+
+    items.sort(key=lambda r: len(r["passage"]) + len(r["query"]), reverse=True)  # little padding
+    a = cfg.annotate
+    gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+    ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
+    ds = ds.map_batches(
+        PairScorer,
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,
+                               "replicas": a.num_actors},
+        batch_size=a.batch_size,
+        concurrency=a.num_actors,
+        num_cpus=a.num_cpus_per_actor,
+        num_gpus=gpus,
+    )
+    art.labels_dir.mkdir(parents=True, exist_ok=True)
+    ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
+
+
+def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.annotate.pipeline import read_labels
     from skr_ray.models.backbone import model_id
-    from skr_ray.ray_utils import cluster_gpus, ensure_ray
+    from skr_ray.ray_utils import ensure_ray
     from skr_ray.schema import DOC_ID, TEXT
     from skr_ray.tasks.ad.pairs import build_pairs, read_questions
     from skr_ray.tasks.ad.prompts import PROMPT_VERSION
-    from skr_ray.tasks.ad.scoring import PairScorer, generation_params
+    from skr_ray.tasks.ad.scoring import generation_params
 
     art = Artifacts(cfg.output_dir)
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
@@ -111,7 +154,12 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     log.info("%d questions x (1 own + %d hard + %d easy) -> %d pairs over %d passages",
              len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives, len(pairs), len(passages))
 
-    done = {r["pair_id"] for r in read_judgements(art.labels_dir)}
+    existing = read_judgements(art.labels_dir)
+    stale = {r["generation"] for r in existing} - {generation_params(cfg)}
+    if stale:
+        raise ValueError(f"{art.labels_dir} holds labels made with {sorted(stale)[0]}, not with this config's "
+                         f"{generation_params(cfg)}; use a new output_dir or delete the labels")
+    done = {r["pair_id"] for r in existing}
     todo = [p for p in pairs if p.pair_id not in done]
     if done:
         log.info("resuming: %d of %d pairs already judged", len(done), len(pairs))
@@ -121,24 +169,15 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
         provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(cfg.model),
                       "generation": generation_params(cfg), "annotated_at": now}
         items = [asdict(p) | provenance for p in todo]
-        items.sort(key=lambda r: len(r["passage"]) + len(r["query"]), reverse=True)  # little padding
-        a = cfg.annotate
-        gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
-        ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
-        ds = ds.map_batches(
-            PairScorer,
-            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,
-                                   "replicas": a.num_actors},
-            batch_size=a.batch_size,
-            concurrency=a.num_actors,
-            num_cpus=a.num_cpus_per_actor,
-            num_gpus=gpus,
-        )
-        art.labels_dir.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
+        if cfg.ad.label_source == "source":
+            art.labels_dir.mkdir(parents=True, exist_ok=True)
+            write_source_labels(items, art.labels_dir)
+        else:
+            _judge(cfg, items, art)
     rows = read_judgements(art.labels_dir)
     summary = summarize(rows, len(pairs))
-    summary.update({"questions": len(questions), "questions_dir": str(qdir), "resumed_from_pairs": len(done),
+    summary.update({"label_source": cfg.ad.label_source, "questions": len(questions), "questions_dir": str(qdir),
+                    "resumed_from_pairs": len(done),
                     "seconds": round(time.perf_counter() - start, 1)})
     write_json(art.annotate_summary, summary)
     missing = {p.pair_id for p in pairs} - {r["pair_id"] for r in rows}

@@ -156,7 +156,7 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> tuple[Any, float]:
     y = torch.tensor([e["label"] for e in train + val], dtype=torch.float32)
     x_tr, y_tr, x_va, y_va = x[: len(train)], y[: len(train)], x[len(train):], y[len(train):]
     torch.manual_seed(cfg.seed)
-    head = ClassifierHead(x.shape[1], cfg.ad.head_hidden)
+    head = ClassifierHead(x.shape[1], cfg.ad.head_hidden, input_norm=cfg.ad.head_input_norm)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
     pos_weight = resolve_pos_weight(cfg, train)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -46,7 +46,7 @@ def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
         "pooling": "last_token",
         "prompt": PROMPT_VERSION,
         "max_passage_tokens": cfg.ad.max_passage_tokens,
-        "options": {"hidden": cfg.ad.head_hidden},
+        "options": {"hidden": cfg.ad.head_hidden, "input_norm": cfg.ad.head_input_norm},
         "pos_weight": resolve_pos_weight(cfg, train),
         "train_class_balance": {"yes": pos, "no": len(train) - pos},
         "threshold": 0.5,
