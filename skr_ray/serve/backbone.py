@@ -34,6 +34,7 @@ class AdapterBank:
         self.entries: dict[str, ModelEntry] = {}
         self.lock = threading.Lock()  # set_adapter + forward must not interleave across threads
         self.tokens: dict[str, int] = {}  # load generation per adapter: a stale handle never unloads a reload
+        self.prefixes: dict[str, Any] = {}  # per AD adapter: the prompt's shared opening as a KV cache
         self._next_token = 0
 
     def load(self, entry: ModelEntry) -> int:
@@ -63,6 +64,7 @@ class AdapterBank:
                 if os.path.isfile(weights):
                     head.load_state_dict(load_file(weights))
             self.heads[entry.id] = head.to(self.device).eval()
+            self.prefixes.pop(entry.id, None)
             self.entries[entry.id] = entry
             self._next_token += 1
             self.tokens[entry.id] = self._next_token
@@ -75,6 +77,7 @@ class AdapterBank:
                 return
             self.tokens.pop(model_id)
             self.heads.pop(model_id)
+            self.prefixes.pop(model_id, None)
             self.entries.pop(model_id)
             if self.heads:  # PEFT needs one adapter to remain; the last one is replaced on next load
                 if self.model.active_adapter == model_id:
@@ -102,16 +105,20 @@ class AdapterBank:
 
     @torch.inference_mode()
     def classify(self, model_id: str, pairs: list[tuple[str, str]]) -> list[float]:
-        from skr_ray.models.encoding import final_token_states
-        from skr_ray.tasks.ad.prompts import render_prompts
+        from skr_ray.models.shared_prompt import SharedPromptPrefix
+        from skr_ray.tasks.ad.prompts import render_prompts, shared_prefix_ids
 
         entry = self.entries[model_id]
         prompts = render_prompts(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs],
                                  int(entry.head_info.get("max_passage_tokens", 192)))
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         with self.lock:
             self.model.set_adapter(model_id)
-            states = final_token_states(self.model, enc).float()
+            shared = self.prefixes.get(model_id)
+            if shared is None:  # keys/values of the opening depend on the adapter: one cache per adapter
+                shared = self.prefixes[model_id] = SharedPromptPrefix(
+                    self.model, shared_prefix_ids(self.tokenizer), self.tokenizer.pad_token_id)
+            states = shared.states(rows).float()
             probs = torch.sigmoid(self.heads[model_id](states))
         return probs.cpu().tolist()
 
