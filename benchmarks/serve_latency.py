@@ -125,13 +125,15 @@ def main() -> None:
         cfg = load_config(Path(ad_ckpt) / "config.yaml")
 
         def one_by_one(scorer: PairScorer) -> list[float]:
-            scorer({"pair_id": np.asarray(["warm"]), "query": np.asarray([pairs[0].query]),
-                    "passage": np.asarray([pairs[0].passage])})
+            def case(p) -> dict:
+                return {"pair_id": np.asarray([p.pair_id]), "query": np.asarray([p.query]),
+                        "passage": np.asarray([p.passage])}
+
+            scorer(case(pairs[0]))  # warm-up
             lat = []
             for p in pairs:
                 t = time.perf_counter()
-                scorer({"pair_id": np.asarray([p.pair_id]), "query": np.asarray([p.query]),
-                        "passage": np.asarray([p.passage])})
+                scorer(case(p))
                 lat.append(time.perf_counter() - t)
             return lat
 

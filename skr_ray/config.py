@@ -200,6 +200,7 @@ class EvaluateConfig:
 
 
 AD_LABEL_SOURCES = ("judge", "source")
+AD_HEAD_INPUT_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -233,8 +234,8 @@ class ADConfig:
     judging generation runs. Neither reads a human label."""
 
     def __post_init__(self) -> None:
-        if self.head_input_norm not in ("none", "batch"):
-            raise ConfigError(f"ad.head_input_norm must be 'none' or 'batch', got {self.head_input_norm!r}")
+        if self.head_input_norm not in AD_HEAD_INPUT_NORMS:
+            raise ConfigError(f"ad.head_input_norm must be one of {AD_HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.label_source not in AD_LABEL_SOURCES:
             raise ConfigError(f"ad.label_source must be one of {AD_LABEL_SOURCES}, got {self.label_source!r}")
         for key in ("max_questions", "hard_negatives", "easy_negatives"):

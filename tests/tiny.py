@@ -27,19 +27,6 @@ LOOSE_FILTERS = [
 ]
 
 
-def left_padded(rows: list[list[int]]) -> dict:
-    """Token rows as a left-padded batch (pad id 0), the layout every read-out in the project uses."""
-    import torch
-
-    width = max(map(len, rows))
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def build_tiny_model(target: Path, seed: int = 0) -> Path:
     """Write a 2-layer Llama (hidden 32) and its tokenizer to ``target``; returns the folder."""
     import torch

@@ -18,9 +18,13 @@ def tokenize_for_embedding(
     limit = max_length - 1 if append_eos else max_length
     ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
     rows = [row + [eos] if append_eos else row for row in ids]
+    return pad_left(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
+
+
+def pad_left(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token rows as a left-padded batch: every row's last token at index -1."""
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         input_ids[i, width - len(row) :] = torch.tensor(row)

@@ -12,13 +12,10 @@ plain full forward, so the result is always the full-prompt state (checked in th
 from __future__ import annotations
 
 import copy
-import logging
 
 import torch
 
-from skr_ray.models.encoding import decoder_body, final_token_states
-
-log = logging.getLogger(__name__)
+from skr_ray.models.encoding import decoder_body, final_token_states, pad_left
 
 
 class SharedPromptPrefix:
@@ -78,10 +75,5 @@ class SharedPromptPrefix:
         return hidden[torch.arange(len(suffixes), device=device), (lengths - 1).to(device)]
 
     def _full_states(self, rows: list[list[int]], device: torch.device) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding, as everywhere else
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
-        return final_token_states(self.model, {"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+        batch = pad_left(rows, self.pad_id)
+        return final_token_states(self.model, {k: v.to(device) for k, v in batch.items()})

@@ -105,8 +105,7 @@ class AdapterBank:
 
     @torch.inference_mode()
     def classify(self, model_id: str, pairs: list[tuple[str, str]]) -> list[float]:
-        from skr_ray.models.shared_prompt import SharedPromptPrefix
-        from skr_ray.tasks.ad.prompts import render_prompts, shared_prefix_ids
+        from skr_ray.tasks.ad.prompts import render_prompts, shared_prompt_prefix
 
         entry = self.entries[model_id]
         prompts = render_prompts(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs],
@@ -116,8 +115,7 @@ class AdapterBank:
             self.model.set_adapter(model_id)
             shared = self.prefixes.get(model_id)
             if shared is None:  # keys/values of the opening depend on the adapter: one cache per adapter
-                shared = self.prefixes[model_id] = SharedPromptPrefix(
-                    self.model, shared_prefix_ids(self.tokenizer), self.tokenizer.pad_token_id)
+                shared = self.prefixes[model_id] = shared_prompt_prefix(self.model, self.tokenizer)
             states = shared.states(rows).float()
             probs = torch.sigmoid(self.heads[model_id](states))
         return probs.cpu().tolist()

@@ -6,10 +6,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from skr_ray.config import ConfigError, TrainConfig
 from skr_ray.models.checkpoint import add_lora
-from skr_ray.models.encoding import decoder_body, final_token_states
+from skr_ray.models.encoding import decoder_body, final_token_states, pad_left
 from skr_ray.models.prefix_cache import FrozenPrefixCache, check_supported
-
-from tests.tiny import left_padded
 
 
 @pytest.fixture()
@@ -31,7 +29,7 @@ def test_cached_states_equal_the_full_forward(lora_model):
     body = decoder_body(lora_model)
     check_supported(body, 2)
     cache = FrozenPrefixCache(split=2)
-    batch = left_padded(ROWS)
+    batch = pad_left(ROWS, 0)
     full = final_token_states(lora_model, batch)  # (3, 32)
     cached = cache.final_token_states(body, batch)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
@@ -39,7 +37,7 @@ def test_cached_states_equal_the_full_forward(lora_model):
     assert len(body.layers) == 4 and not isinstance(body.norm, torch.nn.Identity)  # window restored
 
     # Reused under other padding (row 1 alone, row 0 with a longer new row): RoPE is shift-invariant.
-    other = left_padded([ROWS[1], [20, 21, 22, 23, 24, 25, 26, 27]])
+    other = pad_left([ROWS[1], [20, 21, 22, 23, 24, 25, 26, 27]], 0)
     again = cache.final_token_states(body, other)
     torch.testing.assert_close(again, final_token_states(lora_model, other), atol=1e-5, rtol=1e-4)
     assert cache.hits == 1 and cache.misses == 4
@@ -47,7 +45,7 @@ def test_cached_states_equal_the_full_forward(lora_model):
 
 def test_cached_gradients_equal_the_full_forward(lora_model):
     body = decoder_body(lora_model)
-    batch = left_padded(ROWS)
+    batch = pad_left(ROWS, 0)
     lora = {n: p for n, p in lora_model.named_parameters() if p.requires_grad}
     assert lora and all(".layers.2." in n or ".layers.3." in n for n in lora)  # top 2 layers only
 

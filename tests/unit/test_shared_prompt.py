@@ -3,10 +3,8 @@
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from skr_ray.models.encoding import final_token_states
+from skr_ray.models.encoding import final_token_states, pad_left
 from skr_ray.models.shared_prompt import SharedPromptPrefix
-
-from tests.tiny import left_padded
 
 
 def test_states_equal_full_forward_with_and_without_the_prefix():
@@ -19,7 +17,7 @@ def test_states_equal_full_forward_with_and_without_the_prefix():
     shared = SharedPromptPrefix(model, prefix, pad_id=0)
     got = shared.states(rows)
     with torch.inference_mode():
-        want = final_token_states(model, left_padded(rows))
+        want = final_token_states(model, pad_left(rows, 0))
     assert got.shape == (4, 32)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert (shared.rows_shared, shared.rows_full) == (3, 1)  # the last row does not start with the prefix

@@ -123,7 +123,6 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
         num_cpus=a.num_cpus_per_actor,
         num_gpus=gpus,
     )
-    art.labels_dir.mkdir(parents=True, exist_ok=True)
     ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
 
 
@@ -155,10 +154,11 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
              len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives, len(pairs), len(passages))
 
     existing = read_judgements(art.labels_dir)
-    stale = {r["generation"] for r in existing} - {generation_params(cfg)}
+    made_with = generation_params(cfg)
+    stale = {r["generation"] for r in existing} - {made_with}
     if stale:
         raise ValueError(f"{art.labels_dir} holds labels made with {sorted(stale)[0]}, not with this config's "
-                         f"{generation_params(cfg)}; use a new output_dir or delete the labels")
+                         f"{made_with}; use a new output_dir or delete the labels")
     done = {r["pair_id"] for r in existing}
     todo = [p for p in pairs if p.pair_id not in done]
     if done:
@@ -167,10 +167,10 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if todo:
         now = datetime.now(timezone.utc).isoformat()
         provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(cfg.model),
-                      "generation": generation_params(cfg), "annotated_at": now}
+                      "generation": made_with, "annotated_at": now}
         items = [asdict(p) | provenance for p in todo]
+        art.labels_dir.mkdir(parents=True, exist_ok=True)
         if cfg.ad.label_source == "source":
-            art.labels_dir.mkdir(parents=True, exist_ok=True)
             write_source_labels(items, art.labels_dir)
         else:
             _judge(cfg, items, art)

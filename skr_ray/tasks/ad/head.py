@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-INPUT_NORMS = ("none", "batch")
+from skr_ray.config import AD_HEAD_INPUT_NORMS as INPUT_NORMS
 
 
 class ClassifierHead(nn.Module):

@@ -47,3 +47,10 @@ def shared_prefix_ids(tokenizer) -> list[int]:
         text = "\n\n".join(m["content"] for m in build_messages("q", _SENTINEL))
     prefix = text[: text.index(_SENTINEL)].rstrip()  # the whitespace may merge with the passage's first token
     return tokenizer(prefix, add_special_tokens=False)["input_ids"]
+
+
+def shared_prompt_prefix(model, tokenizer):
+    """The AD prompt's opening as a KV cache of ``model`` (with its active adapter) for forward-only reads."""
+    from skr_ray.models.shared_prompt import SharedPromptPrefix
+
+    return SharedPromptPrefix(model, shared_prefix_ids(tokenizer), tokenizer.pad_token_id)

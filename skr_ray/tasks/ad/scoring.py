@@ -53,12 +53,9 @@ class PairScorer:
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
         self.shared = None
         if mode != "judge":  # one forward per case: the prompt's common opening runs once per replica
-            from skr_ray.models.shared_prompt import SharedPromptPrefix
-            from skr_ray.tasks.ad.prompts import shared_prefix_ids
+            from skr_ray.tasks.ad.prompts import shared_prompt_prefix
 
-            tok = self.tokenizer
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            self.shared = SharedPromptPrefix(self.model, shared_prefix_ids(self.tokenizer), pad)
+            self.shared = shared_prompt_prefix(self.model, self.tokenizer)
         self.model_id = model_id(self.cfg.model)
 
     def _prompts(self, batch: dict[str, np.ndarray]) -> list[str]:
