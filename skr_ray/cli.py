@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_pipeline(cfg).get("evaluate", {})
         else:
             summary = _stage(args.command, cfg)
-    except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError) as exc:
+    except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError, NotImplementedError) as exc:
         print(f"skr: error: {exc}", file=sys.stderr)
         return 1
     log.info("result: %s", json.dumps(summary, default=str)[:2000])

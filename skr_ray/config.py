@@ -200,7 +200,7 @@ class EvaluateConfig:
 
 
 AD_LABEL_SOURCES = ("judge", "source")
-AD_HEAD_INPUT_NORMS = ("none", "batch")
+HEAD_INPUT_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -234,8 +234,8 @@ class ADConfig:
     judging generation runs. Neither reads a human label."""
 
     def __post_init__(self) -> None:
-        if self.head_input_norm not in AD_HEAD_INPUT_NORMS:
-            raise ConfigError(f"ad.head_input_norm must be one of {AD_HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
+        if self.head_input_norm not in HEAD_INPUT_NORMS:
+            raise ConfigError(f"ad.head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.label_source not in AD_LABEL_SOURCES:
             raise ConfigError(f"ad.label_source must be one of {AD_LABEL_SOURCES}, got {self.label_source!r}")
         for key in ("max_questions", "hard_negatives", "easy_negatives"):
@@ -248,6 +248,7 @@ class ADConfig:
 TASK_SYSTEMS = {
     "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm"],
     "ad": ["base", "sft", "head_only", "skr"],
+    "od": ["base", "skr"],  # served; its pipeline stages are not built yet (skr_ray.tasks.od)
 }
 
 

@@ -118,11 +118,12 @@ def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int =
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    hidden = model.config.hidden_size
-    options = {"hidden": 64} if task == "ad" else {}
+    hidden = model.config.get_text_config().hidden_size
+    options = {"hidden": 64} if task in ("ad", "od") else {}
     head = get_task(task).make_head(hidden, options)
+    prompt = {"ir": "e5v", "ad": "ad-answerable-v1", "od": get_task("od").prompt_version}[task]
     info = {"task": task, "objective": "head", "pooling": "last_token", "hidden_size": hidden,
-            "prompt": "e5v" if task == "ir" else "ad-answerable-v1", "options": options, **head_extra}
+            "prompt": prompt, "options": options, **head_extra}
     if task == "ad":
         info.setdefault("threshold", 0.5)
         info.setdefault("max_passage_tokens", 48)
@@ -131,3 +132,71 @@ def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int =
     save_head(target, head, info)
     (target / RUN_CONFIG).write_text(cfg.to_yaml())
     return target
+
+
+VLM_SPECIALS = ["<unk>", "<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                "<end_of_image>", "<image_soft_token>"]
+VLM_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<start_of_image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def build_tiny_vlm(target: Path, seed: int = 0) -> Path:
+    """Write a tiny random Gemma-3 vision-language model (SigLIP tower 32x32 px, 4 image tokens, 2 text
+    layers of width 32) with its processor to ``target``: the real Gemma-3 code paths, no downloads."""
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    from skr_ray.tasks.od.prompts import _ASK, DEFAULT_OBJECT
+
+    words = set(re.findall(r"\w+|[^\w\s]", (_ASK + " " + DEFAULT_OBJECT + " user model").lower()))
+    words.update("0123456789")
+    vocab = {tok: i for i, tok in enumerate(VLM_SPECIALS + sorted(words))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(r"<[a-z_]+>", behavior="isolated"), pre_tokenizers.Whitespace()]
+    )
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<end_of_turn>", bos_token="<bos>",
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )
+    tokenizer.add_tokens(VLM_SPECIALS, special_tokens=True)  # already in the vocab: marks them unsplittable
+    tokenizer.chat_template = VLM_CHAT_TEMPLATE
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+                                tokenizer=tokenizer, chat_template=VLM_CHAT_TEMPLATE, image_seq_length=4)
+    ids = {k: vocab[k] for k in ("<pad>", "<end_of_turn>", "<bos>")}
+    config = Gemma3Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                         sliding_window=64, pad_token_id=ids["<pad>"], eos_token_id=ids["<end_of_turn>"],
+                         bos_token_id=ids["<bos>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=vocab["<start_of_image>"], eoi_token_index=vocab["<end_of_image>"],
+        image_token_index=vocab["<image_soft_token>"], pad_token_id=ids["<pad>"],
+        eos_token_id=ids["<end_of_turn>"], bos_token_id=ids["<bos>"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # initialised to zeros: the page would not reach the language model at all
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target
+
+
+def docpage(index: int = 0):
+    """A real page image from ../shared/data/docpages (RGB) and its annotation record."""
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "docpages"
+    record = json.loads((root / "annotations.json").read_text())["pages"][index]
+    return Image.open(root / record["file"]).convert("RGB"), record

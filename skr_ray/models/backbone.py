@@ -128,8 +128,19 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def load_backbone(
     cfg: ModelConfig, device: str | torch.device = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode on ``device``."""
+    """Load (model, tokenizer) in eval mode on ``device``.
+
+    Vision-language models (config with a ``vision_config``) come with their processor instead of a
+    tokenizer (``processor.tokenizer`` is the tokenizer); see skr_ray.models.vision.
+    """
     path = materialize(cfg)
+    from skr_ray.models.vision import is_vision_model, load_vision_model
+
+    if is_vision_model(path):
+        try:
+            return load_vision_model(path, _DTYPES[cfg.dtype], device)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the path named
+            raise ModelLoadError(f"cannot load a vision-language model from {path}: {exc}") from exc
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[cfg.dtype])
     except Exception as exc:  # noqa: BLE001 - re-raised with the path named

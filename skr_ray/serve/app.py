@@ -1,6 +1,9 @@
-"""The Serve application: a FastAPI ingress composing the SKR backbone deployment through a handle.
+"""The Serve application: a FastAPI ingress composing one SKR backbone deployment per base model.
 
     build_app({"models": {"fin-ir": "runs/demo", "fin-ad": "runs/tatqa_ad/train/checkpoint"}})
+
+Adapters of one base model share its backbone deployment (multiplexed); checkpoints of another base
+model (say an OD adapter of a vision-language model) get a second backbone deployment in the same app.
 
 Referenced by ``import_path: skr_ray.serve.app:build_app`` in cluster/serve.yaml, and started
 locally by ``skr serve``.
@@ -9,7 +12,6 @@ locally by ``skr serve``.
 
 import base64
 import binascii
-import io
 import logging
 from typing import Any
 
@@ -53,8 +55,9 @@ def _fail(status: int, message: str, code: str) -> HTTPException:
 @serve.deployment(name="Api")
 @serve.ingress(api)
 class Api:
-    def __init__(self, backbone: DeploymentHandle, entries: dict[str, ModelEntry], options: dict[str, Any]) -> None:
-        self.backbone = backbone
+    def __init__(self, backbones: dict[str, DeploymentHandle], entries: dict[str, ModelEntry],
+                 options: dict[str, Any]) -> None:
+        self.backbones = backbones
         self.entries = entries
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         self.max_inputs = int(options.get("max_inputs_per_request", 256))
@@ -70,7 +73,7 @@ class Api:
 
     async def _call(self, model: str, method: str, *args: Any) -> Any:
         try:
-            handle = self.backbone.options(multiplexed_model_id=model)
+            handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
             return await getattr(handle, method).remote(*args)
         except Exception as exc:  # replica errors become a visible 5xx, never a silent drop
             name = type(exc).__name__
@@ -80,11 +83,18 @@ class Api:
 
     @api.get("/healthz")
     async def healthz(self) -> Any:
-        try:
-            loaded = await self.backbone.loaded_models.remote()
-        except Exception as exc:  # the ingress stays up and says so while a backbone replica restarts
-            return JSONResponse(status_code=503, content={"status": "unavailable", "reason": type(exc).__name__})
-        return {"status": "ok", "models": sorted(self.entries), "adapters_loaded_on_a_replica": loaded}
+        loaded: list[str] = []
+        for key, handle in self.backbones.items():
+            try:
+                loaded += await handle.loaded_models.remote()
+            except Exception as exc:  # the ingress stays up and says so while a backbone replica restarts
+                return JSONResponse(status_code=503, content={"status": "unavailable", "backbone": key,
+                                                              "reason": type(exc).__name__})
+        return {"status": "ok", "models": sorted(self.entries), "backbones": len(self.backbones),
+                "adapters_loaded_on_a_replica": loaded}
+
+    async def _count_tokens(self, entry: ModelEntry, texts: list[str]) -> list[int]:
+        return await self.backbones[entry.backbone].count_tokens.remote(texts)
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -92,7 +102,7 @@ class Api:
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
-        self._entry(body.model, "ir", "/v1/embeddings")
+        entry = self._entry(body.model, "ir", "/v1/embeddings")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise _fail(400, "input must be a non-empty string or a non-empty list of strings", "empty_input")
@@ -101,7 +111,7 @@ class Api:
         for i, t in enumerate(texts):
             if not t.strip():
                 raise _fail(400, f"input[{i}] is empty", "empty_input")
-        counts = await self.backbone.count_tokens.remote(texts)
+        counts = await self._count_tokens(entry, texts)
         for i, n in enumerate(counts):
             if n > self.max_input_tokens:
                 raise _fail(400, f"input[{i}] has {n} tokens; the limit is {self.max_input_tokens}", "input_too_long")
@@ -129,7 +139,7 @@ class Api:
             raise _fail(400, f"model {body.model!r} reads text passages, not images", "wrong_input")
         if not body.passage or not body.passage.strip():
             raise _fail(400, "passage is empty", "empty_input")
-        (n_query,) = await self.backbone.count_tokens.remote([body.query])
+        (n_query,) = await self._count_tokens(entry, [body.query])
         if n_query > self.max_input_tokens:
             raise _fail(400, f"query has {n_query} tokens; the limit is {self.max_input_tokens}", "input_too_long")
         prob = float(await self._call(body.model, "classify", body.query, body.passage))
@@ -139,12 +149,23 @@ class Api:
 
     @api.post("/v1/detect")
     async def detect(self, body: DetectRequest) -> dict[str, Any]:
-        self._decode_image(body.image)
-        self._entry(body.model, "od", "/v1/detect")
-        raise _fail(501, "object detection heads are not served yet", "not_implemented")
+        raw, image = self._decode_image(body.image)
+        entry = self._entry(body.model, "od", "/v1/detect")
+        from skr_ray.tasks.od.boxes import to_pixels
+        from skr_ray.tasks.od.prompts import DEFAULT_OBJECT
 
-    def _decode_image(self, data: str) -> Any:
-        from PIL import Image, UnidentifiedImageError
+        query = (body.query or "").strip() or DEFAULT_OBJECT
+        (n_query,) = await self._count_tokens(entry, [query])
+        if n_query > self.max_input_tokens:
+            raise _fail(400, f"query has {n_query} tokens; the limit is {self.max_input_tokens}", "input_too_long")
+        box = [float(v) for v in await self._call(body.model, "detect", raw, query)]
+        width, height = image.size
+        return {"object": "detection", "model": body.model, "query": query,
+                "box": {"normalized": box, "pixels": to_pixels(box, width, height)},
+                "image": {"width": width, "height": height}}
+
+    def _decode_image(self, data: str) -> tuple[bytes, Any]:
+        from skr_ray.models.vision import decode_image
 
         try:
             raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
@@ -153,30 +174,33 @@ class Api:
         if len(raw) > self.max_image_bytes:
             raise _fail(400, f"image has {len(raw)} bytes; the limit is {self.max_image_bytes}", "image_too_large")
         try:
-            image = Image.open(io.BytesIO(raw))
-            image.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise _fail(400, f"image could not be decoded: {exc}", "undecodable_image") from None
-        return image
+            return raw, decode_image(raw)
+        except ValueError as exc:
+            raise _fail(400, str(exc), "undecodable_image") from None
 
 
 def build_app(args: dict[str, Any]) -> Any:
     """Serve application from config args: ``models`` ({id: checkpoint or run dir}) plus options.
 
-    Options: max_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per replica),
-    max_input_tokens, max_inputs_per_request, backbone / ingress: Serve deployment options
-    (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests).
+    Options: max_batch_size, max_image_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per
+    replica), max_input_tokens, max_inputs_per_request, max_image_bytes, backbone / ingress: Serve
+    deployment options (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests,
+    max_queued_requests); ``backbone`` applies to every base model's backbone deployment.
     """
     args = dict(args or {})
-    entries, base = build_registry(dict(args.pop("models", {})))
+    entries, bases = build_registry(dict(args.pop("models", {})))
     backbone_opts = dict(args.pop("backbone", {}))
     ingress_opts = dict(args.pop("ingress", {}))
     backbone_opts.setdefault("ray_actor_options", {"num_cpus": 1, "num_gpus": _default_gpus()})
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
-    backbone = SKRBackbone.options(**backbone_opts).bind(entries, base, args)
-    return Api.options(**ingress_opts).bind(backbone, entries, args)
+    backbones = {}
+    for n, (key, base) in enumerate(bases.items()):
+        own = {k: e for k, e in entries.items() if e.backbone == key}
+        name = "SKRBackbone" if n == 0 else f"SKRBackbone{n}"
+        backbones[key] = SKRBackbone.options(name=name, **backbone_opts).bind(own, base, args)
+    return Api.options(**ingress_opts).bind(backbones, entries, args)
 
 
 def _default_gpus() -> float:

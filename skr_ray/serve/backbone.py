@@ -1,4 +1,4 @@
-"""One backbone replica, many SKR adapters: PEFT named adapters + task heads, loaded lazily per model id.
+"""One backbone replica, many SKR adapters of that base model: PEFT named adapters + task heads, loaded lazily per model id.
 
 `AdapterBank` is plain PyTorch (testable without Serve); `SKRBackbone` wraps it as a Serve deployment
 with model multiplexing (LRU-bounded adapters per replica) and dynamic request batching.
@@ -28,7 +28,10 @@ class AdapterBank:
         from skr_ray.models.backbone import load_backbone
 
         self.device = device
-        self.base, self.tokenizer = load_backbone(model_cfg, device=device)
+        self.base, loaded = load_backbone(model_cfg, device=device)
+        # Vision-language backbones come with a processor (images + text); text backbones with a tokenizer.
+        self.processor = loaded if hasattr(loaded, "image_processor") else None
+        self.tokenizer = loaded.tokenizer if self.processor is not None else loaded
         self.model: Any = None  # PeftModel, created with the first adapter
         self.heads: dict[str, torch.nn.Module] = {}
         self.entries: dict[str, ModelEntry] = {}
@@ -120,6 +123,22 @@ class AdapterBank:
             probs = torch.sigmoid(self.heads[model_id](states))
         return probs.cpu().tolist()
 
+    @torch.inference_mode()
+    def detect(self, model_id: str, items: list[tuple[bytes, str]]) -> list[list[float]]:
+        """(encoded image, what to find) -> normalized boxes (x0, y0, x1, y1), one forward pass per batch."""
+        from skr_ray.models.vision import decode_image, image_batch, image_final_states
+        from skr_ray.tasks.od.prompts import render_prompts
+
+        if self.processor is None:
+            raise ValueError(f"model {model_id!r}: its base model reads no images")
+        images = [decode_image(raw) for raw, _ in items]
+        batch = image_batch(self.processor, images, render_prompts(self.processor, [q for _, q in items]),
+                            self.device)
+        with self.lock:
+            self.model.set_adapter(model_id)
+            boxes = self.heads[model_id](image_final_states(self.model, batch))
+        return boxes.float().cpu().tolist()
+
 
 class _Loaded:
     """What the multiplexed loader hands out; Serve drops it (LRU) and __del__ frees the adapter."""
@@ -148,6 +167,8 @@ class SKRBackbone:
         self._embed_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
         self._classify_batch.set_max_batch_size(int(options.get("max_batch_size", 16)))
         self._classify_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        self._detect_batch.set_max_batch_size(int(options.get("max_image_batch_size", 4)))
+        self._detect_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
         # LRU bound on adapters per replica, from config (the decorator wraps the bound loader).
         async def load(model_id: str) -> _Loaded:
             return await self._load_model(model_id)
@@ -175,6 +196,11 @@ class SKRBackbone:
         await self.get_model(model_id)
         return await self._classify_batch((model_id, query, passage))
 
+    async def detect(self, image: bytes, query: str) -> list[float]:
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_model(model_id)
+        return await self._detect_batch((model_id, image, query))
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, items: list[tuple[str, str]]) -> list[list[float]]:
         out: list[Any] = [None] * len(items)
@@ -191,6 +217,15 @@ class SKRBackbone:
             probs = await asyncio.to_thread(self.bank.classify, model_id, [items[i][1:] for i in rows])
             for i, p in zip(rows, probs):
                 out[i] = p
+        return out
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def _detect_batch(self, items: list[tuple[str, bytes, str]]) -> list[list[float]]:
+        out: list[Any] = [None] * len(items)
+        for model_id, rows in _group(items).items():
+            boxes = await asyncio.to_thread(self.bank.detect, model_id, [items[i][1:] for i in rows])
+            for i, b in zip(rows, boxes):
+                out[i] = b
         return out
 
 

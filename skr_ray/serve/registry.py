@@ -1,6 +1,8 @@
-"""Which SKR checkpoints a Serve application offers, under which model ids.
+"""Which SKR checkpoints a Serve application offers, under which model ids, on which base models.
 
-All checkpoints must share one base model: a single backbone replica serves every adapter.
+Checkpoints are grouped by the base model they were trained on: one backbone deployment per base model
+serves all of that model's adapters (an IR and an AD adapter of SmolLM2 share a replica; an OD adapter
+of a vision-language model gets its own backbone).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class ModelEntry:
     head_info: dict[str, Any] = field(hash=False, compare=False)
     max_length: int = 256
     """IR: tokens per text (the length the model was evaluated at)."""
+    backbone: str = "backbone-0"
+    """Which backbone deployment serves it (one per base model)."""
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "object": "model", "owned_by": "skr_ray", "task": self.task,
@@ -40,27 +44,26 @@ def _resolve_checkpoint(path: Path) -> Path:
     raise RegistryError(f"{path} is neither an SKR checkpoint (adapter/ + head.json) nor a run folder holding one")
 
 
-def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], ModelConfig]:
-    """{model id: checkpoint or run folder} -> entries + the shared base-model config."""
+def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[str, ModelConfig]]:
+    """{model id: checkpoint or run folder} -> entries + {backbone key: base-model config}.
+
+    Backbone keys are ``backbone-0``, ``backbone-1``, ... in the order base models first appear.
+    """
     if not models:
         raise RegistryError("no models to serve: pass models as {id: checkpoint_or_run_dir}")
     entries: dict[str, ModelEntry] = {}
-    base: ModelConfig | None = None
-    base_from = ""
+    bases: dict[str, ModelConfig] = {}
+    keys: dict[tuple, str] = {}
     for model_id, raw in models.items():
         ckpt = _resolve_checkpoint(Path(raw).expanduser().resolve())
         info = json.loads((ckpt / HEAD_CONFIG).read_text())
         cfg = load_config(ckpt / RUN_CONFIG)
-        if base is None:
-            base, base_from = cfg.model, model_id
-        elif cfg.model.name_or_path != base.name_or_path:
-            raise RegistryError(
-                f"model {model_id!r} was trained on {cfg.model.name_or_path!r} but {base_from!r} on "
-                f"{base.name_or_path!r}; one application serves adapters of one base model"
-            )
+        identity = (cfg.model.name_or_path, cfg.model.gguf_file, cfg.model.dtype)
+        if identity not in keys:
+            keys[identity] = f"backbone-{len(keys)}"
+            bases[keys[identity]] = cfg.model
         entries[model_id] = ModelEntry(
             id=model_id, checkpoint=str(ckpt), task=info["task"], objective=info.get("objective", "head"),
-            head_info=info, max_length=cfg.evaluate.max_length,
+            head_info=info, max_length=cfg.evaluate.max_length, backbone=keys[identity],
         )
-    assert base is not None
-    return entries, base
+    return entries, bases

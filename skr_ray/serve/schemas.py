@@ -26,4 +26,6 @@ class ClassifyRequest(BaseModel):
 class DetectRequest(BaseModel):
     model: str
     image: str
-    """base64-encoded page image (PNG/JPEG)."""
+    """base64-encoded page image (PNG/JPEG; a ``data:image/...;base64,`` prefix is accepted)."""
+    query: str | None = None
+    """What to find; default: the figure or table with its caption and source line."""

@@ -70,4 +70,4 @@ def get_task(name: str) -> Task:
 
 
 def _load_builtin() -> None:
-    from skr_ray.tasks import ad, ir  # noqa: F401  (register themselves)
+    from skr_ray.tasks import ad, ir, od  # noqa: F401  (register themselves)

@@ -25,12 +25,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_model_dir, tmp_path_factory):
+def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpts")
     return {
         "ir-a": make_checkpoint(tiny_model_dir, root / "ir-a", "ir", seed=1),
         "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2),
         "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
+        "od-a": make_checkpoint(tiny_vlm_dir, root / "od-a", "od", seed=4),  # another base model: 2nd backbone
     }
 
 
@@ -48,6 +49,7 @@ def server(ray_local, checkpoints):
         "max_input_tokens": 64,
         "max_batch_size": 8,
         "batch_wait_timeout_s": 0.005,
+        "backbone": {"ray_actor_options": {"num_cpus": 0.5}},  # two backbones on the 2-CPU test cluster
     })
     serve.run(app, name="skr", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -64,10 +66,11 @@ def _direct_embeddings(ckpt, texts):
 
 def test_health_and_models(server):
     health = requests.get(f"{server}/healthz", timeout=60).json()
-    assert health["status"] == "ok" and health["models"] == ["ad-a", "ir-a", "ir-b"]
+    assert health["status"] == "ok" and health["models"] == ["ad-a", "ir-a", "ir-b", "od-a"]
+    assert health["backbones"] == 2  # SmolLM-style text model + the vision-language model
     models = requests.get(f"{server}/v1/models", timeout=60).json()
     assert models["object"] == "list"
-    assert {m["id"]: m["task"] for m in models["data"]} == {"ir-a": "ir", "ir-b": "ir", "ad-a": "ad"}
+    assert {m["id"]: m["task"] for m in models["data"]} == {"ir-a": "ir", "ir-b": "ir", "ad-a": "ad", "od-a": "od"}
 
 
 def test_embeddings_match_the_checkpoint_and_count_tokens(server, checkpoints, tiny_model_dir):
@@ -149,6 +152,53 @@ def test_classify_matches_the_checkpoint(server, checkpoints):
     assert body["label"] == int(want >= 0.4) and body["answerable"] == (want >= 0.4)
 
 
+def _b64(image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _direct_boxes(ckpt, pages, queries):
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.vision import image_batch, image_final_states
+    from skr_ray.tasks.od.prompts import render_prompts
+
+    skr = load_skr_model(ckpt)
+    batch = image_batch(skr.tokenizer, pages, render_prompts(skr.tokenizer, queries))
+    with torch.no_grad():
+        return skr.head(image_final_states(skr.model, batch)).numpy()
+
+
+def test_detect_matches_the_checkpoint_on_real_pages(server, checkpoints):
+    """A real document page over HTTP (JPEG and PNG): the box equals the checkpoint's own forward pass,
+    in normalized and pixel coordinates; concurrent requests (batched on the replica) answer the same."""
+    from skr_ray.tasks.od.boxes import to_pixels
+    from skr_ray.tasks.od.prompts import DEFAULT_OBJECT
+    from tests.tiny import docpage
+
+    (page0, rec0), (page1, rec1) = docpage(0), docpage(1)
+    want = _direct_boxes(checkpoints["od-a"], [page0, page1, page0], ["", "", "the table"])
+    r = requests.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0)}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "detection" and body["model"] == "od-a" and body["query"] == DEFAULT_OBJECT
+    assert body["image"] == {"width": rec0["width"], "height": rec0["height"]}
+    np.testing.assert_allclose(body["box"]["normalized"], want[0], atol=1e-4)
+    assert body["box"]["pixels"] == to_pixels(body["box"]["normalized"], rec0["width"], rec0["height"])
+
+    payloads = [{"model": "od-a", "image": "data:image/png;base64," + _b64(page1)},
+                {"model": "od-a", "image": _b64(page0), "query": "the table"}] * 3
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda p: requests.post(f"{server}/v1/detect", json=p, timeout=120), payloads))
+    assert [a.status_code for a in answers] == [200] * 6
+    for i, a in enumerate(answers):
+        np.testing.assert_allclose(a.json()["box"]["normalized"], want[1 if i % 2 == 0 else 2], atol=1e-4)
+    assert abs(want[0] - want[2]).max() > 1e-4  # the query reaches the model
+
+    jpeg = requests.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0, "JPEG")}, timeout=120)
+    assert jpeg.status_code == 200 and jpeg.json()["image"]["width"] == rec0["width"]
+
+
 def _png() -> str:
     from PIL import Image
 
@@ -172,6 +222,9 @@ def _png() -> str:
         ("/v1/detect", {"model": "ir-a", "image": "%%%"}, 400, "not valid base64"),
         ("/v1/detect", {"model": "ir-a", "image": base64.b64encode(b"not an image").decode()}, 400, "could not be decoded"),
         ("/v1/detect", {"model": "ir-a", "image": _png()}, 400, "needs a od model"),
+        ("/v1/detect", {"model": "od-a"}, 400, "image: Field required"),
+        ("/v1/detect", {"model": "od-a", "image": _png(), "query": "table " * 100}, 400, "the limit is 64"),
+        ("/v1/embeddings", {"model": "od-a", "input": "x"}, 400, "needs a ir model"),
     ],
 )
 def test_bad_requests_get_clear_4xx(server, route, payload, status, fragment):
@@ -218,7 +271,7 @@ def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
                         timeout=60).json()["data"][0]["embedding"]
     # Named-actor listing goes through the GCS: no dashboard / state API needed.
     (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith("SERVE_REPLICA::") and "SKRBackbone" in a["name"]]
+                  if a["name"].startswith("SERVE_REPLICA::") and "#SKRBackbone#" in a["name"]]
     ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
     codes, deadline = [], time.time() + 180
     while time.time() < deadline:

@@ -1,44 +1,21 @@
 """AD head: 3-layer MLP on the final-token state -> one logit (answerable).
 
-``input_norm="batch"`` standardizes the state per feature first (BatchNorm without affine terms).
-A decoder's final-token states share one large common component (SmolLM2-135M: norm ~54, per-feature
-std < 1 across inputs); the MLP has to pick its signal out of the small variations around it.
-Standardizing them is what lets the head learn on a few hundred self-labels (see README, AD).
+The default ``input_norm="batch"`` standardizes the state first (see skr_ray.models.heads).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from skr_ray.config import AD_HEAD_INPUT_NORMS as INPUT_NORMS
+from skr_ray.models.heads import MLPHead
 
 
-class ClassifierHead(nn.Module):
+class ClassifierHead(MLPHead):
     def __init__(self, hidden_size: int, hidden: int = 1024, dropout: float = 0.1, input_norm: str = "none") -> None:
-        super().__init__()
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"unknown head input_norm {input_norm!r}; known: {INPUT_NORMS}")
-        self.norm = nn.BatchNorm1d(hidden_size, affine=False) if input_norm == "batch" else None
-        self.net = nn.Sequential(
-            nn.Linear(hidden_size, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
-        )
+        super().__init__(hidden_size, 1, hidden, dropout, input_norm)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B,)
-        x = states.float()
-        if self.norm is not None:
-            n = self.norm
-            # A batch of one has no spread to measure: it is standardized with the running statistics.
-            use_batch = self.training and x.shape[0] > 1
-            x = F.batch_norm(x, n.running_mean, n.running_var, training=use_batch, momentum=n.momentum, eps=n.eps)
-        return self.net(x).squeeze(-1)
+        return super().forward(states).squeeze(-1)
 
 
 def make_head(hidden_size: int, options: dict) -> ClassifierHead:
