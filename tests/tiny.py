@@ -151,9 +151,11 @@ def build_tiny_vlm(target: Path, seed: int = 0) -> Path:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
+    from skr_ray.tasks.ad.prompts import _ASK_IMAGE
     from skr_ray.tasks.od.prompts import _ASK, DEFAULT_OBJECT
 
-    words = set(re.findall(r"\w+|[^\w\s]", (_ASK + " " + DEFAULT_OBJECT + " user model").lower()))
+    text = " ".join([_ASK, DEFAULT_OBJECT, _ASK_IMAGE, "user model what share of adults say the economy is good"])
+    words = set(re.findall(r"\w+|[^\w\s]", text.lower()))
     words.update("0123456789")
     vocab = {tok: i for i, tok in enumerate(VLM_SPECIALS + sorted(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -191,6 +193,15 @@ def build_tiny_vlm(target: Path, seed: int = 0) -> Path:
     model.save_pretrained(target)
     processor.save_pretrained(target)
     return target
+
+
+def chart(index: int = 0):
+    """A real chart image from ../shared/data/charts/test (RGB) and its human question."""
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "charts" / "test"
+    query = json.loads((root / "queries.jsonl").read_text().splitlines()[index])
+    return Image.open(root / query["image"]).convert("RGB"), query["text"]
 
 
 def docpage(index: int = 0):

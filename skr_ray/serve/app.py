@@ -134,15 +134,22 @@ class Api:
         entry = self._entry(body.model, "ad", "/v1/classify")
         if not body.query.strip():
             raise _fail(400, "query is empty", "empty_input")
-        if body.image is not None:
+        if entry.vision:  # multimodal AD: the query against a chart or page image
+            if body.image is None:
+                raise _fail(400, f"model {body.model!r} reads images: send image (base64), not passage", "wrong_input")
+            raw, _ = self._decode_image(body.image)
+        elif body.image is not None:
             self._decode_image(body.image)
             raise _fail(400, f"model {body.model!r} reads text passages, not images", "wrong_input")
-        if not body.passage or not body.passage.strip():
+        elif not body.passage or not body.passage.strip():
             raise _fail(400, "passage is empty", "empty_input")
         (n_query,) = await self._count_tokens(entry, [body.query])
         if n_query > self.max_input_tokens:
             raise _fail(400, f"query has {n_query} tokens; the limit is {self.max_input_tokens}", "input_too_long")
-        prob = float(await self._call(body.model, "classify", body.query, body.passage))
+        if entry.vision:
+            prob = float(await self._call(body.model, "classify_image", raw, body.query))
+        else:
+            prob = float(await self._call(body.model, "classify", body.query, body.passage))
         threshold = float(entry.head_info.get("threshold", 0.5))
         return {"model": body.model, "probability": prob, "label": int(prob >= threshold),
                 "answerable": prob >= threshold, "threshold": threshold}

@@ -124,20 +124,31 @@ class AdapterBank:
         return probs.cpu().tolist()
 
     @torch.inference_mode()
+    def classify_images(self, model_id: str, items: list[tuple[bytes, str]]) -> list[float]:
+        """Multimodal AD: (encoded image, query) -> probability that the image answers the query."""
+        from skr_ray.tasks.ad.prompts import render_image_prompts
+
+        probs = torch.sigmoid(self._image_head(model_id, items, render_image_prompts))
+        return probs.float().cpu().tolist()
+
+    @torch.inference_mode()
     def detect(self, model_id: str, items: list[tuple[bytes, str]]) -> list[list[float]]:
         """(encoded image, what to find) -> normalized boxes (x0, y0, x1, y1), one forward pass per batch."""
-        from skr_ray.models.vision import decode_image, image_batch, image_final_states
         from skr_ray.tasks.od.prompts import render_prompts
+
+        return self._image_head(model_id, items, render_prompts).float().cpu().tolist()
+
+    def _image_head(self, model_id: str, items: list[tuple[bytes, str]], render: Any) -> torch.Tensor:
+        """The adapter's head on the final-token states of (image, prompt rendered from the query)."""
+        from skr_ray.models.vision import decode_image, image_batch, image_final_states
 
         if self.processor is None:
             raise ValueError(f"model {model_id!r}: its base model reads no images")
         images = [decode_image(raw) for raw, _ in items]
-        batch = image_batch(self.processor, images, render_prompts(self.processor, [q for _, q in items]),
-                            self.device)
+        batch = image_batch(self.processor, images, render(self.processor, [q for _, q in items]), self.device)
         with self.lock:
             self.model.set_adapter(model_id)
-            boxes = self.heads[model_id](image_final_states(self.model, batch))
-        return boxes.float().cpu().tolist()
+            return self.heads[model_id](image_final_states(self.model, batch))
 
 
 class _Loaded:
@@ -163,12 +174,12 @@ class SKRBackbone:
         self.entries = entries
         self.bank = AdapterBank(base, device)
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
-        self._embed_batch.set_max_batch_size(int(options.get("max_batch_size", 16)))
-        self._embed_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
-        self._classify_batch.set_max_batch_size(int(options.get("max_batch_size", 16)))
-        self._classify_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
-        self._detect_batch.set_max_batch_size(int(options.get("max_image_batch_size", 4)))
-        self._detect_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        for batched in (self._embed_batch, self._classify_batch):
+            batched.set_max_batch_size(int(options.get("max_batch_size", 16)))
+            batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        for batched in (self._detect_batch, self._classify_image_batch):
+            batched.set_max_batch_size(int(options.get("max_image_batch_size", 4)))
+            batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
         # LRU bound on adapters per replica, from config (the decorator wraps the bound loader).
         async def load(model_id: str) -> _Loaded:
             return await self._load_model(model_id)
@@ -192,41 +203,45 @@ class SKRBackbone:
         return list(await asyncio.gather(*(self._embed_batch((model_id, t)) for t in texts)))
 
     async def classify(self, query: str, passage: str) -> float:
-        model_id = serve.get_multiplexed_model_id()
-        await self.get_model(model_id)
-        return await self._classify_batch((model_id, query, passage))
+        return await self._one(self._classify_batch, query, passage)
+
+    async def classify_image(self, image: bytes, query: str) -> float:
+        return await self._one(self._classify_image_batch, image, query)
 
     async def detect(self, image: bytes, query: str) -> list[float]:
+        return await self._one(self._detect_batch, image, query)
+
+    async def _one(self, batched: Any, *request: Any) -> Any:
+        """One request of the multiplexed model, through the dynamic batch of its kind."""
         model_id = serve.get_multiplexed_model_id()
         await self.get_model(model_id)
-        return await self._detect_batch((model_id, image, query))
+        return await batched((model_id, *request))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, items: list[tuple[str, str]]) -> list[list[float]]:
-        out: list[Any] = [None] * len(items)
-        for model_id, rows in _group(items).items():
-            vectors = await asyncio.to_thread(self.bank.embed, model_id, [items[i][1] for i in rows])
-            for i, v in zip(rows, vectors):
-                out[i] = v
-        return out
+        return await _per_adapter(lambda model_id, rows: self.bank.embed(model_id, [r[0] for r in rows]), items)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, items: list[tuple[str, str, str]]) -> list[float]:
-        out: list[Any] = [None] * len(items)
-        for model_id, rows in _group(items).items():
-            probs = await asyncio.to_thread(self.bank.classify, model_id, [items[i][1:] for i in rows])
-            for i, p in zip(rows, probs):
-                out[i] = p
-        return out
+        return await _per_adapter(self.bank.classify, items)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _detect_batch(self, items: list[tuple[str, bytes, str]]) -> list[list[float]]:
-        out: list[Any] = [None] * len(items)
-        for model_id, rows in _group(items).items():
-            boxes = await asyncio.to_thread(self.bank.detect, model_id, [items[i][1:] for i in rows])
-            for i, b in zip(rows, boxes):
-                out[i] = b
-        return out
+        return await _per_adapter(self.bank.detect, items)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def _classify_image_batch(self, items: list[tuple[str, bytes, str]]) -> list[float]:
+        return await _per_adapter(self.bank.classify_images, items)
+
+
+async def _per_adapter(method: Any, items: list[tuple]) -> list[Any]:
+    """Run ``method(model_id, rows)`` once per adapter in a mixed batch; answers in request order."""
+    out: list[Any] = [None] * len(items)
+    for model_id, rows in _group(items).items():
+        answers = await asyncio.to_thread(method, model_id, [items[i][1:] for i in rows])
+        for i, a in zip(rows, answers):
+            out[i] = a
+    return out
 
 
 def _group(items: list[tuple]) -> dict[str, list[int]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from skr_ray.config import ModelConfig, load_config
 from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, RUN_CONFIG
+from skr_ray.models.vision import is_vision_model
 
 
 class RegistryError(ValueError):
@@ -31,10 +32,12 @@ class ModelEntry:
     """IR: tokens per text (the length the model was evaluated at)."""
     backbone: str = "backbone-0"
     """Which backbone deployment serves it (one per base model)."""
+    vision: bool = False
+    """Its base model reads images (a vision-language model)."""
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "object": "model", "owned_by": "skr_ray", "task": self.task,
-                "checkpoint": self.checkpoint}
+                "input": "image" if self.vision else "text", "checkpoint": self.checkpoint}
 
 
 def _resolve_checkpoint(path: Path) -> Path:
@@ -65,5 +68,6 @@ def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[
         entries[model_id] = ModelEntry(
             id=model_id, checkpoint=str(ckpt), task=info["task"], objective=info.get("objective", "head"),
             head_info=info, max_length=cfg.evaluate.max_length, backbone=keys[identity],
+            vision=is_vision_model(Path(cfg.model.name_or_path).expanduser()),
         )
     return entries, bases

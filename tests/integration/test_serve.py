@@ -13,6 +13,7 @@ import pytest
 import requests
 import torch
 
+from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION
 from tests.tiny import make_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,7 @@ def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
         "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2),
         "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
         "od-a": make_checkpoint(tiny_vlm_dir, root / "od-a", "od", seed=4),  # another base model: 2nd backbone
+        "ad-img": make_checkpoint(tiny_vlm_dir, root / "ad-img", "ad", seed=5, prompt=IMAGE_PROMPT_VERSION),
     }
 
 
@@ -66,11 +68,13 @@ def _direct_embeddings(ckpt, texts):
 
 def test_health_and_models(server):
     health = requests.get(f"{server}/healthz", timeout=60).json()
-    assert health["status"] == "ok" and health["models"] == ["ad-a", "ir-a", "ir-b", "od-a"]
+    assert health["status"] == "ok" and health["models"] == ["ad-a", "ad-img", "ir-a", "ir-b", "od-a"]
     assert health["backbones"] == 2  # SmolLM-style text model + the vision-language model
     models = requests.get(f"{server}/v1/models", timeout=60).json()
     assert models["object"] == "list"
-    assert {m["id"]: m["task"] for m in models["data"]} == {"ir-a": "ir", "ir-b": "ir", "ad-a": "ad", "od-a": "od"}
+    assert {m["id"]: (m["task"], m["input"]) for m in models["data"]} == {
+        "ir-a": ("ir", "text"), "ir-b": ("ir", "text"), "ad-a": ("ad", "text"), "ad-img": ("ad", "image"),
+        "od-a": ("od", "image")}
 
 
 def test_embeddings_match_the_checkpoint_and_count_tokens(server, checkpoints, tiny_model_dir):
@@ -158,6 +162,28 @@ def _b64(image, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def test_classify_an_image_matches_the_checkpoint(server, checkpoints):
+    """Multimodal AD: a human question against a real chart (its own and another one) over HTTP."""
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.vision import image_batch, image_final_states
+    from skr_ray.tasks.ad.prompts import render_image_prompts
+    from tests.tiny import chart
+
+    (own, question), (other, _) = chart(0), chart(1)
+    skr = load_skr_model(checkpoints["ad-img"])
+    with torch.no_grad():
+        batch = image_batch(skr.tokenizer, [own, other], render_image_prompts(skr.tokenizer, [question] * 2))
+        want = torch.sigmoid(skr.head(image_final_states(skr.model, batch))).numpy()
+    for image, p in ((own, want[0]), (other, want[1])):
+        r = requests.post(f"{server}/v1/classify", json={"model": "ad-img", "query": question, "image": _b64(image)},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["probability"] == pytest.approx(float(p), abs=1e-4)
+        assert body["label"] == int(p >= body["threshold"])
+    assert abs(want[0] - want[1]) > 1e-5  # the image reaches the head
+
+
 def _direct_boxes(ckpt, pages, queries):
     from skr_ray.models.checkpoint import load_skr_model
     from skr_ray.models.vision import image_batch, image_final_states
@@ -225,6 +251,9 @@ def _png() -> str:
         ("/v1/detect", {"model": "od-a"}, 400, "image: Field required"),
         ("/v1/detect", {"model": "od-a", "image": _png(), "query": "table " * 100}, 400, "the limit is 64"),
         ("/v1/embeddings", {"model": "od-a", "input": "x"}, 400, "needs a ir model"),
+        ("/v1/classify", {"model": "ad-img", "query": "what?", "passage": "x"}, 400, "reads images"),
+        ("/v1/classify", {"model": "ad-img", "query": "what?", "image": "%%%"}, 400, "not valid base64"),
+        ("/v1/classify", {"model": "ad-a", "query": "what?", "image": _png()}, 400, "reads text passages"),
     ],
 )
 def test_bad_requests_get_clear_4xx(server, route, payload, status, fragment):

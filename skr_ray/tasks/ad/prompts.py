@@ -35,6 +35,21 @@ def render_prompts(tokenizer, queries: list[str], passages: list[str], max_passa
     return out
 
 
+IMAGE_PROMPT_VERSION = "ad-image-answerable-v1"
+_ASK_IMAGE = "Question: {query}\n\nCan the question be answered from this image alone? Answer yes or no."
+
+
+def build_image_messages(query: str) -> list[dict]:
+    """Multimodal AD (a chart or page image instead of a passage): one user turn, the image, then the ask."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _ASK_IMAGE.format(query=query)}]}]
+
+
+def render_image_prompts(processor, queries: list[str]) -> list[str]:
+    """Chat-rendered multimodal AD prompts (one image placeholder each), ending where the answer starts."""
+    return [processor.apply_chat_template(build_image_messages(q), tokenize=False, add_generation_prompt=True)
+            for q in queries]
+
+
 _SENTINEL = "\u2063PASSAGE\u2063"
 
 
