@@ -4,9 +4,13 @@
    replica) vs the raw batched forward of the same checkpoint: throughput and p50/p99 latency.
 2. classify: the SKR head (one forward) vs the base model's NTP answer (greedy generation) for the
    same (query, passage), one case at a time in the same process; /v1/classify over HTTP alongside.
-   /v1/detect has no counterpart yet: no OD head exists to serve.
+3. detect: the SKR box head (one forward) vs the base model's NTP answer (greedy generation of the box
+   as text, ``--box-tokens`` new tokens) for the same real document page and prompt, one page at a time in
+   the same process; /v1/detect over HTTP alongside. No vision-language model can be downloaded here:
+   ``--od small`` builds a random Gemma-3 OD checkpoint with the compute of a small real VLM (SigLIP-B/16
+   at 224 px, 64 image tokens, a SmolLM2-135M-sized text tower), ``--od tiny`` the test model.
 
-    python benchmarks/serve_latency.py --ir runs/demo [--ad runs/tatqa_ad] [--requests 200] [--concurrency 16]
+    python benchmarks/serve_latency.py --ir runs/demo [--ad runs/tatqa_ad] [--od CKPT|small|tiny] [--requests 200]
 """
 
 from __future__ import annotations
@@ -66,6 +70,73 @@ def http_embeddings(url: str, model: str, texts: list[str], concurrency: int) ->
     return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200)
 
 
+def _docpages(n: int) -> list:
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "docpages"
+    pages = json.loads((root / "annotations.json").read_text())["pages"][:n]
+    return [Image.open(root / p["file"]).convert("RGB") for p in pages]
+
+
+def detect_latency(url: str, ckpt: str, n_pages: int, box_tokens: int) -> None:
+    import base64
+    import io
+
+    import requests
+    import torch
+
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.vision import image_batch, image_final_states
+    from skr_ray.tasks.od.boxes import parse_box
+    from skr_ray.tasks.od.prompts import render_prompts
+
+    pages = _docpages(n_pages)
+    http = []
+    for page in pages:
+        buf = io.BytesIO()
+        page.save(buf, format="JPEG", quality=90)
+        body = {"model": "od", "image": base64.b64encode(buf.getvalue()).decode()}
+        t = time.perf_counter()
+        requests.post(f"{url}/v1/detect", json=body, timeout=600).raise_for_status()
+        http.append(time.perf_counter() - t)
+    skr = load_skr_model(ckpt)
+    processor = skr.tokenizer
+    prompt = render_prompts(processor, [""])
+    head_lat, ntp_lat, parsed = [], [], 0
+    with torch.inference_mode():
+        for i, page in enumerate([pages[0], *pages]):  # the first is a warm-up
+            t = time.perf_counter()
+            skr.head(image_final_states(skr.model, image_batch(processor, [page], prompt)))
+            head_lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with skr.model.disable_adapter():
+                batch = image_batch(processor, [page], prompt)
+                out = skr.model.generate(**batch, max_new_tokens=box_tokens, min_new_tokens=box_tokens,
+                                         do_sample=False)
+            answer = processor.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            ntp_lat.append(time.perf_counter() - t)
+            parsed += int(i > 0 and parse_box(answer)[1] == "ok")
+    head_lat, ntp_lat = head_lat[1:], ntp_lat[1:]
+    p50 = statistics.median
+    print(f"detect, {len(pages)} document pages one at a time ({skr.config.model.name_or_path}):")
+    print(f"  SKR box head, in-process : p50 {p50(head_lat):.3f}s p99 {_pct(head_lat, 0.99):.3f}s")
+    print(f"  base NTP, in-process     : p50 {p50(ntp_lat):.3f}s p99 {_pct(ntp_lat, 0.99):.3f}s "
+          f"(greedy, {box_tokens} new tokens; parseable boxes {parsed}/{len(pages)})")
+    print(f"  /v1/detect over HTTP     : p50 {p50(http):.3f}s p99 {_pct(http, 0.99):.3f}s")
+    print(f"  latency ratio head/NTP (p50, in-process): {p50(head_lat) / p50(ntp_lat):.2f}")
+
+
+def _random_od_checkpoint(size: str) -> str:
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.tiny import build_tiny_vlm, make_checkpoint
+
+    root = Path(tempfile.mkdtemp(prefix="skr-od-bench-"))
+    return str(make_checkpoint(build_tiny_vlm(root / "vlm", size=size), root / "od", "od", seed=1))
+
+
 def main() -> None:
     import ray
     from ray import serve
@@ -73,8 +144,11 @@ def main() -> None:
     from skr_ray.serve.app import build_app
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ir", required=True, help="IR checkpoint or run folder")
+    parser.add_argument("--ir", default=None, help="IR checkpoint or run folder (embeddings benchmark)")
     parser.add_argument("--ad", default=None, help="AD checkpoint or run folder (classify benchmark)")
+    parser.add_argument("--od", default=None, help="OD checkpoint, or small|tiny (random Gemma-3; detect benchmark)")
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--box-tokens", type=int, default=24, help="tokens the base model generates per box")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
@@ -83,27 +157,36 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from skr_ray.serve.registry import _resolve_checkpoint
 
-    ir = str(_resolve_checkpoint(Path(args.ir).resolve()))
+    od = None
+    if args.od:
+        od = (_random_od_checkpoint(args.od) if args.od in ("tiny", "small")
+              else str(_resolve_checkpoint(Path(args.od).resolve())))
     texts = _texts(args.requests)
-
-    raw_tps, raw_lat = raw_forward(ir, texts, args.batch)
+    if args.ir:
+        ir = str(_resolve_checkpoint(Path(args.ir).resolve()))
+        raw_tps, raw_lat = raw_forward(ir, texts, args.batch)
     ray.init(num_cpus=2, include_dashboard=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    models = {"ir": ir} | ({"ad": args.ad} if args.ad else {})
-    serve.run(build_app({"models": models, "max_batch_size": args.batch, "max_input_tokens": 4096}),
-              name="skr", route_prefix="/")
+    models = ({"ir": args.ir} if args.ir else {}) | ({"ad": args.ad} if args.ad else {}) | ({"od": od} if od else {})
+    two_bases = bool(od) and bool(args.ir or args.ad)  # two backbone deployments on a 2-CPU machine
+    backbone = {"ray_actor_options": {"num_cpus": 0.5}} if two_bases else {}
+    serve.run(build_app({"models": models, "max_batch_size": args.batch, "max_input_tokens": 4096,
+                         "backbone": backbone}), name="skr", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    http_tps, http_lat, errors = http_embeddings(url, "ir", texts, args.concurrency)
-    print(f"texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
-    # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
-    print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "
-          f"{statistics.median(raw_lat):.3f}s p99 {_pct(raw_lat, 0.99):.3f}s")
-    print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s; per-request p50 {statistics.median(http_lat):.3f}s "
-          f"p99 {_pct(http_lat, 0.99):.3f}s; errors {errors}")
-    print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}")
+    if args.ir:
+        http_tps, http_lat, errors = http_embeddings(url, "ir", texts, args.concurrency)
+        print(f"texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
+        # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
+        print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "
+              f"{statistics.median(raw_lat):.3f}s p99 {_pct(raw_lat, 0.99):.3f}s")
+        print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s; per-request p50 {statistics.median(http_lat):.3f}s "
+              f"p99 {_pct(http_lat, 0.99):.3f}s; errors {errors}")
+        print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}")
+    if od:
+        detect_latency(url, od, args.pages, args.box_tokens)
 
     if args.ad:
         import numpy as np

@@ -144,9 +144,24 @@ VLM_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_vlm(target: Path, seed: int = 0) -> Path:
-    """Write a tiny random Gemma-3 vision-language model (SigLIP tower 32x32 px, 4 image tokens, 2 text
-    layers of width 32) with its processor to ``target``: the real Gemma-3 code paths, no downloads."""
+VLM_SIZES = {
+    # SigLIP tower 32x32 px -> 4 image tokens, 2 text layers of width 32: unit and integration tests.
+    "tiny": dict(text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=8),
+                 vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             image_size=32, patch_size=8), image_tokens=4),
+    # SigLIP-B/16 at 224 px -> 64 image tokens, a SmolLM2-135M-sized text tower: compute of a small real VLM
+    # (random weights) for latency benchmarks.
+    "small": dict(text=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                            num_key_value_heads=3, head_dim=64),
+                  vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                              image_size=224, patch_size=14), image_tokens=64),
+}
+
+
+def build_tiny_vlm(target: Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a small random Gemma-3 vision-language model (``VLM_SIZES``) with its processor to ``target``:
+    the real Gemma-3 code paths, no downloads."""
     import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
@@ -171,17 +186,18 @@ def build_tiny_vlm(target: Path, seed: int = 0) -> Path:
     )
     tokenizer.add_tokens(VLM_SPECIALS, special_tokens=True)  # already in the vocab: marks them unsplittable
     tokenizer.chat_template = VLM_CHAT_TEMPLATE
-    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
-                                tokenizer=tokenizer, chat_template=VLM_CHAT_TEMPLATE, image_seq_length=4)
+    dims = VLM_SIZES[size]
+    side = dims["vision"]["image_size"]
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": side, "width": side}),
+                                tokenizer=tokenizer, chat_template=VLM_CHAT_TEMPLATE,
+                                image_seq_length=dims["image_tokens"])
     ids = {k: vocab[k] for k in ("<pad>", "<end_of_turn>", "<bos>")}
     config = Gemma3Config(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
-                         sliding_window=64, pad_token_id=ids["<pad>"], eos_token_id=ids["<end_of_turn>"],
-                         bos_token_id=ids["<bos>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        mm_tokens_per_image=4, boi_token_index=vocab["<start_of_image>"], eoi_token_index=vocab["<end_of_image>"],
+        text_config=dict(vocab_size=len(vocab), max_position_embeddings=4096, sliding_window=512,
+                         pad_token_id=ids["<pad>"], eos_token_id=ids["<end_of_turn>"], bos_token_id=ids["<bos>"],
+                         **dims["text"]),
+        vision_config=dims["vision"],
+        mm_tokens_per_image=dims["image_tokens"], boi_token_index=vocab["<start_of_image>"], eoi_token_index=vocab["<end_of_image>"],
         image_token_index=vocab["<image_soft_token>"], pad_token_id=ids["<pad>"],
         eos_token_id=ids["<end_of_turn>"], bos_token_id=ids["<bos>"],
     )
