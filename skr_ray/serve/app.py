@@ -211,9 +211,14 @@ def build_app(args: dict[str, Any]) -> Any:
 
 
 def _default_gpus() -> float:
+    """One GPU per backbone replica when the cluster (or, before Ray starts, this machine) has one."""
     import ray
 
     try:
-        return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        if ray.is_initialized():
+            return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        import torch
+
+        return 1.0 if torch.cuda.is_available() else 0.0
     except Exception:  # noqa: BLE001
         return 0.0
