@@ -70,12 +70,14 @@ def http_embeddings(url: str, model: str, texts: list[str], concurrency: int) ->
     return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200)
 
 
-def _docpages(n: int) -> list:
-    from PIL import Image
+def _test_helpers():
+    """tests/tiny.py: the random Gemma-3 builder and the real-page reader the tests use."""
+    import sys
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "docpages"
-    pages = json.loads((root / "annotations.json").read_text())["pages"][:n]
-    return [Image.open(root / p["file"]).convert("RGB") for p in pages]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tests.tiny
+
+    return tests.tiny
 
 
 def detect_latency(url: str, ckpt: str, n_pages: int, box_tokens: int) -> None:
@@ -90,7 +92,7 @@ def detect_latency(url: str, ckpt: str, n_pages: int, box_tokens: int) -> None:
     from skr_ray.tasks.od.boxes import parse_box
     from skr_ray.tasks.od.prompts import render_prompts
 
-    pages = _docpages(n_pages)
+    pages = [_test_helpers().docpage(i)[0] for i in range(n_pages)]
     http = []
     for page in pages:
         buf = io.BytesIO()
@@ -127,14 +129,11 @@ def detect_latency(url: str, ckpt: str, n_pages: int, box_tokens: int) -> None:
 
 
 def _random_od_checkpoint(size: str) -> str:
-    import sys
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.tiny import build_tiny_vlm, make_checkpoint
-
+    tiny = _test_helpers()
     root = Path(tempfile.mkdtemp(prefix="skr-od-bench-"))
-    return str(make_checkpoint(build_tiny_vlm(root / "vlm", size=size), root / "od", "od", seed=1))
+    return str(tiny.make_checkpoint(tiny.build_tiny_vlm(root / "vlm", size=size), root / "od", "od", seed=1))
 
 
 def main() -> None:
