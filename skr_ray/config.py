@@ -110,6 +110,9 @@ class AnnotateConfig:
             raise ConfigError("annotate.max_copy_ratio must be in (0, 1]")
 
 
+TRAIN_KEEP = ("last", "best_val_loss")
+
+
 @dataclass
 class TrainConfig:
     """Knowledge re-expression: LoRA + task head trained on the self-labels with Ray Train + DeepSpeed."""
@@ -155,6 +158,9 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int = 0
     """Cap steps per epoch (0 = full epoch); for smoke runs."""
+    keep: str = "last"
+    """Which epoch's model becomes the run's checkpoint: 'last', or 'best_val_loss' (the epoch with the
+    lowest loss on the self-labelled validation split; early stopping without stopping)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.zero_stage <= 3:
@@ -169,6 +175,8 @@ class TrainConfig:
             raise ConfigError("train.batch_size must be >= 2 (in-batch negatives)")
         if self.epochs < 1:
             raise ConfigError("train.epochs must be >= 1")
+        if self.keep not in TRAIN_KEEP:
+            raise ConfigError(f"train.keep must be one of {TRAIN_KEEP}, got {self.keep!r}")
         if self.cache_frozen_prefix and self.lora_layers <= 0:
             raise ConfigError("train.cache_frozen_prefix needs train.lora_layers > 0 (the frozen layers to cache)")
         if self.cache_frozen_prefix and self.zero_stage == 3:
@@ -200,6 +208,7 @@ class EvaluateConfig:
 
 
 AD_LABEL_SOURCES = ("judge", "source")
+AD_HEAD_INITS = ("random", "probe")
 HEAD_INPUT_NORMS = ("none", "batch")
 
 
@@ -233,7 +242,18 @@ class ADConfig:
     answerable from the passage it was written for (1) and not from the hard/easy others (0); no
     judging generation runs. Neither reads a human label."""
 
+    head_init: str = "random"
+    """How SKR's classifier head starts. 'random'; or 'probe': fitted first on the frozen base states of
+    the self-labels (the head-only recipe, the epoch with the lowest validation loss), then trained
+    jointly with LoRA ("linear probing, then fine-tuning")."""
+    probe_epochs: int = 20
+    """Epochs of the probe fit for head_init=probe (the lowest-validation-loss epoch is kept)."""
+
     def __post_init__(self) -> None:
+        if self.head_init not in AD_HEAD_INITS:
+            raise ConfigError(f"ad.head_init must be one of {AD_HEAD_INITS}, got {self.head_init!r}")
+        if self.probe_epochs < 1:
+            raise ConfigError("ad.probe_epochs must be >= 1")
         if self.head_input_norm not in HEAD_INPUT_NORMS:
             raise ConfigError(f"ad.head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.label_source not in AD_LABEL_SOURCES:

@@ -70,6 +70,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head: nn.Module = hooks.build_head(backbone, head_info)
     else:
         head = task.make_head(backbone.config.hidden_size, head_info.get("options", {}))
+    if loop_config.get("head_init") is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
+        head.load_state_dict(loop_config["head_init"])
     model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone)).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
@@ -109,6 +111,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from tqdm.auto import tqdm
 
+    best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=float("inf"))
+
     for epoch in range(start_epoch, cfg.train.epochs):
         rng = random.Random(cfg.train.seed * 1000 + epoch)  # same permutation on every worker
         order = list(range(len(train_examples)))
@@ -147,7 +151,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 (tmp_path / "state.json").write_text(json.dumps(
                     {"epoch": epoch, "history": history, "resumed_at_epochs": resumes}, indent=2))
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+                if cfg.train.keep == "best_val_loss" and metrics.get("val_loss", float("inf")) < best_loss:
+                    _save_best(tmp_path, Path(loop_config["storage"]))
+            if metrics.get("val_loss", float("inf")) < best_loss:
+                best_loss = metrics["val_loss"]
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _save_best(checkpoint: Path, storage: Path) -> None:
+    """Copy an epoch's loadable parts (adapter, head, state; no optimizer) to <storage>/best, atomically."""
+    import shutil
+
+    from skr_ray.train.trainer import BEST
+
+    tmp = storage / f"{BEST}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("deepspeed"))
+    old = storage / f"{BEST}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (storage / BEST).exists():
+        (storage / BEST).rename(old)
+    tmp.rename(storage / BEST)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:

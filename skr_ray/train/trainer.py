@@ -15,6 +15,8 @@ from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, HEAD_WEIGHTS, RUN_CO
 
 log = logging.getLogger(__name__)
 
+BEST = "best"  # under a run's Ray storage: the loadable parts of the lowest-validation-loss epoch
+
 
 def latest_ray_checkpoint(storage: Path) -> Path | None:
     """Newest complete checkpoint of an earlier (possibly killed) run of this stage."""
@@ -29,7 +31,7 @@ def latest_ray_checkpoint(storage: Path) -> Path | None:
     return max(candidates)[2] if candidates else None
 
 
-def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+def plot_history(history: list[dict[str, Any]], path: Path, kept: int | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,6 +49,10 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
             ax[1].plot(epochs, [h[key] for h in history], marker="o", color="C2")
             ax[1].set(xlabel="epoch", ylabel=key[4:], title=f"self-labelled validation {key[4:]}")
             break
+    if kept is not None and kept != history[-1]["epoch"]:
+        for a in ax:
+            a.axvline(kept + 1, color="grey", linestyle=":", label="kept epoch")
+        ax[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -97,6 +103,9 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     resume_from = latest_ray_checkpoint(storage)
     if resume_from:
         log.info("resuming training from %s", resume_from)
+    head_init = None
+    if resume_from is None and hasattr(hooks, "initial_head_state"):  # a resumed run has its head already
+        head_init = hooks.initial_head_state(cfg, art, train_pairs, val_pairs, head_info)
     trainer = TorchTrainer(
         train_loop_per_worker=_loop,
         train_loop_config={
@@ -105,6 +114,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "train_examples": train_pairs,
             "val_examples": val_pairs,
             "head_info": head_info,
+            "head_init": head_init,  # None = the head's own random initialisation
             "storage": str(storage),  # the loop resumes from the newest checkpoint found there
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -119,14 +129,18 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
-    export_checkpoint(Path(result.checkpoint.path), checkpoint_dir, cfg)
-    state = json.loads((checkpoint_dir / "state.json").read_text())
-    history = state["history"]
+    source = Path(result.checkpoint.path)
+    if cfg.train.keep == "best_val_loss" and (storage / BEST).is_dir():
+        source = storage / BEST
+    export_checkpoint(source, checkpoint_dir, cfg)
+    history = json.loads((Path(result.checkpoint.path) / "state.json").read_text())["history"]
+    kept = json.loads((checkpoint_dir / "state.json").read_text())["epoch"]
     write_json(train_dir / "history.json", history)
-    plot_history(history, train_dir / "curves.png")
+    plot_history(history, train_dir / "curves.png", kept=kept)
     info = {"workers": workers, "use_gpu": use_gpu, "train_pairs": len(train_pairs),
             "val_pairs": len(val_pairs), "seconds": round(time.perf_counter() - start, 1),
-            "final": history[-1]}
+            "kept_epoch": kept, "keep": cfg.train.keep,
+            "final": next(h for h in history if h["epoch"] == kept)}
     Artifacts.write_config(train_dir, cfg)
     Artifacts.mark_done(train_dir, info)
     log.info("training done: %s", json.dumps(info))

@@ -55,7 +55,8 @@ def ad_run(ray_local, tiny_judge_model_dir, tmp_path_factory):
     from skr_ray.cli import run_pipeline
 
     out = tmp_path_factory.mktemp("ad-run")
-    cfg = ad_config(tiny_judge_model_dir, out)
+    # SKR's head starts from a probe on frozen states; the lowest-validation-loss epoch is kept
+    cfg = ad_config(tiny_judge_model_dir, out, "ad.head_init=probe", "train.keep=best_val_loss")
     results = run_pipeline(cfg)
     return cfg, results
 
@@ -99,6 +100,11 @@ def test_checkpoints_and_thresholds(ad_run):
     history = json.loads(art.train_history.read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     assert all("val_loss" in h and "threshold" in h for h in history)
+    best = min(history, key=lambda h: h["val_loss"])
+    done = json.loads((art.train_dir / "_SUCCESS").read_text())
+    assert done["keep"] == "best_val_loss" and done["kept_epoch"] == best["epoch"]
+    assert json.loads((art.checkpoint_dir / "state.json").read_text())["epoch"] == best["epoch"]
+    assert info["threshold"] == pytest.approx(best["threshold"])  # the kept epoch's own threshold
     sft = json.loads((art.sft_checkpoint_dir / "head.json").read_text())
     assert sft["objective"] == "sft" and not (art.sft_checkpoint_dir / "head.safetensors").exists()
     skr = load_skr_model(art.checkpoint_dir)  # no Ray needed

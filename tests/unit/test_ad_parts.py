@@ -181,3 +181,36 @@ def test_read_eval_pairs_stratified_subsample():
     sub = read_eval_pairs("demo", 4000, max_pairs=50, seed=1)
     assert len(sub) == 50 and sum(p.label for p in sub) == 10  # 1:4 ratio kept
     assert {p.pair_id for p in sub} <= {p.pair_id for p in full}
+
+
+def test_probe_fit_keeps_the_lowest_validation_loss_epoch():
+    """The probe that starts SKR's head: trained on states, the epoch with the lowest val loss returned."""
+    from skr_ray.config import load_config
+    from skr_ray.tasks.ad.probe import fit_head
+
+    cfg = load_config(None, ["task=ad", "ad.head_hidden=32", "train.batch_size=8"])
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, generator=gen)
+    x = torch.randn(120, 16, generator=gen)
+    y = ((x @ w + 3 * torch.randn(120, generator=gen)) > 1.0).float()  # weak signal: overfits after ~15 epochs
+    x_tr, y_tr, x_va, y_va = x[:80], y[:80], x[80:], y[80:]
+    head, threshold, history = fit_head(cfg, x_tr, y_tr, x_va, y_va, pos_weight=2.0, epochs=40, keep_best=True)
+    assert [h["epoch"] for h in history] == list(range(40))
+    assert not head.training and 0.0 <= threshold <= 1.0
+    with torch.no_grad():
+        kept = float(bce_loss(head(x_va), y_va, 2.0))
+    best = min(h["val_loss"] for h in history)
+    assert best < history[-1]["val_loss"] - 0.05  # the kept epoch is not the last one
+    assert kept == pytest.approx(best, rel=1e-5)
+    last, _, _ = fit_head(cfg, x_tr, y_tr, x_va, y_va, pos_weight=2.0, epochs=40)
+    with torch.no_grad():
+        assert float(bce_loss(last(x_va), y_va, 2.0)) == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+
+
+def test_probe_and_keep_options_are_validated():
+    from skr_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="ad.head_init"):
+        load_config(None, ["task=ad", "ad.head_init=linear"])
+    with pytest.raises(ConfigError, match="train.keep"):
+        load_config(None, ["task=ad", "train.keep=best"])

@@ -141,37 +141,15 @@ def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
 
 def _train_head_only(cfg: SKRConfig, art: Artifacts) -> tuple[Any, float]:
     """MLP head on frozen base states of the self-labelled training split; threshold from its val split."""
-    import torch
-
-    from skr_ray.tasks.ad.head import ClassifierHead
-    from skr_ray.tasks.ad.loss import bce_loss
+    from skr_ray.tasks.ad.probe import fit_head, self_label_states
     from skr_ray.tasks.ad.training import load_examples, resolve_pos_weight
 
     train, val = load_examples(cfg, art)
     if not train:
         raise FileNotFoundError(f"head_only needs self-labels; none usable in {art.labels_dir}")
-    both = [{"pair_id": f"{i}", "query": e["query"], "passage": e["passage"]} for i, e in enumerate(train + val)]
-    scored = _scored(both, cfg, "states", None, art.embedding_cache, "selflabel_states")
-    x = torch.tensor(np.asarray([r["state"] for r in scored]), dtype=torch.float32)
-    y = torch.tensor([e["label"] for e in train + val], dtype=torch.float32)
-    x_tr, y_tr, x_va, y_va = x[: len(train)], y[: len(train)], x[len(train):], y[len(train):]
-    torch.manual_seed(cfg.seed)
-    head = ClassifierHead(x.shape[1], cfg.ad.head_hidden, input_norm=cfg.ad.head_input_norm)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
-    pos_weight = resolve_pos_weight(cfg, train)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    bs = cfg.train.batch_size
-    for _ in range(cfg.evaluate.head_only_epochs):
-        head.train()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(bs):
-            loss = bce_loss(head(x_tr[idx]), y_tr[idx], pos_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    head.eval()
-    with torch.no_grad():
-        val_scores = torch.sigmoid(head(x_va)).numpy() if len(x_va) else np.zeros(0)
-    threshold = best_threshold(y_va.numpy(), val_scores) if len(x_va) else 0.5
+    x_tr, y_tr, x_va, y_va = self_label_states(cfg, art, train, val)
+    head, threshold, _ = fit_head(cfg, x_tr, y_tr, x_va, y_va, resolve_pos_weight(cfg, train),
+                                  cfg.evaluate.head_only_epochs)
     return head, threshold
 
 

@@ -126,3 +126,13 @@ def validate(engine: Any, tokenizer: Any, examples: list[dict], cfg: SKRConfig, 
     if m.get("auprc") is not None:
         out.update({"val_auroc": m["auroc"], "val_auprc": m["auprc"]})
     return out
+
+
+def initial_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict],
+                       info: dict) -> dict[str, torch.Tensor] | None:
+    """SKR's starting head: None (random) or the probe fitted on frozen states (ad.head_init=probe)."""
+    if info.get("objective") == "sft" or cfg.ad.head_init != "probe":
+        return None
+    from skr_ray.tasks.ad.probe import probe_head_state
+
+    return probe_head_state(cfg, art, train, val, float(info["pos_weight"]))

@@ -1,0 +1,94 @@
+"""Classifier heads fitted on frozen base states of the self-labelled pairs.
+
+Two users: the head-only baseline (the head is the whole system), and SKR's head initialisation
+("linear probing, then fine-tuning", Kumar et al. 2022): a randomly initialised head's early
+gradients scramble the pretrained features the LoRA layers start from; a head first fitted on
+the frozen states lets the joint training refine features instead. Both read the self-labels only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import SKRConfig
+
+log = logging.getLogger(__name__)
+
+
+def self_label_states(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict]) -> tuple[torch.Tensor, ...]:
+    """(x_train, y_train, x_val, y_val): final-token states of the base model (cached on disk)."""
+    from skr_ray.tasks.ad.evaluate import _scored
+
+    both = [{"pair_id": f"{i}", "query": e["query"], "passage": e["passage"]} for i, e in enumerate(train + val)]
+    scored = _scored(both, cfg, "states", None, art.embedding_cache, "selflabel_states")
+    x = torch.tensor(np.asarray([r["state"] for r in scored]), dtype=torch.float32)
+    y = torch.tensor([e["label"] for e in train + val], dtype=torch.float32)
+    n = len(train)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def fit_head(
+    cfg: SKRConfig,
+    x_tr: torch.Tensor,
+    y_tr: torch.Tensor,
+    x_va: torch.Tensor,
+    y_va: torch.Tensor,
+    pos_weight: float,
+    epochs: int,
+    lr: float = 1e-3,
+    keep_best: bool = False,
+) -> tuple[Any, float, list[dict[str, float]]]:
+    """Train a ClassifierHead on states -> (head in eval mode, val threshold, per-epoch val history).
+
+    ``keep_best``: return the epoch with the lowest validation loss instead of the last one.
+    """
+    from skr_ray.tasks.ad.head import ClassifierHead
+    from skr_ray.tasks.ad.loss import bce_loss
+    from skr_ray.tasks.ad.metrics import best_threshold
+
+    torch.manual_seed(cfg.seed)
+    head = ClassifierHead(x_tr.shape[1], cfg.ad.head_hidden, input_norm=cfg.ad.head_input_norm)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    for epoch in range(epochs):
+        head.train()
+        for idx in torch.randperm(len(x_tr), generator=gen).split(cfg.train.batch_size):
+            if len(idx) < 2:  # BatchNorm needs two rows
+                continue
+            loss = bce_loss(head(x_tr[idx]), y_tr[idx], pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if len(x_va):
+            head.eval()
+            with torch.no_grad():
+                val_loss = float(bce_loss(head(x_va), y_va, pos_weight))
+            history.append({"epoch": epoch, "val_loss": val_loss})
+            if keep_best and (best is None or val_loss < best[0]):
+                best = (val_loss, {k: v.clone() for k, v in head.state_dict().items()})
+    if best is not None:
+        head.load_state_dict(best[1])
+    head.eval()
+    with torch.no_grad():
+        val_scores = torch.sigmoid(head(x_va)).numpy() if len(x_va) else np.zeros(0)
+    threshold = best_threshold(y_va.numpy(), val_scores) if len(x_va) else 0.5
+    return head, threshold, history
+
+
+def probe_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict],
+                     pos_weight: float) -> dict[str, torch.Tensor]:
+    """SKR's initial head: fitted on frozen states, the epoch with the lowest validation loss kept."""
+    x_tr, y_tr, x_va, y_va = self_label_states(cfg, art, train, val)
+    head, _, history = fit_head(cfg, x_tr, y_tr, x_va, y_va, pos_weight, cfg.ad.probe_epochs, keep_best=True)
+    if history:
+        best = min(history, key=lambda h: h["val_loss"])
+        log.info("probe head for SKR's initialisation: epoch %d of %d, validation loss %.4f",
+                 best["epoch"] + 1, cfg.ad.probe_epochs, best["val_loss"])
+    return {k: v.detach().clone() for k, v in head.state_dict().items()}
