@@ -19,7 +19,7 @@ run: install
 	$(VENV)/bin/skr run $(ARGS)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit
