@@ -242,8 +242,8 @@ class ADConfig:
     answerable from the passage it was written for (1) and not from the hard/easy others (0); no
     judging generation runs. Neither reads a human label."""
 
-    head_init: str = "random"
-    """How SKR's classifier head starts. 'random'; or 'probe': fitted first on the frozen base states of
+    head_init: str = "probe"
+    """How SKR's classifier head starts. 'random'; or 'probe' (default): fitted first on the frozen base states of
     the self-labels (the head-only recipe, the epoch with the lowest validation loss), then trained
     jointly with LoRA ("linear probing, then fine-tuning")."""
     probe_epochs: int = 20
