@@ -6,7 +6,6 @@ from the self-labelled validation split (stored with the checkpoint), never from
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,8 @@ import numpy as np
 
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig
-from skr_ray.tasks.ad.metrics import best_threshold, classification_metrics
+from skr_ray.tasks.ad.metrics import classification_metrics
+from skr_ray.tasks.ad.scoring import cached_score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -26,39 +26,6 @@ TITLES = {
     "head_only": "Head-only (frozen backbone + MLP)",
     "skr": "SKR (LoRA + classifier head)",
 }
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _checkpoint_stamp(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
-    return _key([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
-
-
-def _scored(rows: list[dict], cfg: SKRConfig, mode: str, checkpoint: str | None, cache: Path, name: str) -> list[dict]:
-    """score_pairs with an on-disk cache per (system, checkpoint, pairs): a killed evaluation resumes."""
-    from skr_ray.tasks.ad.scoring import score_pairs
-
-    stamp = _checkpoint_stamp(Path(checkpoint)) if checkpoint else cfg.model.name_or_path
-    path = cache / f"{name}-{_key(mode, stamp, cfg.ad.max_passage_tokens, cfg.ad.max_new_tokens, [r['pair_id'] for r in rows])}.json"
-    if path.is_file():
-        log.info("%s: reusing cached scores %s", name, path.name)
-        return json.loads(path.read_text())
-    keep = ("pair_id", "score", "raw_output", "answer", "p_yes", "status", "seconds", "state")
-    out = [{k: _plain(r[k]) for k in keep if k in r} for r in score_pairs(rows, cfg, mode, checkpoint)]
-    cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
-    return out
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _ntp_row(labels: np.ndarray, scored: list[dict]) -> tuple[dict[str, Any], np.ndarray]:
@@ -111,19 +78,19 @@ def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     for name in systems:
         if name in ("base", "sft"):
             ckpt = str(art.sft_checkpoint_dir) if name == "sft" else None
-            scored = _scored(rows, cfg, "judge", ckpt, cache, name)
+            scored = cached_score_pairs(rows, cfg, "judge", ckpt, cache, name)
             metrics, scores = _ntp_row(labels, scored)
             record(name, metrics, scores, scored)
         elif name == "skr":
             head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
-            scored = _scored(rows, cfg, "head", str(art.checkpoint_dir), cache, name)
+            scored = cached_score_pairs(rows, cfg, "head", str(art.checkpoint_dir), cache, name)
             scores = np.asarray([r["score"] for r in scored])
             metrics = classification_metrics(labels, scores, float(head_info.get("threshold", 0.5)))
             metrics["threshold"] = float(head_info.get("threshold", 0.5))
             record(name, metrics, scores, scored)
         elif name == "head_only":
             head, threshold = _train_head_only(cfg, art)
-            scored = _scored(rows, cfg, "states", None, cache, "base_states")
+            scored = cached_score_pairs(rows, cfg, "states", None, cache, "base_states")
             import torch
 
             with torch.no_grad():

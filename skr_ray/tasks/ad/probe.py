@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 
 def self_label_states(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict]) -> tuple[torch.Tensor, ...]:
     """(x_train, y_train, x_val, y_val): final-token states of the base model (cached on disk)."""
-    from skr_ray.tasks.ad.evaluate import _scored
+    from skr_ray.tasks.ad.scoring import cached_score_pairs
 
     both = [{"pair_id": f"{i}", "query": e["query"], "passage": e["passage"]} for i, e in enumerate(train + val)]
-    scored = _scored(both, cfg, "states", None, art.embedding_cache, "selflabel_states")
+    scored = cached_score_pairs(both, cfg, "states", None, art.embedding_cache, "selflabel_states")
     x = torch.tensor(np.asarray([r["state"] for r in scored]), dtype=torch.float32)
     y = torch.tensor([e["label"] for e in train + val], dtype=torch.float32)
     n = len(train)

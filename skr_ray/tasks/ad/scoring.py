@@ -9,9 +9,11 @@ Modes (all on the same chat prompt, see prompts.py):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,6 +140,38 @@ def score_pairs(
     )
     by_id = {r["pair_id"]: r for r in ds.take_all()}
     return [by_id[r["pair_id"]] for r in rows]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_stamp(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
+    return _key([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def cached_score_pairs(rows: list[dict], cfg: Any, mode: str, checkpoint: str | None, cache: Path,
+                       name: str) -> list[dict]:
+    """score_pairs with an on-disk cache per (system, checkpoint, pairs): a killed evaluation resumes."""
+    stamp = _checkpoint_stamp(Path(checkpoint)) if checkpoint else cfg.model.name_or_path
+    path = cache / f"{name}-{_key(mode, stamp, cfg.ad.max_passage_tokens, cfg.ad.max_new_tokens, [r['pair_id'] for r in rows])}.json"
+    if path.is_file():
+        log.info("%s: reusing cached scores %s", name, path.name)
+        return json.loads(path.read_text())
+    keep = ("pair_id", "score", "raw_output", "answer", "p_yes", "status", "seconds", "state")
+    out = [{k: _plain(r[k]) for k in keep if k in r} for r in score_pairs(rows, cfg, mode, checkpoint)]
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def generation_params(cfg: Any) -> str:
