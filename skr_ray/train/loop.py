@@ -98,7 +98,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # The newest complete checkpoint in this run's storage: a killed earlier run's, or this run's
     # before Ray Train restarted the worker group. Read from disk, not ray.train.get_checkpoint(): a
     # worker killed right after writing a checkpoint can die before Ray Train registers the report.
-    from skr_ray.train.trainer import latest_ray_checkpoint
+    from skr_ray.train.trainer import BEST, export_checkpoint, latest_ray_checkpoint
 
     resume_dir = latest_ray_checkpoint(Path(loop_config["storage"]))
     if resume_dir is not None:
@@ -151,28 +151,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 (tmp_path / "state.json").write_text(json.dumps(
                     {"epoch": epoch, "history": history, "resumed_at_epochs": resumes}, indent=2))
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
-                if cfg.train.keep == "best_val_loss" and metrics.get("val_loss", float("inf")) < best_loss:
-                    _save_best(tmp_path, Path(loop_config["storage"]))
             if metrics.get("val_loss", float("inf")) < best_loss:
                 best_loss = metrics["val_loss"]
+                if rank == 0 and cfg.train.keep == "best_val_loss":  # loadable parts only, no optimizer
+                    export_checkpoint(tmp_path, Path(loop_config["storage"]) / BEST, cfg)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def _save_best(checkpoint: Path, storage: Path) -> None:
-    """Copy an epoch's loadable parts (adapter, head, state; no optimizer) to <storage>/best, atomically."""
-    import shutil
-
-    from skr_ray.train.trainer import BEST
-
-    tmp = storage / f"{BEST}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("deepspeed"))
-    old = storage / f"{BEST}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if (storage / BEST).exists():
-        (storage / BEST).rename(old)
-    tmp.rename(storage / BEST)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:

@@ -91,4 +91,4 @@ def probe_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: lis
         best = min(history, key=lambda h: h["val_loss"])
         log.info("probe head for SKR's initialisation: epoch %d of %d, validation loss %.4f",
                  best["epoch"] + 1, cfg.ad.probe_epochs, best["val_loss"])
-    return {k: v.detach().clone() for k, v in head.state_dict().items()}
+    return head.state_dict()
