@@ -199,8 +199,12 @@ class EvaluateConfig:
 
     max_pairs: int = 0
     """AD: stratified subsample of the labelled eval pairs (class ratio kept); 0 = all."""
+    max_pages: int = 0
+    """OD: evaluate on the first N pages of the evaluation set; 0 = all."""
 
     def __post_init__(self) -> None:
+        if self.max_pages < 0:
+            raise ConfigError("evaluate.max_pages must be >= 0")
         if self.max_pairs < 0:
             raise ConfigError("evaluate.max_pairs must be >= 0")
         if not self.ks or min(self.ks) < 1:
@@ -265,10 +269,75 @@ class ADConfig:
             raise ConfigError("ad.pos_weight must be >= 0")
 
 
+OD_STRATEGIES = ("direct", "multi_turn", "fuzzy", "ocr")
+OD_ASKERS = ("model", "scripted")
+
+
+@dataclass
+class ODConfig:
+    """OD: boxes of composite objects (figure/table + caption + source line) on page images."""
+
+    strategy: str = "fuzzy"
+    """Box self-annotation strategy: direct | multi_turn | fuzzy (crop search) | ocr (tesseract anchors)."""
+    asker: str = "model"
+    """Who answers the strategies' questions: 'model' (the base model's own generation, the method) or
+    'scripted' (an oracle answering from the truth boxes in ``od.scripted_truth``: it tests the search
+    algorithms and the pipeline without a vision-language model; its labels are marked as such)."""
+    scripted_truth: str | None = None
+    """asker=scripted: annotations.json (docpages format) the oracle answers from."""
+    scripted_noise: float = 0.0
+    """asker=scripted: share of answers replaced by a wrong one (random words, a random box, or nothing)."""
+    target: str = ""
+    """What to find; empty = the figure or table with its caption and source line."""
+    similarity: str = "minilm"
+    """fuzzy: how alike two descriptions are: minilm (cosine of all-MiniLM-L6-v2) | jaccard | module:function."""
+    similarity_threshold: float = 0.6
+    """fuzzy: a crop whose description is at least this similar to the page's keeps the cut."""
+    min_step_px: int = 30
+    """fuzzy: an edge stops when it could move by less than this many pixels."""
+    max_description_words: int = 5
+    ocr_object: str = "direct"
+    """ocr: where the object's own box comes from: direct | fuzzy."""
+    ocr_min_score: float = 80.0
+    """ocr: rapidfuzz partial-alignment score (0-100) an anchor needs to count as found."""
+    ocr_lang: str = "eng"
+    max_new_tokens: int = 32
+    """Generation budget of one answer (a box as text, a description, a caption line)."""
+    pages_per_block: int = 8
+    """Pages an annotation actor searches together (their asks share model calls); one label file each."""
+    head_hidden: int = 1024
+    head_input_norm: str = "batch"
+    head_init: str = "probe"
+    """'probe': the box head is first fitted on the frozen base states of the self-labelled pages (L1, the
+    lowest-validation-loss epoch), then trained jointly with LoRA; 'random'."""
+    probe_epochs: int = 50
+    probe_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.strategy not in OD_STRATEGIES:
+            raise ConfigError(f"od.strategy must be one of {OD_STRATEGIES}, got {self.strategy!r}")
+        if self.asker not in OD_ASKERS:
+            raise ConfigError(f"od.asker must be one of {OD_ASKERS}, got {self.asker!r}")
+        if self.ocr_object not in ("direct", "fuzzy"):
+            raise ConfigError(f"od.ocr_object must be direct or fuzzy, got {self.ocr_object!r}")
+        if not 0.0 < self.similarity_threshold <= 1.0:
+            raise ConfigError("od.similarity_threshold must be in (0, 1]")
+        if self.min_step_px < 1:
+            raise ConfigError("od.min_step_px must be >= 1")
+        if not 0.0 <= self.scripted_noise <= 1.0:
+            raise ConfigError("od.scripted_noise must be in [0, 1]")
+        if self.pages_per_block < 1:
+            raise ConfigError("od.pages_per_block must be >= 1")
+        if self.head_input_norm not in HEAD_INPUT_NORMS:
+            raise ConfigError(f"od.head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
+        if self.head_init not in AD_HEAD_INITS:
+            raise ConfigError(f"od.head_init must be one of {AD_HEAD_INITS}, got {self.head_init!r}")
+
+
 TASK_SYSTEMS = {
     "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm"],
     "ad": ["base", "sft", "head_only", "skr"],
-    "od": ["base", "skr"],  # served; its pipeline stages are not built yet (skr_ray.tasks.od)
+    "od": ["base_direct", "base_multi_turn", "base_fuzzy", "base_ocr", "head_only", "skr"],
 }
 
 
@@ -295,6 +364,7 @@ class SKRConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ad: ADConfig = field(default_factory=ADConfig)
+    od: ODConfig = field(default_factory=ODConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:

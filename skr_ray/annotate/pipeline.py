@@ -140,13 +140,13 @@ class SelfAnnotator:
             f.write("".join(f"{i}\n" for i in ids))
 
 
-def write_label_file(labels_dir: Path, rows: dict[str, list]) -> Path:
+def write_label_file(labels_dir: Path, rows: dict[str, list], schema: pa.Schema = LABEL_SCHEMA) -> Path:
     """One parquet file per labelled block, renamed into place only once complete."""
     import uuid
 
     name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = labels_dir / (name + ".tmp")
-    pq.write_table(pa.Table.from_pydict(rows, schema=LABEL_SCHEMA), tmp)
+    pq.write_table(pa.Table.from_pydict(rows, schema=schema), tmp)
     os.replace(tmp, labels_dir / name)
     return labels_dir / name
 

@@ -74,3 +74,14 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def enclosing(boxes: Sequence[Sequence[float]]) -> Box:
+    """Smallest box enclosing all ``boxes`` (same coordinates)."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def contains(outer: Sequence[float], inner: Sequence[float], tolerance: float = 0.0) -> bool:
+    """Whether ``inner`` lies inside ``outer`` (give or take ``tolerance`` on each edge)."""
+    return (outer[0] <= inner[0] + tolerance and outer[1] <= inner[1] + tolerance
+            and outer[2] >= inner[2] - tolerance and outer[3] >= inner[3] - tolerance)
