@@ -167,9 +167,9 @@ def build_tiny_vlm(target: Path, seed: int = 0, size: str = "tiny") -> Path:
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     from skr_ray.tasks.ad.prompts import _ASK_IMAGE
-    from skr_ray.tasks.od.prompts import _ASK, DEFAULT_OBJECT
+    from skr_ray.tasks.od.prompts import DEFAULT_OBJECT, QUESTIONS
 
-    text = " ".join([_ASK, DEFAULT_OBJECT, _ASK_IMAGE, "user model what share of adults say the economy is good"])
+    text = " ".join([*QUESTIONS.values(), DEFAULT_OBJECT, _ASK_IMAGE, "user model what share of adults say the economy is good"])
     words = set(re.findall(r"\w+|[^\w\s]", text.lower()))
     words.update("0123456789")
     vocab = {tok: i for i, tok in enumerate(VLM_SPECIALS + sorted(words))}

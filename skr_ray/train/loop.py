@@ -28,10 +28,15 @@ class ReexpressionModel(nn.Module):
         self.head = head
         self.prefix_cache = prefix_cache  # FrozenPrefixCache when only the top layers train
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **images: torch.Tensor) -> torch.Tensor:
+        """Text inputs, or (vision-language backbones) text with image inputs such as ``pixel_values``."""
         from skr_ray.models.encoding import decoder_body, final_token_states
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if images:
+            from skr_ray.models.vision import image_final_states
+
+            return self.head(image_final_states(self.backbone, {**batch, **images}))  # (B, out)
         if self.prefix_cache is not None:
             states = self.prefix_cache.final_token_states(decoder_body(self.backbone), batch)
         else:
@@ -69,7 +74,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if hasattr(hooks, "build_head"):  # tasks with more than one objective (e.g. AD's SFT baseline)
         head: nn.Module = hooks.build_head(backbone, head_info)
     else:
-        head = task.make_head(backbone.config.hidden_size, head_info.get("options", {}))
+        head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
     if loop_config.get("head_init") is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
         head.load_state_dict(loop_config["head_init"])
     model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone)).to(device)

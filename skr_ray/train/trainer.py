@@ -89,7 +89,8 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
 
     from skr_ray.models.backbone import materialize
 
-    hidden = json.loads((materialize(cfg.model) / "config.json").read_text())["hidden_size"]
+    model_config = json.loads((materialize(cfg.model) / "config.json").read_text())
+    hidden = model_config.get("text_config", model_config)["hidden_size"]  # vision-language: the text tower's
     head_info["hidden_size"] = hidden
 
     if len(train_pairs) < cfg.train.batch_size * workers:

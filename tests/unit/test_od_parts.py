@@ -1,5 +1,5 @@
 """OD building blocks: box parsing, coordinates, the box head and its loss, vision-language final states
-on real document pages, and the unbuilt OD stages saying so."""
+on real document pages."""
 
 from __future__ import annotations
 
@@ -129,12 +129,3 @@ def test_checkpoint_of_a_vision_model_round_trips(tiny_vlm_dir, tmp_path):
             plain = skr.head(image_final_states(skr.model, batch))
     assert box.shape == (1, 4) and 0 <= box.min() and box.max() <= 1
     assert (box - plain).abs().max() > 1e-4  # the LoRA adapter is active in the loaded model
-
-
-@pytest.mark.parametrize("stage", ["annotate", "train", "evaluate", "run"])
-def test_od_pipeline_stages_say_they_are_not_built(stage, capsys):
-    from skr_ray.cli import main
-
-    assert main([stage, "task=od"]) == 1
-    err = capsys.readouterr().err
-    assert "task=od" in err and "not built yet" in err

@@ -1,8 +1,8 @@
 """OD: the box of a composite object (figure/table + caption + source line) on a page image.
 
-What exists: the box head, its checkpoint format, the direct-ask prompt and answer parser, and
-serving (``POST /v1/detect``). Not built yet: OD self-annotation (direct ask, fuzzy-localization crop
-search, OCR anchors), OD training and OD evaluation -- ``skr annotate|train|evaluate task=od`` say so.
+Stages: ``annotate`` (the four box self-annotation strategies, searched per page on a Ray Data actor pool),
+``train`` (the shared Ray Train + DeepSpeed loop: LoRA + box head, L1), ``evaluate`` (IoU against
+``composite_bbox``), and serving (``POST /v1/detect``).
 """
 
 import json
@@ -26,6 +26,10 @@ TASK = register_task(
         parse=_parse,
         make_head=make_head,
         loss=box_l1_loss,
-        stages={stage: "skr_ray.tasks.od.stages:not_built" for stage in ("annotate", "train", "evaluate")},
+        training="skr_ray.tasks.od.training",
+        stages={
+            "annotate": "skr_ray.tasks.od.annotate:run_od_annotation",
+            "evaluate": "skr_ray.tasks.od.evaluate:run_od_evaluation",
+        },
     )
 )

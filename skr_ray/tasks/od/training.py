@@ -1,0 +1,84 @@
+"""OD hooks for the shared re-expression loop: (page image, self-labelled box) -> box head, L1 loss.
+
+The input is the page image with the same box prompt base NTP answers (``prompts.render_prompts``); the head
+reads the final-token state. Pages are decoded from disk per batch (workers share the file system).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from skr_ray.artifacts import Artifacts
+from skr_ray.config import SKRConfig
+
+
+def _val_bucket(page_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{page_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
+    """Usable page labels, split by page: the validation pages are never trained on."""
+    from skr_ray.tasks.od.annotate import read_page_labels
+
+    rows = [r for r in read_page_labels(art.labels_dir, quarantine=False) if r["status"] == "ok"]
+    examples = [{"page_id": r["page_id"], "path": r["image"], "page": int(r["page"]),
+                 "box": [float(v) for v in r["box"]]} for r in rows]
+    train = [e for e in examples if _val_bucket(e["page_id"], cfg.train.seed) >= cfg.train.val_fraction]
+    val = [e for e in examples if _val_bucket(e["page_id"], cfg.train.seed) < cfg.train.val_fraction]
+    return train, val
+
+
+def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
+    from skr_ray.tasks.od.prompts import PROMPT_VERSION
+
+    return {"pooling": "last_token", "prompt": PROMPT_VERSION, "target": cfg.od.target,
+            "options": {"hidden": cfg.od.head_hidden, "input_norm": cfg.od.head_input_norm}}
+
+
+def page_inputs(processor: Any, examples: list[dict], target: str, device: Any) -> dict[str, torch.Tensor]:
+    """Model inputs of a batch of pages with the box prompt."""
+    from skr_ray.models.vision import image_batch
+    from skr_ray.tasks.od.pages import PageRef, load_page
+    from skr_ray.tasks.od.prompts import render_prompts
+
+    images = [load_page(PageRef(e["page_id"], e["path"], e.get("page", -1))) for e in examples]
+    return image_batch(processor, images, render_prompts(processor, [target] * len(images)), device)
+
+
+def batch_loss(engine: Any, processor: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
+    from skr_ray.tasks.od.head import box_l1_loss
+
+    pred = engine(**page_inputs(processor, chunk, cfg.od.target, device))  # (B, 4)
+    return box_l1_loss(pred, torch.tensor([e["box"] for e in chunk], device=pred.device))
+
+
+@torch.no_grad()
+def validate(engine: Any, processor: Any, examples: list[dict], cfg: SKRConfig, device: Any, info: dict) -> dict[str, float]:
+    """L1 loss and mean IoU against the self-labelled boxes of the validation pages."""
+    from skr_ray.tasks.od.boxes import iou
+    from skr_ray.tasks.od.head import box_l1_loss
+
+    if not examples:
+        return {}
+    losses, ious = [], []
+    for i in range(0, len(examples), cfg.train.batch_size):
+        chunk = examples[i : i + cfg.train.batch_size]
+        pred = engine(**page_inputs(processor, chunk, cfg.od.target, device)).float().cpu()
+        target = torch.tensor([e["box"] for e in chunk])
+        losses.append(box_l1_loss(pred, target).item() * len(chunk))
+        ious += [iou(p.tolist(), t.tolist()) for p, t in zip(pred, target)]
+    return {"val_loss": sum(losses) / len(examples), "val_mean_iou": sum(ious) / len(ious)}
+
+
+def initial_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict],
+                       info: dict) -> dict[str, torch.Tensor] | None:
+    """od.head_init=probe: the box head fitted on frozen base states of the same self-labelled pages."""
+    if cfg.od.head_init != "probe":
+        return None
+    from skr_ray.tasks.od.probe import probe_head_state
+
+    return probe_head_state(cfg, art, train, val)
