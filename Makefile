@@ -3,9 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install tesseract run test test-fast bench clean
 
 $(STAMP): pyproject.toml
+	@command -v tesseract >/dev/null || $(MAKE) --no-print-directory tesseract
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0          # CPU build; a range would pull a CUDA build
@@ -14,6 +15,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# OD's OCR anchors need the tesseract program (a system package, not a pip one).
+tesseract:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; \
+	else \
+	  echo "make: OD's OCR strategy needs tesseract: install it as root (apt-get install -y tesseract-ocr, brew install tesseract, ...) and re-run make" >&2; exit 1; \
+	fi
+	@tesseract --version | head -1
 
 run: install
 	$(VENV)/bin/skr run $(ARGS)

@@ -43,12 +43,12 @@ class ScriptedDescriber:
         path = root / "annotations.json" if root.is_dir() else root
         raw = {p["file"]: p for p in json.loads(path.read_text())["pages"]}
         self.noise, self.seed = noise, seed
-        self.pages: dict[str, dict[str, Any]] = {}
+        self.truth: dict[str, dict[str, Any]] = {}
         for page in read_truth(path):
             objects = raw[str(Path(page.ref.path).relative_to(path.parent))]["objects"]
             area = lambda o: (o["composite_bbox"][2] - o["composite_bbox"][0]) * (o["composite_bbox"][3] - o["composite_bbox"][1])  # noqa: E731
             target = max(objects, key=area)
-            self.pages[page.ref.page_id] = {"w": page.width, "h": page.height, "object": target,
+            self.truth[page.ref.page_id] = {"w": page.width, "h": page.height, "object": target,
                                             "description": _describe(target.get("category", "object"),
                                                                      target.get("caption_text", ""))}
         self.model_id = f"scripted:{path}:noise={noise}"
@@ -64,7 +64,7 @@ class ScriptedDescriber:
         wrong = self._wrong(ask)
         if wrong is not None:
             return wrong
-        page = self.pages.get(ask.page_id)
+        page = self.truth.get(ask.page_id)
         if page is None:
             return ""
         obj, w, h = page["object"], page["w"], page["h"]
