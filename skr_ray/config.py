@@ -59,8 +59,13 @@ class DataConfig:
     """Evaluate at most this many queries (0 = all)."""
     max_chars: int = 4000
     """Characters of a document kept before tokenization (long tables are cut, never dropped)."""
+    modality: str = "text"
+    """What the documents are: 'text' (passages) or 'image' (charts, pages: a folder of images or PDFs, or a
+    corpus.jsonl of {"_id", "image"} rows); 'image' needs a vision-language model (IR and AD)."""
 
     def __post_init__(self) -> None:
+        if self.modality not in ("text", "image"):
+            raise ConfigError(f"data.modality must be text or image, got {self.modality!r}")
         for key in ("max_docs", "max_queries", "max_chars"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0")

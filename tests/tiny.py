@@ -169,7 +169,11 @@ def build_tiny_vlm(target: Path, seed: int = 0, size: str = "tiny") -> Path:
     from skr_ray.tasks.ad.prompts import _ASK_IMAGE
     from skr_ray.tasks.od.prompts import DEFAULT_OBJECT, QUESTIONS
 
-    text = " ".join([*QUESTIONS.values(), DEFAULT_OBJECT, _ASK_IMAGE, "user model what share of adults say the economy is good"])
+    from skr_ray.models.vision import IMAGE_EMBED_PROMPTS
+    from skr_ray.tasks.ir.prompts import IMAGE_ASK
+
+    text = " ".join([*QUESTIONS.values(), DEFAULT_OBJECT, _ASK_IMAGE, IMAGE_ASK, *IMAGE_EMBED_PROMPTS.values(),
+                     "user model what share of adults say the economy is good"])
     words = set(re.findall(r"\w+|[^\w\s]", text.lower()))
     words.update("0123456789")
     vocab = {tok: i for i, tok in enumerate(VLM_SPECIALS + sorted(words))}
@@ -227,3 +231,30 @@ def docpage(index: int = 0):
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "docpages"
     record = json.loads((root / "annotations.json").read_text())["pages"][index]
     return Image.open(root / record["file"]).convert("RGB"), record
+
+
+def image_beir(pages_dir: Path, target: Path) -> Path:
+    """A small image retrieval set over synthetic pages: one question per page (its caption as a question),
+    corpus rows naming the images, qrels, and answerability pairs (own image 1, two others 0)."""
+    import shutil
+
+    records = json.loads((pages_dir / "annotations.json").read_text())["pages"]
+    (target / "qrels").mkdir(parents=True, exist_ok=True)
+    (target / "images").mkdir(exist_ok=True)
+    corpus, queries, qrels, pairs = [], [], ["query-id\tcorpus-id\tscore"], []
+    for i, rec in enumerate(records):
+        doc = Path(rec["file"]).stem
+        shutil.copy(pages_dir / rec["file"], target / "images" / f"{doc}.png")
+        corpus.append({"_id": doc, "image": f"images/{doc}.png"})
+        caption = rec["objects"][0]["caption_text"].split(". ", 1)[-1]
+        queries.append({"_id": f"q-{doc}", "text": f"What does the {rec['objects'][0]['category']} show about {caption.lower()}?"})
+        qrels.append(f"q-{doc}\t{doc}\t1")
+        for j in (i, (i + 1) % len(records), (i + 2) % len(records)):
+            other = Path(records[j]["file"]).stem
+            pairs.append({"query_id": f"q-{doc}", "query": queries[-1]["text"], "doc_id": other,
+                          "image": f"images/{other}.png", "label": int(j == i)})
+    (target / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (target / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (target / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    (target / "matching.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    return target

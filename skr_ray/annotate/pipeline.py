@@ -47,12 +47,21 @@ class SelfAnnotator:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_backbone(self.cfg.model, device=device)
         a = self.cfg.annotate
+        self.images = self.cfg.data.modality == "image"
+        if self.images:  # image documents: the question is written from the image alone
+            from skr_ray.models.vision import text_tokenizer
+
+            self.model, self.processor, self.device = model, tokenizer, device
+            tokenizer = text_tokenizer(tokenizer)
         self.engine = GenerationEngine(model, tokenizer, a.max_input_tokens, a.max_new_tokens, device)
         self.filter = QuestionFilter(
             a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
             echo_of=tuple(self.task.example_labels),
         )
         self.model_id = model_id(self.cfg.model)
+        from skr_ray.tasks.ir.prompts import IMAGE_PROMPT_VERSION
+
+        self.prompt_version = IMAGE_PROMPT_VERSION if self.images else self.task.prompt_version
         self.node_id = _node_id()
         art = Artifacts(self.cfg.output_dir)
         art.annotate_journal.mkdir(parents=True, exist_ok=True)
@@ -70,6 +79,8 @@ class SelfAnnotator:
         )
 
     def _generate(self, texts: list[str]) -> list[list[str]]:
+        if self.images:
+            return [[q] for q in self._generate_on_images(texts)]
         a = self.cfg.annotate
         prompts = [self.engine.render(self.task.build_messages(self.engine.truncate(t))) for t in texts]
         outs = self.engine.generate(prompts)
@@ -79,6 +90,16 @@ class SelfAnnotator:
             )
             outs = [o + e for o, e in zip(outs, extra)]
         return outs
+
+    def _generate_on_images(self, refs: list[str]) -> list[str]:
+        from skr_ray.models.vision import generate_on_images, render_image_prompts
+        from skr_ray.tasks.ir.prompts import IMAGE_ASK
+        from skr_ray.tasks.od.pages import load_page, ref_from_text
+
+        images = [load_page(ref_from_text("", r)) for r in refs]  # a corrupt file fails its row: status error
+        prompts = render_image_prompts(self.processor, [IMAGE_ASK] * len(images))
+        return generate_on_images(self.model, self.processor, images, prompts, self.cfg.annotate.max_new_tokens,
+                                  self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Label one block (``rows_per_file_batches`` generate() calls), write it as one file."""
@@ -118,7 +139,7 @@ class SelfAnnotator:
                     raw, label, status = f"{type(result).__name__}: {result}", "", "error"
                 else:
                     raw = result[k] if k < len(result) else ""
-                    label, status = self.task.parse(raw, text, self.filter)
+                    label, status = self.task.parse(raw, "" if self.images else text, self.filter)
                 rows[DOC_ID].append(doc_id)
                 rows["label_index"].append(k)
                 rows[TEXT].append(text)
@@ -126,7 +147,7 @@ class SelfAnnotator:
                 rows["label"].append(label)
                 rows["status"].append(status)
                 rows["task"].append(self.task.name)
-                rows["prompt_version"].append(self.task.prompt_version)
+                rows["prompt_version"].append(self.prompt_version)
                 rows["model_id"].append(self.model_id)
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
@@ -257,6 +278,28 @@ def _drain(ds: Any, documents: int) -> None:
             bar.set_postfix(ok=ok, refresh=False)
 
 
+def _image_corpus(cfg: SKRConfig) -> list[Any]:
+    """Image documents (data.modality=image): pages listed, a vision-language backbone checked."""
+    from skr_ray.config import ConfigError
+    from skr_ray.corpus import CorpusError
+    from skr_ray.models.backbone import ModelLoadError, materialize
+    from skr_ray.models.vision import is_vision_model
+    from skr_ray.tasks.od.pages import list_pages
+
+    if cfg.data.unlabeled == "demo":
+        raise CorpusError("data.modality=image: set data.unlabeled to a folder of images or PDFs, or a corpus.jsonl "
+                          "of {\"_id\", \"image\"} rows (e.g. ../shared/data/charts/unlabeled)")
+    if cfg.annotate.questions_per_doc != 1:
+        raise ConfigError("data.modality=image writes one question per image (annotate.questions_per_doc=1)")
+    if not is_vision_model(materialize(cfg.model)):
+        raise ModelLoadError(f"data.modality=image needs a vision-language model; {cfg.model.name_or_path} has no "
+                             "vision_config")
+    pages, problems = list_pages(cfg.data.unlabeled, cfg.data.max_docs)
+    for problem in problems:
+        log.warning("image corpus: %s", problem)
+    return pages
+
+
 def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
@@ -267,11 +310,21 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
         log.info("annotation already complete in %s; skipping", art.annotate_dir)
         return json.loads(art.annotate_summary.read_text())
-    validate_corpus(resolve_corpus(cfg.data.unlabeled))  # fail on bad input before starting Ray
+    if cfg.data.modality == "image":
+        pages = _image_corpus(cfg)  # fail on bad input before starting Ray
+    else:
+        validate_corpus(resolve_corpus(cfg.data.unlabeled))  # fail on bad input before starting Ray
     ensure_ray(cfg.ray)
     start = time.perf_counter()
     a = cfg.annotate
-    ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
+    if cfg.data.modality == "image":
+        import ray.data
+
+        from skr_ray.tasks.od.pages import ref_to_text
+
+        ds, total = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
+    else:
+        ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
     for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
     existing = read_labels(art.labels_dir)

@@ -58,9 +58,28 @@ class TextEncoder:
         from skr_ray.models.encoding import embed_texts
 
         texts = [str(t) for t in batch["text"]]
-        emb = embed_texts(
-            self.model, self.tokenizer, texts, self.cfg.evaluate.max_length, self.head, self.device, self.spec.prompt
-        )
+        is_image = [bool(x) for x in batch["image"]] if "image" in batch else [False] * len(texts)
+        if not any(is_image):
+            emb = embed_texts(self.model, self.tokenizer, texts, self.cfg.evaluate.max_length, self.head, self.device,
+                              self.spec.prompt)
+        else:  # image documents (data.modality=image): the text column names the image
+            import torch
+
+            from skr_ray.models.vision import embed_images
+            from skr_ray.tasks.od.pages import load_page, ref_from_text
+
+            parts: dict[int, torch.Tensor] = {}
+            rows = [i for i, flag in enumerate(is_image) if flag]
+            images = [load_page(ref_from_text("", texts[i])) for i in rows]
+            for i, e in zip(rows, embed_images(self.model, self.tokenizer, images, self.head, self.device,
+                                               self.spec.prompt)):
+                parts[i] = e
+            rows = [i for i, flag in enumerate(is_image) if not flag]
+            if rows:
+                for i, e in zip(rows, embed_texts(self.model, self.tokenizer, [texts[i] for i in rows],
+                                                  self.cfg.evaluate.max_length, self.head, self.device, self.spec.prompt)):
+                    parts[i] = e
+            emb = torch.stack([parts[i] for i in range(len(texts))])
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
         return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
@@ -75,15 +94,18 @@ def _cache_key(spec: EncoderSpec, ids: list[str], cfg: SKRConfig) -> str:
 
 
 def encode_texts(
-    texts: dict[str, str], spec: EncoderSpec, cfg: SKRConfig, cache_dir: Path, label: str
+    texts: dict[str, str], spec: EncoderSpec, cfg: SKRConfig, cache_dir: Path, label: str,
+    images: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[np.ndarray, list[str], float]:
     """(N, D) embeddings in the order of the returned ids, plus seconds spent (0 when cached).
 
-    Results are cached per (encoder, text set), so a killed evaluation resumes where it was.
+    Ids in ``images`` are image documents: their text names the image file. Results are cached per
+    (encoder, text set), so a killed evaluation resumes where it was.
     """
     import ray.data
 
-    ids = sorted(texts, key=lambda i: len(texts[i]), reverse=True)  # length-sorted batches: little padding
+    # length-sorted batches (little padding); images in batches of their own
+    ids = sorted(texts, key=lambda i: (i in images, len(texts[i])), reverse=True)
     key = _cache_key(spec, ids, cfg)
     cache = cache_dir / f"{spec.name}-{label}-{key}.npz"
     if cache.is_file():
@@ -91,7 +113,7 @@ def encode_texts(
         log.info("%s/%s: reusing cached embeddings %s", spec.name, label, cache.name)
         return data["embedding"], [str(x) for x in data["id"]], float(data["seconds"])
     start = time.perf_counter()
-    ds = ray.data.from_items([{"id": i, "text": texts[i]} for i in ids])
+    ds = ray.data.from_items([{"id": i, "text": texts[i], "image": i in images} for i in ids])
     e = cfg.evaluate
     ds = ds.map_batches(
         TextEncoder,

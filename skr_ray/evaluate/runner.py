@@ -28,7 +28,8 @@ def _embed_pair(
 ) -> tuple[np.ndarray, list[str], np.ndarray, list[str], float]:
     # One Ray Data pass per system (one actor pool start) for candidates and queries together.
     texts = {f"d:{k}": v for k, v in corpus.items()} | {f"q:{k}": v for k, v in queries.items()}
-    emb, ids, seconds = encode_texts(texts, spec, cfg, art.embedding_cache, "eval")
+    images = {f"d:{k}" for k in corpus} if cfg.data.modality == "image" else set()
+    emb, ids, seconds = encode_texts(texts, spec, cfg, art.embedding_cache, "eval", images)
     d_rows = [i for i, x in enumerate(ids) if x.startswith("d:")]
     q_rows = [i for i, x in enumerate(ids) if x.startswith("q:")]
     return (emb[q_rows], [ids[i][2:] for i in q_rows], emb[d_rows], [ids[i][2:] for i in d_rows], seconds)
@@ -41,7 +42,12 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     if art.is_done(art.evaluate_dir) and art.metrics.is_file():
         log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
         return json.loads(art.metrics.read_text())
-    evalset = read_eval_set(cfg.data.eval, cfg.data.max_chars, cfg.data.max_queries)
+    if cfg.data.modality == "image":
+        from skr_ray.evaluate.images import read_image_eval_set
+
+        evalset = read_image_eval_set(cfg.data.eval, cfg.data.max_queries)
+    else:
+        evalset = read_eval_set(cfg.data.eval, cfg.data.max_chars, cfg.data.max_queries)
     systems = list(cfg.evaluate.systems)
     needs_ckpt = "skr" in systems
     if needs_ckpt and not (art.checkpoint_dir / "adapter").is_dir():
@@ -88,7 +94,13 @@ def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             scorer = baselines.bm25_scores if name == "bm25" else baselines.minilm_scores
             q_ids, d_ids = list(queries), list(corpus)
             t0 = time.perf_counter()
-            scores = scorer([queries[q] for q in q_ids], [corpus[d] for d in d_ids])
+            docs = [corpus[d] for d in d_ids]
+            if cfg.data.modality == "image":  # what a user would try on charts: their OCR text
+                from skr_ray.evaluate.images import ocr_texts
+
+                ocr = ocr_texts(corpus, art.embedding_cache / "ocr.json")
+                docs = [ocr[d] for d in d_ids]
+            scores = scorer([queries[q] for q in q_ids], docs)
             record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
         elif name in ("base", "e5v"):
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec("plain" if name == "base" else "e5v"))
@@ -126,9 +138,10 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
     train_pairs, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction, cfg.train.seed)
     texts = {f"q{i}": p.query for i, p in enumerate(train_pairs)}
     texts |= {f"p{i}": p.passage for i, p in enumerate(train_pairs)}
+    images = {f"p{i}" for i in range(len(train_pairs))} if cfg.data.modality == "image" else set()
     # Same input format as SKR, so the comparison isolates LoRA vs frozen backbone.
     spec = _frozen_spec(cfg.train.embed_prompt)
-    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "selflabels")
+    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "selflabels", images)
     row = {x: i for i, x in enumerate(ids)}
     q = emb[[row[f"q{i}"] for i in range(len(train_pairs))]]
     p = emb[[row[f"p{i}"] for i in range(len(train_pairs))]]

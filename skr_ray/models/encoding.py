@@ -99,8 +99,10 @@ def embed_texts(
     device: str | torch.device = "cpu",
     prompt: str = "plain",
 ) -> torch.Tensor:
-    """(N, D) float32 embeddings for one batch of texts."""
-    tokens = format_for_embedding(tokenizer, texts, max_length, prompt)
+    """(N, D) float32 embeddings for one batch of texts (of a vision-language backbone too: text only)."""
+    from skr_ray.models.vision import text_tokenizer
+
+    tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt)
     batch = {k: v.to(device) for k, v in tokens.items()}
     states = final_token_states(model, batch).float()
     if head is not None:

@@ -68,3 +68,49 @@ def image_final_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
     """(B, D) final-token hidden states of the last layer, for image + text inputs."""
     out = vision_body(model)(**batch, use_cache=False)
     return last_token_pool(out.last_hidden_state, batch["attention_mask"])
+
+
+def text_tokenizer(loaded: Any) -> Any:
+    """The tokenizer inside a processor (vision-language backbones), or the tokenizer itself."""
+    return loaded.tokenizer if hasattr(loaded, "image_processor") else loaded
+
+
+def image_messages(text: str) -> list[dict]:
+    """One user turn: the image, then ``text`` (nothing after the image when empty)."""
+    content: list[dict] = [{"type": "image"}]
+    if text:
+        content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+def render_image_prompts(processor: Any, texts: list[str]) -> list[str]:
+    return [processor.apply_chat_template(image_messages(t), tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
+@torch.inference_mode()
+def generate_on_images(model: torch.nn.Module, processor: Any, images: list[Any], prompts: list[str],
+                       max_new_tokens: int, device: str | torch.device = "cpu") -> list[str]:
+    """Greedy answers, one per (image, chat-rendered prompt), batched and left-padded."""
+    if not images:
+        return []
+    batch = image_batch(processor, images, prompts, device)
+    tok = processor.tokenizer
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                         top_k=None, pad_token_id=tok.pad_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+# The image side of image retrieval: E5-V's image prompt (the one-word summary), or the image alone.
+IMAGE_EMBED_PROMPTS = {"e5v": "Summarize above image in one word:", "plain": ""}
+
+
+@torch.inference_mode()
+def embed_images(model: torch.nn.Module, processor: Any, images: list[Any], head: torch.nn.Module | None = None,
+                 device: str | torch.device = "cpu", prompt: str = "e5v") -> torch.Tensor:
+    """(N, D) final-token states of images under an embedding prompt, through ``head`` when given."""
+    batch = image_batch(processor, images, render_image_prompts(processor, [IMAGE_EMBED_PROMPTS[prompt]] * len(images)),
+                        device)
+    states = image_final_states(model, batch).float()
+    return head(states) if head is not None else states

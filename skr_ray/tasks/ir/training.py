@@ -20,14 +20,34 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    return {"pooling": "last_token", "prompt": cfg.train.embed_prompt, "normalize": True, "options": {}}
+    return {"pooling": "last_token", "prompt": cfg.train.embed_prompt, "normalize": True, "options": {},
+            "documents": cfg.data.modality}
 
 
 def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str) -> torch.Tensor:
     from skr_ray.models.encoding import format_for_embedding
+    from skr_ray.models.vision import text_tokenizer
 
-    batch = format_for_embedding(tokenizer, texts, max_length, prompt)
+    batch = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt)
     return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+
+def embed_images(engine: Any, processor: Any, refs: list[str], device: Any, prompt: str) -> torch.Tensor:
+    """Image documents (data.modality=image): each image under the image embedding prompt."""
+    from skr_ray.models.vision import IMAGE_EMBED_PROMPTS, image_batch, render_image_prompts
+    from skr_ray.tasks.od.pages import load_page, ref_from_text
+
+    images = [load_page(ref_from_text("", r)) for r in refs]
+    batch = image_batch(processor, images, render_image_prompts(processor, [IMAGE_EMBED_PROMPTS[prompt]] * len(refs)),
+                        device)
+    return engine(**batch)
+
+
+def embed_documents(engine: Any, tokenizer: Any, docs: list[str], cfg: SKRConfig, device: Any) -> torch.Tensor:
+    t = cfg.train
+    if cfg.data.modality == "image":
+        return embed_images(engine, tokenizer, docs, device, t.embed_prompt)
+    return embed(engine, tokenizer, docs, t.max_length, device, t.embed_prompt)
 
 
 def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
@@ -35,7 +55,7 @@ def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, d
 
     t = cfg.train
     q = embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt)
-    p = embed(engine, tokenizer, [p["passage"] for p in chunk], t.max_length, device, t.embed_prompt)
+    p = embed_documents(engine, tokenizer, [p["passage"] for p in chunk], cfg, device)
     return contrastive_loss(q, p, t.temperature)
 
 
@@ -51,7 +71,7 @@ def validate(engine: Any, tokenizer: Any, pairs: list[dict], cfg: SKRConfig, dev
     for i in range(0, len(pairs), t.batch_size):
         chunk = pairs[i : i + t.batch_size]
         qs.append(embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt))
-        ps.append(embed(engine, tokenizer, [p["passage"] for p in chunk], t.max_length, device, t.embed_prompt))
+        ps.append(embed_documents(engine, tokenizer, [p["passage"] for p in chunk], cfg, device))
     q, p = torch.cat(qs).float(), torch.cat(ps).float()
     losses = [
         info_nce(q[i : i + t.batch_size], p[i : i + t.batch_size], t.temperature).item()

@@ -29,16 +29,8 @@ class ModelAsker:
         return [self.processor.apply_chat_template(build_messages(self.target, a.kind), tokenize=False,
                                                    add_generation_prompt=True) for a in asks]
 
-    @torch.inference_mode()
     def __call__(self, asks: Sequence[Ask]) -> list[str]:
-        from skr_ray.models.vision import image_batch
+        from skr_ray.models.vision import generate_on_images
 
-        if not asks:
-            return []
         crops = [self.pages[a.page_id].crop(a.crop) for a in asks]
-        batch = image_batch(self.processor, crops, self.prompts(asks), self.device)
-        tok = self.processor.tokenizer
-        out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False, temperature=None,
-                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
-        return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+        return generate_on_images(self.model, self.processor, crops, self.prompts(asks), self.max_new_tokens, self.device)

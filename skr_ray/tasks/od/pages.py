@@ -163,3 +163,13 @@ def read_truth(spec: str | Path, max_pages: int = 0) -> list[TruthPage]:
     if not out:
         raise CorpusError(f"{path}: no pages")
     return out[:max_pages] if max_pages else out
+
+
+def ref_to_text(ref: PageRef) -> str:
+    """A page as one string (for corpus rows whose text column names the image): ``path`` or ``path#page=N``."""
+    return ref.path if ref.page < 0 else f"{ref.path}#page={ref.page}"
+
+
+def ref_from_text(page_id: str, text: str) -> PageRef:
+    path, _, page = text.rpartition("#page=")
+    return PageRef(page_id, path, int(page)) if path and page.isdigit() else PageRef(page_id, text)
