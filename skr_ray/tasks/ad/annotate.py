@@ -149,7 +149,12 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
         questions = sorted(random.Random(cfg.seed).sample(questions, cfg.ad.max_questions))
     table = read_labels(qdir, quarantine=False)
     passages = {d: t for d, t in zip(table[DOC_ID].to_pylist(), table[TEXT].to_pylist()) if t and t.strip()}
-    pairs = build_pairs(questions, passages, cfg.ad.hard_negatives, cfg.ad.easy_negatives, cfg.seed)
+    search = None
+    if cfg.data.modality == "image":  # hard negatives by the images' OCR text (label-free)
+        from skr_ray.evaluate.images import ocr_texts
+
+        search = ocr_texts(passages, art.annotate_dir / "ocr.json")
+    pairs = build_pairs(questions, passages, cfg.ad.hard_negatives, cfg.ad.easy_negatives, cfg.seed, search)
     log.info("%d questions x (1 own + %d hard + %d easy) -> %d pairs over %d passages",
              len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives, len(pairs), len(passages))
 

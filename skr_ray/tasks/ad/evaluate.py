@@ -50,7 +50,8 @@ def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     if art.is_done(art.evaluate_dir) and art.metrics.is_file():
         log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
         return json.loads(art.metrics.read_text())
-    pairs = read_eval_pairs(cfg.data.eval, cfg.data.max_chars, cfg.evaluate.max_pairs, cfg.seed)
+    pairs = read_eval_pairs(cfg.data.eval, cfg.data.max_chars, cfg.evaluate.max_pairs, cfg.seed,
+                            images=cfg.data.modality == "image")
     systems = list(cfg.evaluate.systems)
     for name, ckpt in (("skr", art.checkpoint_dir), ("sft", art.sft_checkpoint_dir)):
         if name in systems and not (ckpt / "adapter").is_dir():

@@ -36,10 +36,12 @@ def build_pairs(
     hard: int,
     easy: int,
     seed: int,
+    search: dict[str, str] | None = None,
 ) -> list[QAPair]:
     """questions: (source doc id, question) -> own pair + ``hard`` BM25 neighbours + ``easy`` random docs.
 
-    BM25 ranks the question against every passage except its source; random negatives are drawn
+    BM25 ranks the question against every passage except its source (against ``search[doc]`` instead of the
+    passage when given: image documents are searched by their OCR text); random negatives are drawn
     from what is left, so a passage appears at most once per question.
     """
     import numpy as np
@@ -51,7 +53,8 @@ def build_pairs(
     missing = [d for d, _ in questions if d not in index]
     if missing:
         raise CorpusError(f"self-labelled question points to doc id {missing[0]!r}, which is not in the corpus")
-    scores = bm25_scores([q for _, q in questions], [corpus[d] for d in doc_ids]) if hard else None
+    texts = search if search is not None else corpus
+    scores = bm25_scores([q for _, q in questions], [texts[d] for d in doc_ids]) if hard else None
     rng = random.Random(seed)
     pairs: list[QAPair] = []
     for row, (doc_id, question) in enumerate(questions):
@@ -80,22 +83,33 @@ def read_questions(labels_dir: Path, drop_duplicates: bool = True) -> list[tuple
     return [(p.doc_id, p.query) for p in load_pairs(labels_dir, drop_duplicates)]
 
 
-def read_eval_pairs(spec: str, max_chars: int, max_pairs: int = 0, seed: int = 0) -> list[QAPair]:
+def read_eval_pairs(spec: str, max_chars: int, max_pairs: int = 0, seed: int = 0, images: bool = False) -> list[QAPair]:
     """Labelled pairs from ``answerability.jsonl`` in a BEIR dir; doc ids must exist in corpus.jsonl.
+
+    ``images``: the documents are images (``matching.jsonl`` when present, corpus rows ``{"_id", "image"}``);
+    each pair's passage is then the image's path.
 
     ``max_pairs`` keeps a seeded subsample with the same class ratio.
     """
     root = demo_dir() if spec == DEMO_DATA else Path(spec).expanduser()
-    path = root / "answerability.jsonl"
+    if images:  # (question, image) pairs: matching.jsonl rows name their image (the charts' layout)
+        path = root / "matching.jsonl" if (root / "matching.jsonl").is_file() else root / "answerability.jsonl"
+    else:
+        path = root / "answerability.jsonl"
     if not path.is_file():
         raise CorpusError(f"evaluation file not found: {path} (AD needs labelled query-passage pairs)")
     corpus_path = root / "corpus.jsonl"
     if not corpus_path.is_file():
         raise CorpusError(f"evaluation file not found: {corpus_path}")
-    corpus = {str(r["_id"]): str(r["text"])[:max_chars] for _, r in iter_jsonl(corpus_path)}
+    if images:
+        corpus = {str(r["_id"]): str(root / str(r["image"])) for _, r in iter_jsonl(corpus_path, ("_id", "image"))}
+    else:
+        corpus = {str(r["_id"]): str(r["text"])[:max_chars] for _, r in iter_jsonl(corpus_path)}
     pairs = []
     for line_no, row in iter_jsonl(path, fields=("query_id", "query", "doc_id", "label")):
         doc_id = str(row["doc_id"])
+        if images and doc_id not in corpus and "image" in row:
+            corpus[doc_id] = str(root / str(row["image"]))
         if doc_id not in corpus:
             raise CorpusError(f"{path}:{line_no}: doc_id {doc_id!r} is not in {corpus_path}")
         if row["label"] not in (0, 1, True, False):

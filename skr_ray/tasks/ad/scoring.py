@@ -52,9 +52,13 @@ class PairScorer:
         if mode == "head" and self.head is None:
             raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
         self.model.eval()
+        from skr_ray.models.vision import text_tokenizer
+
+        self.processor = self.tokenizer if self.cfg.data.modality == "image" else None  # (question, image) pairs
+        self.tokenizer = text_tokenizer(self.tokenizer)
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
         self.shared = None
-        if mode != "judge":  # one forward per case: the prompt's common opening runs once per replica
+        if mode != "judge" and self.processor is None:  # one forward per case: the prompt's common opening runs once per replica
             from skr_ray.tasks.ad.prompts import shared_prompt_prefix
 
             self.shared = shared_prompt_prefix(self.model, self.tokenizer)
@@ -71,6 +75,8 @@ class PairScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
 
+        if self.processor is not None:
+            return self._score_images(batch)
         prompts = self._prompts(batch)
         start = time.perf_counter()
         out: dict[str, Any] = {k: batch[k] for k in batch}
@@ -87,6 +93,31 @@ class PairScorer:
                     out["state"] = list(states.cpu().numpy().astype(np.float32))
         # Per-row share of the batch's wall time: summed over rows it is the time spent scoring.
         out["seconds"] = np.full(len(prompts), (time.perf_counter() - start) / len(prompts))
+        return out
+
+    def _score_images(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """(question, image) pairs: the passage column names the image; same modes, the image AD prompt."""
+        import torch
+
+        from skr_ray.models.vision import image_batch, image_final_states
+        from skr_ray.tasks.ad.prompts import render_image_prompts
+        from skr_ray.tasks.od.pages import load_page, ref_from_text
+
+        out: dict[str, Any] = {k: batch[k] for k in batch}
+        images = [load_page(ref_from_text("", str(p))) for p in batch["passage"]]
+        start = time.perf_counter()
+        enc = image_batch(self.processor, images, render_image_prompts(self.processor, [str(q) for q in batch["query"]]),
+                          self.device)
+        with torch.inference_mode():
+            if self.mode == "judge":
+                out.update(self._judge(enc))
+            else:
+                states = image_final_states(self.model, enc).float()
+                if self.mode == "head":
+                    out["score"] = torch.sigmoid(self.head(states)).cpu().numpy().astype(np.float64)
+                else:
+                    out["state"] = list(states.cpu().numpy().astype(np.float32))
+        out["seconds"] = np.full(len(images), (time.perf_counter() - start) / len(images))
         return out
 
     def _judge(self, enc: Any) -> dict[str, Any]:

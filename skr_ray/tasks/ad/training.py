@@ -39,12 +39,12 @@ def resolve_pos_weight(cfg: SKRConfig, train: list[dict]) -> float:
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    from skr_ray.tasks.ad.prompts import PROMPT_VERSION
+    from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION, PROMPT_VERSION
 
     pos = sum(e["label"] for e in train)
     return {
         "pooling": "last_token",
-        "prompt": PROMPT_VERSION,
+        "prompt": IMAGE_PROMPT_VERSION if cfg.data.modality == "image" else PROMPT_VERSION,
         "max_passage_tokens": cfg.ad.max_passage_tokens,
         "options": {"hidden": cfg.ad.head_hidden, "input_norm": cfg.ad.head_input_norm},
         "pos_weight": resolve_pos_weight(cfg, train),
@@ -61,11 +61,20 @@ def build_head(backbone: Any, info: dict) -> torch.nn.Module:
         return LMHeadScorer(backbone)
     from skr_ray.tasks.ad.head import make_head
 
-    return make_head(backbone.config.hidden_size, info.get("options", {}))
+    return make_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
 
 
 def _forward(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, device: Any) -> torch.Tensor:
     from skr_ray.tasks.ad.prompts import render_prompts
+
+    if cfg.data.modality == "image":  # (question, image): the passage names the image, the processor reads it
+        from skr_ray.models.vision import image_batch
+        from skr_ray.tasks.ad.prompts import render_image_prompts
+        from skr_ray.tasks.od.pages import load_page, ref_from_text
+
+        images = [load_page(ref_from_text("", e["passage"])) for e in chunk]
+        batch = image_batch(tokenizer, images, render_image_prompts(tokenizer, [e["query"] for e in chunk]), device)
+        return engine(**batch)
 
     prompts = render_prompts(tokenizer, [e["query"] for e in chunk], [e["passage"] for e in chunk],
                              cfg.ad.max_passage_tokens)
@@ -82,9 +91,10 @@ def _loss(out: torch.Tensor, labels: torch.Tensor, engine: Any, tokenizer: Any, 
     from skr_ray.tasks.ad.loss import bce_loss
 
     if _is_sft(engine):
+        from skr_ray.models.vision import text_tokenizer
         from skr_ray.tasks.ad.sft import answer_token_ids
 
-        yes, no = answer_token_ids(tokenizer)
+        yes, no = answer_token_ids(text_tokenizer(tokenizer))
         target = torch.where(labels > 0, torch.tensor(yes), torch.tensor(no)).to(out.device)
         return torch.nn.functional.cross_entropy(out, target)
     return bce_loss(out, labels.to(out.device), info.get("pos_weight", 1.0))
@@ -97,9 +107,10 @@ def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, d
 
 def _scores(out: torch.Tensor, engine: Any, tokenizer: Any) -> torch.Tensor:
     if _is_sft(engine):
+        from skr_ray.models.vision import text_tokenizer
         from skr_ray.tasks.ad.sft import answer_token_ids
 
-        yes, no = answer_token_ids(tokenizer)
+        yes, no = answer_token_ids(text_tokenizer(tokenizer))
         return torch.sigmoid(out[:, yes] - out[:, no])
     return torch.sigmoid(out)
 
