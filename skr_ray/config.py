@@ -342,7 +342,7 @@ class ODConfig:
 TASK_SYSTEMS = {
     "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm"],
     "ad": ["base", "sft", "head_only", "skr"],
-    "od": ["base_direct", "base_multi_turn", "base_fuzzy", "base_ocr", "head_only", "skr"],
+    "od": ["base_direct", "base_multi_turn", "base_fuzzy", "base_ocr", "sft", "head_only", "skr"],
 }
 
 

@@ -148,6 +148,15 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     return info
 
 
+def run_training_stage(cfg: SKRConfig) -> dict[str, Any]:
+    """`skr train` for tasks with a generative baseline: the SKR model (LoRA + head), then the SFT baseline
+    (LoRA through the LM head on the same self-labels) when it is evaluated."""
+    out = {"skr": run_training(cfg, objective="head")}
+    if "sft" in cfg.evaluate.systems:
+        out["sft"] = run_training(cfg, objective="sft")
+    return out
+
+
 def _loop(loop_config: dict[str, Any]) -> None:
     from skr_ray.train.loop import train_loop_per_worker
 

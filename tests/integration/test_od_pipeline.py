@@ -42,7 +42,7 @@ def od_run(ray_local, tiny_vlm_dir, pages_dir, tmp_path_factory):
     from skr_ray.cli import run_pipeline
 
     out = tmp_path_factory.mktemp("od-run")
-    cfg = od_config(tiny_vlm_dir, pages_dir, out, "evaluate.systems=[base_fuzzy,head_only,skr]")
+    cfg = od_config(tiny_vlm_dir, pages_dir, out, "evaluate.systems=[base_fuzzy,sft,head_only,skr]")
     return cfg, run_pipeline(cfg), Artifacts(out)
 
 
@@ -66,7 +66,7 @@ def test_crop_search_labels_every_page_once_with_its_trace(od_run):
 
 def test_training_on_pages_writes_a_box_checkpoint(od_run):
     cfg, results, art = od_run
-    info = results["train"]
+    info = results["train"]["skr"]
     assert info["train_pairs"] + info["val_pairs"] == 8 and info["val_pairs"] >= 1
     history = json.loads((art.train_dir / "history.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
@@ -74,6 +74,9 @@ def test_training_on_pages_writes_a_box_checkpoint(od_run):
     head = json.loads((art.checkpoint_dir / "head.json").read_text())
     assert head["task"] == "od" and head["hidden_size"] == 32 and head["options"]["hidden"] == 64
     assert (art.train_dir / "probe" / "base_states_selflabels.json").is_file()  # the head started from a probe
+    sft = json.loads((art.sft_dir / "history.json").read_text())  # the box-as-text baseline, same self-labels
+    assert len(sft) == 2 and all(np.isfinite(h["train_loss"]) and h["val_loss"] > 0 for h in sft)
+    assert json.loads((art.sft_checkpoint_dir / "head.json").read_text())["objective"] == "sft"
 
 
 def test_evaluation_scores_each_system_against_the_truth(od_run, pages_dir):
@@ -85,7 +88,8 @@ def test_evaluation_scores_each_system_against_the_truth(od_run, pages_dir):
 
     cfg, results, art = od_run
     metrics = results["evaluate"]
-    assert set(metrics) == {"base_fuzzy", "head_only", "skr"}
+    assert set(metrics) == {"base_fuzzy", "sft", "head_only", "skr"}
+    assert metrics["sft"]["pages"] == 8 and sum(metrics["sft"]["status_counts"].values()) == 8
     assert metrics["base_fuzzy"]["mean_iou"] >= 0.8 and metrics["base_fuzzy"]["iou@0.5"] == 1.0
     # the SKR row is the checkpoint's own forward pass, scored against the truth boxes
     truth = read_truth(pages_dir)

@@ -129,3 +129,29 @@ def test_checkpoint_of_a_vision_model_round_trips(tiny_vlm_dir, tmp_path):
             plain = skr.head(image_final_states(skr.model, batch))
     assert box.shape == (1, 4) and 0 <= box.min() and box.max() <= 1
     assert (box - plain).abs().max() > 1e-4  # the LoRA adapter is active in the loaded model
+
+
+def test_sft_inputs_label_only_the_box_text(tiny_vlm_dir, tmp_path):
+    """The SFT baseline learns to write the box: labels cover the answer's tokens and nothing else."""
+    from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.tasks.od.training import box_text, sft_inputs
+
+    _, processor = load_backbone(ModelConfig(name_or_path=str(tiny_vlm_dir)))
+    page, _ = _synthetic_page(tmp_path)
+    examples = [{"page_id": "a", "path": page, "box": [0.1, 0.25, 0.9, 0.5]},
+                {"page_id": "b", "path": page, "box": [0.0, 0.125, 1.0, 0.75]}]
+    batch = sft_inputs(processor, examples, "", "cpu")
+    tok = processor.tokenizer
+    for i, e in enumerate(examples):
+        answer = batch["input_ids"][i][batch["labels"][i] != -100].tolist()
+        assert answer == tok(box_text(e["box"]) + tok.eos_token, add_special_tokens=False)["input_ids"]
+        assert answer[-1] == tok.eos_token_id and len(answer) > 5
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def _synthetic_page(tmp_path):
+    from tests.pages import make_pages
+
+    root = make_pages(tmp_path / "pages", n=1)
+    return str(root / "images" / "page-00.png"), root

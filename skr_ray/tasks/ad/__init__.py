@@ -25,7 +25,7 @@ TASK = register_task(
         training="skr_ray.tasks.ad.training",
         stages={
             "annotate": "skr_ray.tasks.ad.annotate:run_ad_annotation",
-            "train": "skr_ray.tasks.ad.train_stage:run_ad_training",
+            "train": "skr_ray.train.trainer:run_training_stage",
             "evaluate": "skr_ray.tasks.ad.evaluate:run_ad_evaluation",
         },
     )

@@ -29,6 +29,7 @@ TASK = register_task(
         training="skr_ray.tasks.od.training",
         stages={
             "annotate": "skr_ray.tasks.od.annotate:run_od_annotation",
+            "train": "skr_ray.train.trainer:run_training_stage",
             "evaluate": "skr_ray.tasks.od.evaluate:run_od_evaluation",
         },
     )

@@ -51,7 +51,15 @@ OD_LABEL_SCHEMA = pa.schema(
 )
 
 
-def make_asker(cfg: SKRConfig, device: str = "cpu") -> Any:
+def make_asker(cfg: SKRConfig, device: str = "cpu", checkpoint: str | None = None) -> Any:
+    """Who answers the strategies' questions: the base model, a checkpoint that answers as text (the SFT
+    baseline), or the scripted describer."""
+    if checkpoint is not None:
+        from skr_ray.models.checkpoint import load_skr_model
+        from skr_ray.tasks.od.ask import ModelAsker
+
+        skr = load_skr_model(checkpoint, device)
+        return ModelAsker(skr.model, skr.tokenizer, f"{checkpoint} (SFT)", cfg.od.max_new_tokens, cfg.od.target, device)
     if cfg.od.asker == "scripted":
         from skr_ray.tasks.od.scripted import ScriptedDescriber
 
@@ -81,7 +89,8 @@ def generation_params(cfg: SKRConfig) -> str:
 class PageSearcher:
     """Ray Data UDF: one asker (model replica) in __init__; a block of pages searched together in __call__."""
 
-    def __init__(self, cfg_dict: dict[str, Any], replicas: int, labels_dir: str, journal_dir: str) -> None:
+    def __init__(self, cfg_dict: dict[str, Any], replicas: int, labels_dir: str, journal_dir: str,
+                 checkpoint: str | None = None) -> None:
         import torch
 
         from skr_ray.annotate.pipeline import _node_id
@@ -92,7 +101,7 @@ class PageSearcher:
         self.cfg = cfg = from_dict(cfg_dict)
         set_threads(cfg.model, replicas)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.asker = make_asker(cfg, device)
+        self.asker = make_asker(cfg, device, checkpoint)
         similarity = load_similarity(cfg.od.similarity) if needs_similarity(cfg) else None
         self.start = strategy(cfg.od.strategy, cfg.od, similarity)
         self.node_id = _node_id()
@@ -164,7 +173,7 @@ def read_page_labels(labels_dir: Path, quarantine: bool = True) -> list[dict[str
     return [rows[k] for k in sorted(rows)]
 
 
-def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str) -> dict[str, Any]:
+def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, checkpoint: str | None = None) -> dict[str, Any]:
     """Search every page not yet labelled under ``out_dir`` (labels/, journal/); returns run statistics.
 
     Shared by self-annotation and by the evaluation of the base model's strategies.
@@ -195,7 +204,8 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str) -> 
         ds = ds.map_batches(
             PageSearcher,
             fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors,
-                                   "labels_dir": str(labels_dir.resolve()), "journal_dir": str(journal_dir.resolve())},
+                                   "labels_dir": str(labels_dir.resolve()), "journal_dir": str(journal_dir.resolve()),
+                                   "checkpoint": checkpoint},
             batch_size=o.pages_per_block,
             concurrency=a.num_actors,
             num_cpus=a.num_cpus_per_actor,

@@ -28,6 +28,7 @@ TITLES = {
     "base_multi_turn": "Base NTP, multi-turn (object, caption, source)",
     "base_fuzzy": "Base, fuzzy crop search",
     "base_ocr": "Base, OCR anchors",
+    "sft": "SFT (LoRA via NTP, box as text)",
     "head_only": "Head-only (frozen backbone + box head)",
     "skr": "SKR (LoRA + box head)",
 }
@@ -58,8 +59,9 @@ def run_od_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         return json.loads(art.metrics.read_text())
     pages = read_truth(cfg.data.eval, cfg.evaluate.max_pages)
     systems = list(cfg.evaluate.systems)
-    if "skr" in systems and not (art.checkpoint_dir / "adapter").is_dir():
-        raise FileNotFoundError(f"no SKR checkpoint in {art.checkpoint_dir}; run `skr train task=od` first")
+    for name, ckpt in (("skr", art.checkpoint_dir), ("sft", art.sft_checkpoint_dir)):
+        if name in systems and not (ckpt / "adapter").is_dir():
+            raise FileNotFoundError(f"no {name} checkpoint in {ckpt}; run `skr train task=od` first")
     ensure_ray(cfg.ray)
     summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
     context = {"eval": cfg.data.eval, "pages": len(pages), "objects": sum(len(p.boxes) for p in pages),
@@ -70,6 +72,8 @@ def run_od_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     for name in systems:
         if name.startswith("base_"):
             boxes, seconds, extra = _base_strategy(cfg, art, pages, name[len("base_"):])
+        elif name == "sft":  # LoRA taught to write the self-labelled box: asked directly, the answer parsed
+            boxes, seconds, extra = _base_strategy(cfg, art, pages, "direct", str(art.sft_checkpoint_dir))
         elif name == "head_only":
             boxes, seconds, extra = _head_only(cfg, art, pages)
         elif name == "skr":
@@ -97,16 +101,19 @@ def _page(p: TruthPage) -> dict[str, Any]:
     return {"page_id": p.ref.page_id, "path": p.ref.path, "page": p.ref.page}
 
 
-def _base_strategy(cfg: SKRConfig, art: Artifacts, pages: list[TruthPage], strategy: str) -> tuple[dict, float, dict]:
-    """The base model answers through generation with one strategy, searched like self-annotation (cached)."""
+def _base_strategy(cfg: SKRConfig, art: Artifacts, pages: list[TruthPage], strategy: str,
+                   checkpoint: str | None = None) -> tuple[dict, float, dict]:
+    """The base model (or the SFT checkpoint) answers through generation with one strategy, searched like
+    self-annotation (cached per system)."""
     from collections import Counter
 
     from skr_ray.tasks.od.annotate import search_pages
 
     scfg = from_dict({**cfg.to_dict(), "od": {**cfg.to_dict()["od"], "strategy": strategy}})
-    out = art.evaluate_dir / "base" / strategy
+    out = art.evaluate_dir / ("sft" if checkpoint else "base") / strategy
     timing = out / "timing.json"
-    run = search_pages(scfg, [p.ref for p in pages], out, f"base {strategy} on evaluation pages")
+    run = search_pages(scfg, [p.ref for p in pages], out, f"{'sft' if checkpoint else 'base'} {strategy} on "
+                       "evaluation pages", checkpoint)
     if run["pages_searched_this_run"]:
         write_json(timing, {"seconds_per_page": run["search_seconds_this_run"] / run["pages_searched_this_run"],
                             "model_calls_per_page": run["model_calls_this_run"] / run["pages_searched_this_run"]})

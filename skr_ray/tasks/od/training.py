@@ -49,9 +49,49 @@ def page_inputs(processor: Any, examples: list[dict], target: str, device: Any) 
     return image_batch(processor, images, render_prompts(processor, [target] * len(images)), device)
 
 
+class AnswerAsText(torch.nn.Module):
+    """The SFT baseline's 'head': none. LoRA learns to *write* the box (next-token loss on its text)."""
+
+    objective = "sft"
+
+
+def build_head(backbone: Any, info: dict) -> torch.nn.Module:
+    if info.get("objective") == "sft":
+        return AnswerAsText()
+    from skr_ray.tasks.od.head import make_head
+
+    return make_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
+
+
+def box_text(box: list[float]) -> str:
+    """How the SFT baseline learns to write a box: the direct prompt's own answer format."""
+    return "[" + ", ".join(f"{v:.3f}" for v in box) + "]"
+
+
+def sft_inputs(processor: Any, examples: list[dict], target: str, device: Any) -> dict[str, torch.Tensor]:
+    """Page + box prompt + the box as text; labels are the answer's tokens (and end of turn), -100 elsewhere."""
+    from skr_ray.models.vision import image_batch
+    from skr_ray.tasks.od.pages import PageRef, load_page
+    from skr_ray.tasks.od.prompts import render_prompts
+
+    tok = processor.tokenizer
+    answers = [box_text(e["box"]) + tok.eos_token for e in examples]
+    images = [load_page(PageRef(e["page_id"], e["path"], e.get("page", -1))) for e in examples]
+    prompts = [p + a for p, a in zip(render_prompts(processor, [target] * len(examples)), answers)]
+    batch = image_batch(processor, images, prompts, device)
+    labels = torch.full_like(batch["input_ids"], -100)
+    for i, answer in enumerate(answers):
+        n = len(tok(answer, add_special_tokens=False)["input_ids"])
+        labels[i, -n:] = batch["input_ids"][i, -n:]  # left padding: the answer ends every row
+    batch["labels"] = labels
+    return batch
+
+
 def batch_loss(engine: Any, processor: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
     from skr_ray.tasks.od.head import box_l1_loss
 
+    if info.get("objective") == "sft":
+        return engine(**sft_inputs(processor, chunk, cfg.od.target, device))
     pred = engine(**page_inputs(processor, chunk, cfg.od.target, device))  # (B, 4)
     return box_l1_loss(pred, torch.tensor([e["box"] for e in chunk], device=pred.device))
 
@@ -64,6 +104,10 @@ def validate(engine: Any, processor: Any, examples: list[dict], cfg: SKRConfig, 
 
     if not examples:
         return {}
+    if info.get("objective") == "sft":  # next-token loss on the held-out pages' box texts
+        losses = [batch_loss(engine, processor, examples[i : i + cfg.train.batch_size], cfg, device, info).item()
+                  * len(examples[i : i + cfg.train.batch_size]) for i in range(0, len(examples), cfg.train.batch_size)]
+        return {"val_loss": sum(losses) / len(examples)}
     losses, ious = [], []
     for i in range(0, len(examples), cfg.train.batch_size):
         chunk = examples[i : i + cfg.train.batch_size]
@@ -77,7 +121,7 @@ def validate(engine: Any, processor: Any, examples: list[dict], cfg: SKRConfig, 
 def initial_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict],
                        info: dict) -> dict[str, torch.Tensor] | None:
     """od.head_init=probe: the box head fitted on frozen base states of the same self-labelled pages."""
-    if cfg.od.head_init != "probe":
+    if info.get("objective") == "sft" or cfg.od.head_init != "probe":
         return None
     from skr_ray.tasks.od.probe import probe_head_state
 
