@@ -23,24 +23,14 @@ def _setup_logging(level: str) -> None:
 
 
 def _stage(name: str, cfg: SKRConfig) -> dict:
+    """Run one stage of the configured task: each task names its stage functions in its registration
+    (``skr_ray/tasks/<task>/__init__.py``), so every task's stages are found the same way."""
     from skr_ray.tasks import get_task
 
-    custom = get_task(cfg.task).stage(name)  # a task may run a stage its own way
-    if custom is not None:
-        return custom(cfg)
-    if name == "annotate":
-        from skr_ray.annotate.pipeline import run_annotation
-
-        return run_annotation(cfg)
-    if name == "train":
-        from skr_ray.train.trainer import run_training
-
-        return run_training(cfg)
-    if name == "evaluate":
-        from skr_ray.evaluate.runner import run_evaluation
-
-        return run_evaluation(cfg)
-    raise ValueError(name)
+    stage = get_task(cfg.task).stage(name)
+    if stage is None:
+        raise ValueError(f"task {cfg.task!r} has no stage {name!r}")
+    return stage(cfg)
 
 
 def run_pipeline(cfg: SKRConfig) -> dict:

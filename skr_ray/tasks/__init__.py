@@ -38,7 +38,7 @@ class Task:
     training: str = ""
     """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
     stages: dict[str, str] = field(default_factory=dict)
-    """Stages this task runs its own way: stage name -> 'module:function' taking the config."""
+    """The task's pipeline stages: 'annotate' | 'train' | 'evaluate' -> 'module:function' taking the config."""
 
     def training_hooks(self) -> ModuleType:
         return importlib.import_module(self.training)

@@ -16,5 +16,10 @@ TASK = register_task(
         loss=contrastive_loss,
         example_labels=(EXAMPLE_QUESTION,),
         training="skr_ray.tasks.ir.training",
+        stages={
+            "annotate": "skr_ray.annotate.pipeline:run_annotation",
+            "train": "skr_ray.train.trainer:run_training",
+            "evaluate": "skr_ray.tasks.ir.evaluate:run_ir_evaluation",
+        },
     )
 )

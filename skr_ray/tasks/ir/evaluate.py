@@ -1,4 +1,4 @@
-"""`skr evaluate`: every system on the labelled BEIR test set, in one report.
+"""`skr evaluate task=ir`: every system on the labelled BEIR test set (texts or images), in one report.
 
 Evaluation labels (queries, qrels) are read here and nowhere else; the head-only baseline learns
 from the self-labels of the annotate stage, never from them.
@@ -35,7 +35,7 @@ def _embed_pair(
     return (emb[q_rows], [ids[i][2:] for i in q_rows], emb[d_rows], [ids[i][2:] for i in d_rows], seconds)
 
 
-def run_evaluation(cfg: SKRConfig) -> dict[str, Any]:
+def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import ensure_ray
 
     art = Artifacts(cfg.output_dir)
