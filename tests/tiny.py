@@ -215,20 +215,42 @@ def build_tiny_vlm(target: Path, seed: int = 0, size: str = "tiny") -> Path:
     return target
 
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _synthetic_root() -> Path:
+    """Synthetic pages (tests/pages.py) standing in for ../shared in a clone without it."""
+    import tempfile
+
+    from tests.pages import make_pages
+
+    root = Path(tempfile.gettempdir()) / "skr-test-synthetic-pages"
+    if not (root / "annotations.json").is_file():
+        make_pages(root, n=6)
+    return root
+
+
 def chart(index: int = 0):
-    """A real chart image from ../shared/data/charts/test (RGB) and its human question."""
+    """A real chart image from ../shared/data/charts/test (RGB) and its human question; without ../shared, a
+    synthetic page and a question about its caption."""
     from PIL import Image
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "charts" / "test"
+    root = SHARED / "charts" / "test"
+    if not root.is_dir():
+        image, record = docpage(index)
+        return image, "What does the chart show about " + record["objects"][0]["caption_text"].split(". ", 1)[-1] + "?"
     query = json.loads((root / "queries.jsonl").read_text().splitlines()[index])
     return Image.open(root / query["image"]).convert("RGB"), query["text"]
 
 
 def docpage(index: int = 0):
-    """A real page image from ../shared/data/docpages (RGB) and its annotation record."""
+    """A real page image from ../shared/data/docpages (RGB) and its annotation record; without ../shared, a
+    synthetic page with its record (same layout)."""
     from PIL import Image
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "docpages"
+    root = SHARED / "docpages"
+    if not root.is_dir():
+        root = _synthetic_root()
     record = json.loads((root / "annotations.json").read_text())["pages"][index]
     return Image.open(root / record["file"]).convert("RGB"), record
 
