@@ -155,3 +155,20 @@ def _synthetic_page(tmp_path):
 
     root = make_pages(tmp_path / "pages", n=1)
     return str(root / "images" / "page-00.png"), root
+
+
+def test_od_stages_refuse_what_cannot_run_before_any_work(tiny_model_dir, tmp_path, capsys):
+    """Text corpora, text backbones and a missing oracle file fail at once with a message that says what to set."""
+    from skr_ray.cli import main
+
+    pages = _synthetic_page(tmp_path)[1]
+    assert main(["annotate", "task=od", f"output_dir={tmp_path / 'a'}"]) == 1
+    assert "task=od reads page images: set data.unlabeled" in capsys.readouterr().err
+    assert main(["annotate", "task=od", f"data.unlabeled={pages}", f"model.name_or_path={tiny_model_dir}",
+                 f"output_dir={tmp_path / 'b'}"]) == 1
+    assert "task=od needs a vision-language model" in capsys.readouterr().err
+    assert main(["annotate", "task=od", f"data.unlabeled={pages}", "od.asker=scripted",
+                 f"od.scripted_truth={tmp_path / 'nowhere.json'}", f"output_dir={tmp_path / 'c'}"]) == 1
+    assert "od.asker=scripted needs od.scripted_truth" in capsys.readouterr().err
+    assert main(["annotate", "task=od", "od.strategy=grid"]) == 2
+    assert "od.strategy must be one of" in capsys.readouterr().err
