@@ -19,7 +19,7 @@ def read_image_eval_set(spec: str, max_queries: int = 0) -> EvalSet:
 
     The returned corpus maps each id to its image path (the encoders load it).
     """
-    root = Path(spec).expanduser()
+    root = Path(spec).expanduser().resolve()
     corpus_path = root / "corpus.jsonl"
     if not corpus_path.is_file():
         raise CorpusError(f"image evaluation set needs {corpus_path}")

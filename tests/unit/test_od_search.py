@@ -171,6 +171,12 @@ def test_list_pages_images_pdfs_and_corrupt_files(tmp_path, pages_dir):
     with pytest.raises(ValueError, match="broken.png"):
         load_page(pages[1])
     assert [p.page_id for p in list_pages(pages_dir)[0]] == [f"page-{i:02d}" for i in range(6)]
+    # a relative folder gives absolute paths: training workers and actors run in other directories
+    import os
+
+    relative = os.path.relpath(pages_dir)
+    assert all(Path(p.path).is_absolute() for p in list_pages(relative)[0])
+    assert all(Path(t.ref.path).is_absolute() for t in read_truth(relative))
 
 
 @shared

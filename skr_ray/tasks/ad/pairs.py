@@ -91,7 +91,7 @@ def read_eval_pairs(spec: str, max_chars: int, max_pairs: int = 0, seed: int = 0
 
     ``max_pairs`` keeps a seeded subsample with the same class ratio.
     """
-    root = demo_dir() if spec == DEMO_DATA else Path(spec).expanduser()
+    root = demo_dir() if spec == DEMO_DATA else Path(spec).expanduser().resolve()
     if images:  # (question, image) pairs: matching.jsonl rows name their image (the charts' layout)
         path = root / "matching.jsonl" if (root / "matching.jsonl").is_file() else root / "answerability.jsonl"
     else:

@@ -79,7 +79,7 @@ def list_pages(spec: str | Path, max_pages: int = 0) -> tuple[list[PageRef], lis
     Image files are only listed here (cheap); a corrupt image is found, counted and skipped by the stage
     that decodes it.
     """
-    root = Path(spec).expanduser()
+    root = Path(spec).expanduser().resolve()  # workers of other processes read these paths: absolute
     if not root.exists():
         raise CorpusError(f"page images not found: {root}")
     pages: list[PageRef] = []
@@ -138,7 +138,7 @@ def read_truth(spec: str | Path, max_pages: int = 0) -> list[TruthPage]:
 
     Read by evaluation only: self-annotation never opens this file.
     """
-    root = Path(spec).expanduser()
+    root = Path(spec).expanduser().resolve()
     path = root / "annotations.json" if root.is_dir() else root
     if not path.is_file():
         raise CorpusError(f"OD evaluation set needs annotations.json: not found at {path}")
