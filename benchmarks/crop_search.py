@@ -14,7 +14,6 @@ Prints pages/s and model calls per page of each mode, their ratio, and each stra
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import tempfile

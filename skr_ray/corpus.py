@@ -181,6 +181,13 @@ def read_eval_set(spec: str, max_chars: int, max_queries: int = 0) -> EvalSet:
     if not root.is_dir():
         raise CorpusError(f"evaluation set must be a BEIR directory, not found: {root}")
     corpus = _read_jsonl_map(root / "corpus.jsonl", max_chars)
+    if not corpus:
+        raise CorpusError(f"{root / 'corpus.jsonl'} is empty")
+    return with_queries(root, corpus, max_queries)
+
+
+def with_queries(root: Path, corpus: dict[str, str], max_queries: int = 0) -> EvalSet:
+    """The BEIR set at ``root`` over ``corpus`` (id -> text, or image path): its queries and qrels, checked."""
     queries = _read_jsonl_map(root / "queries.jsonl", 10_000)
     qrels_path = root / "qrels" / "test.tsv"
     if not qrels_path.is_file():
@@ -198,8 +205,6 @@ def read_eval_set(spec: str, max_chars: int, max_queries: int = 0) -> EvalSet:
                 raise CorpusError(f"{qrels_path}:{line_no}: corpus-id {did!r} is not in corpus.jsonl")
             if float(score) > 0:
                 qrels[qid].add(did)
-    if not corpus:
-        raise CorpusError(f"{root / 'corpus.jsonl'} is empty")
     kept = {qid: queries[qid] for qid in sorted(queries) if qid in qrels}
     if not kept:
         raise CorpusError(f"no query in {root / 'queries.jsonl'} has a relevant document in {qrels_path}")

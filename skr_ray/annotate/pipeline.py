@@ -208,6 +208,23 @@ def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
     return table.take(keep) if len(keep) != len(table) else table
 
 
+def read_rows_by_key(labels_dir: Path, key: str, quarantine: bool = True) -> list[dict[str, Any]]:
+    """Every readable label row, one per ``key`` value (the first written wins: a resumed run may have
+    redone a row a killed run had written); unreadable files are set aside, their rows redone."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
+            if quarantine:
+                path.rename(path.with_suffix(".corrupt"))
+            continue
+        for row in table.to_pylist():
+            rows.setdefault(row[key], row)
+    return [rows[k] for k in sorted(rows)]
+
+
 def _conform(table: pa.Table) -> pa.Table:
     """Label files of older versions lack newer provenance columns: fill them, keep the schema."""
     for name in LABEL_SCHEMA.names:

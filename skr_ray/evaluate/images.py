@@ -3,13 +3,11 @@ systems (BM25, MiniLM) read, as a user would try them on charts and pages."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
-from collections import defaultdict
 
-from skr_ray.corpus import CorpusError, EvalSet, _read_jsonl_map, iter_jsonl
+from skr_ray.corpus import CorpusError, EvalSet, iter_jsonl, with_queries
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +27,9 @@ def read_image_eval_set(spec: str, max_queries: int = 0) -> EvalSet:
         if not path.is_file():
             raise CorpusError(f"{corpus_path}:{line_no}: image {row['image']!r} not found")
         corpus[str(row["_id"])] = str(path)
-    queries = _read_jsonl_map(root / "queries.jsonl", 10_000)
-    qrels: dict[str, set[str]] = defaultdict(set)
-    qrels_path = root / "qrels" / "test.tsv"
-    if not qrels_path.is_file():
-        raise CorpusError(f"evaluation file not found: {qrels_path}")
-    with qrels_path.open(encoding="utf-8") as handle:
-        for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if line_no == 1 and row and row[0] == "query-id":
-                continue
-            if len(row) < 3:
-                raise CorpusError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
-            if row[1] not in corpus:
-                raise CorpusError(f"{qrels_path}:{line_no}: corpus-id {row[1]!r} is not in corpus.jsonl")
-            if float(row[2]) > 0:
-                qrels[row[0]].add(row[1])
-    kept = {q: queries[q] for q in sorted(queries) if q in qrels}
-    if not kept:
-        raise CorpusError(f"no query in {root / 'queries.jsonl'} has a relevant image in {qrels_path}")
-    if max_queries:
-        kept = dict(list(kept.items())[:max_queries])
-    return EvalSet(corpus=corpus, queries=kept, qrels={q: qrels[q] for q in kept})
+    if not corpus:
+        raise CorpusError(f"{corpus_path} is empty")
+    return with_queries(root, corpus, max_queries)
 
 
 def ocr_texts(corpus: dict[str, str], cache: Path) -> dict[str, str]:

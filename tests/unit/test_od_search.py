@@ -13,7 +13,7 @@ from skr_ray.config import ODConfig
 from skr_ray.tasks.od.boxes import iou
 from skr_ray.tasks.od.pages import list_pages, load_page, read_truth
 from skr_ray.tasks.od.scripted import ScriptedDescriber
-from skr_ray.tasks.od.search import Ask, PageInfo, SearchStats, run_searches
+from skr_ray.tasks.od.search import PageInfo, SearchStats, run_searches
 from skr_ray.tasks.od.similarity import jaccard
 from skr_ray.tasks.od.strategies import strategy
 

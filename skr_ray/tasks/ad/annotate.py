@@ -50,18 +50,9 @@ def _ensure_questions(cfg: SKRConfig) -> Path:
 
 def read_judgements(labels_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every readable judged pair (one row per pair id); unreadable files are set aside and redone."""
-    rows: dict[str, dict[str, Any]] = {}
-    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("label file %s is unreadable (%s); its pairs will be redone", path, exc)
-            if quarantine:
-                path.rename(path.with_suffix(".corrupt"))
-            continue
-        for row in table.to_pylist():
-            rows.setdefault(row["pair_id"], row)
-    return [rows[k] for k in sorted(rows)]
+    from skr_ray.annotate.pipeline import read_rows_by_key
+
+    return read_rows_by_key(labels_dir, "pair_id", quarantine)
 
 
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig, from_dict
@@ -159,18 +158,9 @@ class PageSearcher:
 
 def read_page_labels(labels_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every readable page label (one per page id); unreadable files are set aside and their pages redone."""
-    rows: dict[str, dict[str, Any]] = {}
-    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("label file %s is unreadable (%s); its pages will be redone", path, exc)
-            if quarantine:
-                path.rename(path.with_suffix(".corrupt"))
-            continue
-        for row in table.to_pylist():
-            rows.setdefault(row["page_id"], row)
-    return [rows[k] for k in sorted(rows)]
+    from skr_ray.annotate.pipeline import read_rows_by_key
+
+    return read_rows_by_key(labels_dir, "page_id", quarantine)
 
 
 def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, checkpoint: str | None = None) -> dict[str, Any]:
