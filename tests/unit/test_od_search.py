@@ -177,6 +177,7 @@ def test_list_pages_images_pdfs_and_corrupt_files(tmp_path, pages_dir):
     relative = os.path.relpath(pages_dir)
     assert all(Path(p.path).is_absolute() for p in list_pages(relative)[0])
     assert all(Path(t.ref.path).is_absolute() for t in read_truth(relative))
+    assert ScriptedDescriber(relative).truth.keys() == {f"page-{i:02d}" for i in range(6)}
 
 
 @shared

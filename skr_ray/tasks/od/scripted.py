@@ -39,7 +39,7 @@ class ScriptedDescriber:
     """Asker protocol: ``asker(asks) -> answers``."""
 
     def __init__(self, truth_path: str | Path, noise: float = 0.0, seed: int = 0) -> None:
-        root = Path(truth_path)
+        root = Path(truth_path).expanduser().resolve()
         path = root / "annotations.json" if root.is_dir() else root
         raw = {p["file"]: p for p in json.loads(path.read_text())["pages"]}
         self.noise, self.seed = noise, seed
