@@ -103,6 +103,12 @@ class Api:
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
         entry = self._entry(body.model, "ir", "/v1/embeddings")
+        if body.image is not None:
+            if body.input is not None:
+                raise _fail(400, "send input (texts) or image (images), not both", "wrong_input")
+            return await self._embed_images(entry, body)
+        if body.input is None:
+            raise _fail(400, "input is missing", "empty_input")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise _fail(400, "input must be a non-empty string or a non-empty list of strings", "empty_input")
@@ -116,6 +122,21 @@ class Api:
             if n > self.max_input_tokens:
                 raise _fail(400, f"input[{i}] has {n} tokens; the limit is {self.max_input_tokens}", "input_too_long")
         vectors = np.asarray(await self._call(body.model, "embed", texts), dtype=np.float32)
+        return self._embedding_response(body, vectors, int(sum(counts)))
+
+    async def _embed_images(self, entry: ModelEntry, body: EmbeddingRequest) -> dict[str, Any]:
+        if not entry.vision:
+            raise _fail(400, f"model {body.model!r} reads text, not images", "wrong_input")
+        images = [body.image] if isinstance(body.image, str) else list(body.image)
+        if not images:
+            raise _fail(400, "image must be a non-empty string or list of base64 images", "empty_input")
+        if len(images) > self.max_inputs:
+            raise _fail(400, f"image has {len(images)} items; the limit is {self.max_inputs} per request", "too_many_inputs")
+        raws = [self._decode_image(data)[0] for data in images]
+        vectors = np.asarray(await self._call(body.model, "embed_images", raws), dtype=np.float32)
+        return self._embedding_response(body, vectors, 0)
+
+    def _embedding_response(self, body: EmbeddingRequest, vectors: np.ndarray, tokens: int) -> dict[str, Any]:
         if body.dimensions is not None:
             if body.dimensions > vectors.shape[1]:
                 raise _fail(400, f"dimensions={body.dimensions} exceeds the model's {vectors.shape[1]}", "bad_dimensions")
@@ -125,9 +146,8 @@ class Api:
         for i, v in enumerate(vectors):
             emb: Any = base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64" else v.tolist()
             data.append({"object": "embedding", "index": i, "embedding": emb})
-        total = int(sum(counts))
         return {"object": "list", "data": data, "model": body.model,
-                "usage": {"prompt_tokens": total, "total_tokens": total}}
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @api.post("/v1/classify")
     async def classify(self, body: ClassifyRequest) -> dict[str, Any]:

@@ -107,6 +107,21 @@ class AdapterBank:
         return emb.cpu().tolist()
 
     @torch.inference_mode()
+    def embed_images(self, model_id: str, raws: list[bytes]) -> list[list[float]]:
+        """Image IR: encoded images -> embeddings (the checkpoint's image prompt, its head)."""
+        from skr_ray.models.vision import decode_image, embed_images
+
+        if self.processor is None:
+            raise ValueError(f"model {model_id!r}: its base model reads no images")
+        entry = self.entries[model_id]
+        images = [decode_image(raw) for raw in raws]
+        with self.lock:
+            self.model.set_adapter(model_id)
+            emb = embed_images(self.model, self.processor, images, self.heads[model_id], self.device,
+                               entry.head_info.get("prompt", "e5v"))
+        return emb.cpu().tolist()
+
+    @torch.inference_mode()
     def classify(self, model_id: str, pairs: list[tuple[str, str]]) -> list[float]:
         from skr_ray.tasks.ad.prompts import render_prompts, shared_prompt_prefix
 
@@ -177,7 +192,7 @@ class SKRBackbone:
         for batched in (self._embed_batch, self._classify_batch):
             batched.set_max_batch_size(int(options.get("max_batch_size", 16)))
             batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
-        for batched in (self._detect_batch, self._classify_image_batch):
+        for batched in (self._detect_batch, self._classify_image_batch, self._embed_image_batch):
             batched.set_max_batch_size(int(options.get("max_image_batch_size", 4)))
             batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
         # LRU bound on adapters per replica, from config (the decorator wraps the bound loader).
@@ -201,6 +216,11 @@ class SKRBackbone:
         model_id = serve.get_multiplexed_model_id()
         await self.get_model(model_id)
         return list(await asyncio.gather(*(self._embed_batch((model_id, t)) for t in texts)))
+
+    async def embed_images(self, images: list[bytes]) -> list[list[float]]:
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_model(model_id)
+        return list(await asyncio.gather(*(self._embed_image_batch((model_id, raw)) for raw in images)))
 
     async def classify(self, query: str, passage: str) -> float:
         return await self._one(self._classify_batch, query, passage)
@@ -228,6 +248,10 @@ class SKRBackbone:
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _detect_batch(self, items: list[tuple[str, bytes, str]]) -> list[list[float]]:
         return await _per_adapter(self.bank.detect, items)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def _embed_image_batch(self, items: list[tuple[str, bytes]]) -> list[list[float]]:
+        return await _per_adapter(lambda model_id, rows: self.bank.embed_images(model_id, [r[0] for r in rows]), items)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _classify_image_batch(self, items: list[tuple[str, bytes, str]]) -> list[float]:

@@ -9,7 +9,10 @@ from pydantic import BaseModel, Field
 
 class EmbeddingRequest(BaseModel):
     model: str
-    input: str | list[str]
+    input: str | list[str] | None = None
+    image: str | list[str] | None = None
+    """Instead of ``input``: base64 images (image IR models embed documents that are images, in the same
+    space as their text questions)."""
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
