@@ -280,3 +280,28 @@ def image_beir(pages_dir: Path, target: Path) -> Path:
     (target / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
     (target / "matching.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
     return target
+
+
+def serve_locally(models: dict[str, str], name: str):
+    """A context manager: the Serve app for ``models`` (id -> run or checkpoint folder) on a free local port,
+    yielding its base URL; Serve is shut down afterwards."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def running():
+        from ray import serve
+
+        from skr_ray.serve.app import build_app
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            serve.run(build_app({"models": models}), name=name, route_prefix="/")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+
+    return running()

@@ -122,22 +122,15 @@ def test_image_ad_from_the_same_questions(ir_run, image_sets, tiny_vlm_dir, tmp_
 def test_image_ir_is_served_on_embeddings(ir_run, image_sets):
     """/v1/embeddings with images embeds documents, with input embeds questions: both as in evaluation."""
     import base64
-    import socket
 
     import requests
-    from ray import serve
 
-    from skr_ray.serve.app import build_app
+    from tests.tiny import serve_locally
 
     _, _, art = ir_run
     pages, beir = image_sets
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app({"models": {"charts": str(art.root)}}), name="skr-img-ir", route_prefix="/")
-        url = f"http://127.0.0.1:{port}/v1/embeddings"
+    with serve_locally({"charts": str(art.root)}, "skr-img-ir") as base:
+        url = f"{base}/v1/embeddings"
         images = [base64.b64encode((beir / "images" / f"page-0{i}.png").read_bytes()).decode() for i in (1, 2)]
         r = requests.post(url, json={"model": "charts", "image": images}, timeout=180)
         assert r.status_code == 200, r.text
@@ -145,8 +138,6 @@ def test_image_ir_is_served_on_embeddings(ir_run, image_sets):
         text = requests.post(url, json={"model": "charts", "input": "what does the table show"}, timeout=60).json()
         both = requests.post(url, json={"model": "charts", "input": "x", "image": images[0]}, timeout=60)
         bad = requests.post(url, json={"model": "charts", "image": "bm90IGFuIGltYWdl"}, timeout=60)
-    finally:
-        serve.shutdown()
     cached = np.load(next(art.embedding_cache.glob("skr-eval-*.npz")))
     ids = list(cached["id"])
     want = cached["embedding"][[ids.index("d:page-01"), ids.index("d:page-02")]]

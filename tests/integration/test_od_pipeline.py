@@ -8,7 +8,6 @@ the model-answered path (ModelAsker: the tiny model's own generation on page cro
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -114,26 +113,18 @@ def test_the_trained_checkpoint_is_served_on_detect(od_run, pages_dir):
 
     import requests
     from PIL import Image
-    from ray import serve
 
-    from skr_ray.serve.app import build_app
+    from tests.tiny import serve_locally
 
     cfg, results, art = od_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app({"models": {"pages-od": str(art.root)}}), name="skr-od", route_prefix="/")
+    with serve_locally({"pages-od": str(art.root)}, "skr-od") as url:
         page = Image.open(pages_dir / "images" / "page-03.png").convert("RGB")
         buf = io.BytesIO()
         page.save(buf, format="PNG")
-        r = requests.post(f"http://127.0.0.1:{port}/v1/detect",
+        r = requests.post(f"{url}/v1/detect",
                           json={"model": "pages-od", "image": base64.b64encode(buf.getvalue()).decode()}, timeout=180)
         assert r.status_code == 200, r.text
         served = r.json()["box"]["normalized"]
-    finally:
-        serve.shutdown()
     skr_boxes = json.loads((art.embedding_cache / "skr_boxes.json").read_text())["values"]
     np.testing.assert_allclose(served, skr_boxes["page-03"], atol=1e-4)
 
@@ -147,10 +138,10 @@ def test_a_killed_search_resumes_without_redoing_finished_pages(ray_local, tiny_
     assert first["usable"] == 8
     art = Artifacts(cfg.output_dir)
     # a kill while one block was being searched: its label file never landed, the journal says it started
+    import pyarrow.parquet as pq
+
     victim = sorted(art.labels_dir.glob("*.parquet"))[0]
-    lost = {r["page_id"] for r in read_page_labels(art.labels_dir)} - {
-        r["page_id"] for p in art.labels_dir.glob("*.parquet") if p != victim
-        for r in __import__("pyarrow.parquet", fromlist=["x"]).read_table(p).to_pylist()}
+    lost = set(pq.read_table(victim).column("page_id").to_pylist())
     victim.unlink()
     (art.annotate_dir / "_SUCCESS").unlink()
     second = _stage("annotate", cfg)
