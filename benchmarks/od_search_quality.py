@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -57,13 +56,12 @@ def anchor_rows(root: Path) -> None:
     from skr_ray.tasks.od.pages import load_page, read_truth
     from skr_ray.tasks.od.strategies.ocr import find_anchor, ocr_words
 
-    raw = {p["file"]: p for p in json.loads((root / "annotations.json").read_text())["pages"]}
     hits = total = 0
     caption_iou, composite_iou = [], []
     t0 = time.perf_counter()
     pages = 0
     for t in read_truth(root):
-        objects = [o for o in raw[str(Path(t.ref.path).relative_to(root))]["objects"] if o.get("caption_text")]
+        objects = [o for o in t.objects if o.get("caption_text")]
         if not objects:
             continue
         pages += 1

@@ -94,9 +94,9 @@ class SelfAnnotator:
     def _generate_on_images(self, refs: list[str]) -> list[str]:
         from skr_ray.models.vision import generate_on_images, render_image_prompts
         from skr_ray.tasks.ir.prompts import IMAGE_ASK
-        from skr_ray.tasks.od.pages import load_page, ref_from_text
+        from skr_ray.tasks.od.pages import load_page
 
-        images = [load_page(ref_from_text("", r)) for r in refs]  # a corrupt file fails its row: status error
+        images = [load_page(r) for r in refs]  # a corrupt file fails its row: status error
         prompts = render_image_prompts(self.processor, [IMAGE_ASK] * len(images))
         return generate_on_images(self.model, self.processor, images, prompts, self.cfg.annotate.max_new_tokens,
                                   self.device)

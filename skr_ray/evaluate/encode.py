@@ -66,11 +66,11 @@ class TextEncoder:
             import torch
 
             from skr_ray.models.vision import embed_images
-            from skr_ray.tasks.od.pages import load_page, ref_from_text
+            from skr_ray.tasks.od.pages import load_page
 
             parts: dict[int, torch.Tensor] = {}
             rows = [i for i, flag in enumerate(is_image) if flag]
-            images = [load_page(ref_from_text("", texts[i])) for i in rows]
+            images = [load_page(texts[i]) for i in rows]
             for i, e in zip(rows, embed_images(self.model, self.tokenizer, images, self.head, self.device,
                                                self.spec.prompt)):
                 parts[i] = e

@@ -36,14 +36,14 @@ def ocr_texts(corpus: dict[str, str], cache: Path) -> dict[str, str]:
     """Tesseract's text of every image (cached: OCR is the slow part of these references)."""
     from tqdm.auto import tqdm
 
-    from skr_ray.tasks.od.pages import load_page, ref_from_text
+    from skr_ray.tasks.od.pages import load_page
     from skr_ray.tasks.od.strategies.ocr import ocr_words
 
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = [d for d in corpus if d not in done]
     for d in tqdm(todo, desc="OCR of image documents", unit="image", mininterval=10, disable=not todo):
         try:
-            done[d] = " ".join(w.text for w in ocr_words(load_page(ref_from_text(d, corpus[d]))))
+            done[d] = " ".join(w.text for w in ocr_words(load_page(corpus[d])))
         except ValueError as exc:  # an unreadable image has no text; counted in the log
             log.warning("OCR: %s", exc)
             done[d] = ""

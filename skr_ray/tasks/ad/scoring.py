@@ -101,10 +101,10 @@ class PairScorer:
 
         from skr_ray.models.vision import image_batch, image_final_states
         from skr_ray.tasks.ad.prompts import render_image_prompts
-        from skr_ray.tasks.od.pages import load_page, ref_from_text
+        from skr_ray.tasks.od.pages import load_page
 
         out: dict[str, Any] = {k: batch[k] for k in batch}
-        images = [load_page(ref_from_text("", str(p))) for p in batch["passage"]]
+        images = [load_page(str(p)) for p in batch["passage"]]
         start = time.perf_counter()
         enc = image_batch(self.processor, images, render_image_prompts(self.processor, [str(q) for q in batch["query"]]),
                           self.device)

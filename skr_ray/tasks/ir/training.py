@@ -35,9 +35,9 @@ def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device
 def embed_images(engine: Any, processor: Any, refs: list[str], device: Any, prompt: str) -> torch.Tensor:
     """Image documents (data.modality=image): each image under the image embedding prompt."""
     from skr_ray.models.vision import IMAGE_EMBED_PROMPTS, image_batch, render_image_prompts
-    from skr_ray.tasks.od.pages import load_page, ref_from_text
+    from skr_ray.tasks.od.pages import load_page
 
-    images = [load_page(ref_from_text("", r)) for r in refs]
+    images = [load_page(r) for r in refs]
     batch = image_batch(processor, images, render_image_prompts(processor, [IMAGE_EMBED_PROMPTS[prompt]] * len(refs)),
                         device)
     return engine(**batch)

@@ -35,12 +35,17 @@ class PageRef:
         return asdict(self)
 
 
-def load_page(ref: PageRef | dict[str, Any]) -> Any:
-    """The page as an RGB PIL image; raises ValueError naming the file when it cannot be decoded."""
+def load_page(ref: PageRef | dict[str, Any] | str) -> Any:
+    """The page as an RGB PIL image; raises ValueError naming the file when it cannot be decoded.
+
+    ``ref`` may also be the text form that corpus rows of image documents carry (``ref_to_text``).
+    """
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(ref, dict):
         ref = PageRef(**ref)
+    elif isinstance(ref, str):
+        ref = ref_from_text("", ref)
     if ref.page >= 0:
         import pypdfium2 as pdfium
 
@@ -124,13 +129,13 @@ def list_pages(spec: str | Path, max_pages: int = 0) -> tuple[list[PageRef], lis
 
 @dataclass(frozen=True)
 class TruthPage:
-    """An evaluation page: its image and the composite boxes (pixels) of its objects."""
+    """An evaluation page: its image, the composite boxes (pixels) of its objects and their annotation records."""
 
     ref: PageRef
     width: int
     height: int
     boxes: list[list[float]]
-    categories: list[str]
+    objects: list[dict[str, Any]]
 
 
 def read_truth(spec: str | Path, max_pages: int = 0) -> list[TruthPage]:
@@ -154,8 +159,7 @@ def read_truth(spec: str | Path, max_pages: int = 0) -> list[TruthPage]:
             file = page["file"]
             ref = PageRef(str(Path(file).relative_to("images").with_suffix("")) if file.startswith("images/")
                           else Path(file).stem, str(path.parent / file))
-            out.append(TruthPage(ref, int(page["width"]), int(page["height"]), boxes,
-                                 [str(o.get("category", "object")) for o in objects]))
+            out.append(TruthPage(ref, int(page["width"]), int(page["height"]), boxes, objects))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorpusError(f"{path}: pages[{i}]: missing or bad field ({exc})") from None
         if not boxes:

@@ -13,7 +13,6 @@ by a wrong one: random words, a random box, or nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -41,13 +40,11 @@ class ScriptedDescriber:
     def __init__(self, truth_path: str | Path, noise: float = 0.0, seed: int = 0) -> None:
         root = Path(truth_path).expanduser().resolve()
         path = root / "annotations.json" if root.is_dir() else root
-        raw = {p["file"]: p for p in json.loads(path.read_text())["pages"]}
         self.noise, self.seed = noise, seed
         self.truth: dict[str, dict[str, Any]] = {}
         for page in read_truth(path):
-            objects = raw[str(Path(page.ref.path).relative_to(path.parent))]["objects"]
             area = lambda o: (o["composite_bbox"][2] - o["composite_bbox"][0]) * (o["composite_bbox"][3] - o["composite_bbox"][1])  # noqa: E731
-            target = max(objects, key=area)
+            target = max(page.objects, key=area)
             self.truth[page.ref.page_id] = {"w": page.width, "h": page.height, "object": target,
                                             "description": _describe(target.get("category", "object"),
                                                                      target.get("caption_text", ""))}
