@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from collections.abc import Callable
+
 from skr_ray.config import HEAD_INPUT_NORMS as INPUT_NORMS
 
 
@@ -42,3 +44,38 @@ class MLPHead(nn.Module):
             use_batch = self.training and x.shape[0] > 1
             x = F.batch_norm(x, n.running_mean, n.running_var, training=use_batch, momentum=n.momentum, eps=n.eps)
         return self.net(x)
+
+
+def fit_on_states(head: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  optimizer: torch.optim.Optimizer, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
+                  y_va: torch.Tensor, epochs: int, batch_size: int, seed: int,
+                  keep_best: bool = False) -> list[dict[str, float]]:
+    """Train ``head`` on precomputed states (a probe, or a head-only baseline); returns the per-epoch
+    validation history, the head left in eval mode.
+
+    Shuffled mini-batches (a batch of one is skipped: BatchNorm needs two rows); ``keep_best``: the head ends
+    as the epoch with the lowest validation loss instead of the last one.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    for epoch in range(epochs):
+        head.train()
+        for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
+            if len(idx) < 2:
+                continue
+            loss = loss_fn(head(x_tr[idx]), y_tr[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if len(x_va):
+            head.eval()
+            with torch.no_grad():
+                val_loss = float(loss_fn(head(x_va), y_va))
+            history.append({"epoch": epoch, "val_loss": val_loss})
+            if keep_best and (best is None or val_loss < best[0]):
+                best = (val_loss, {k: v.clone() for k, v in head.state_dict().items()})
+    if best is not None:
+        head.load_state_dict(best[1])
+    head.eval()
+    return history

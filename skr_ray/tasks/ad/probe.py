@@ -47,35 +47,15 @@ def fit_head(
 
     ``keep_best``: return the epoch with the lowest validation loss instead of the last one.
     """
+    from skr_ray.models.heads import fit_on_states
     from skr_ray.tasks.ad.head import ClassifierHead
     from skr_ray.tasks.ad.loss import bce_loss
     from skr_ray.tasks.ad.metrics import best_threshold
 
     torch.manual_seed(cfg.seed)
     head = ClassifierHead(x_tr.shape[1], cfg.ad.head_hidden, input_norm=cfg.ad.head_input_norm)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    for epoch in range(epochs):
-        head.train()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(cfg.train.batch_size):
-            if len(idx) < 2:  # BatchNorm needs two rows
-                continue
-            loss = bce_loss(head(x_tr[idx]), y_tr[idx], pos_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if len(x_va):
-            head.eval()
-            with torch.no_grad():
-                val_loss = float(bce_loss(head(x_va), y_va, pos_weight))
-            history.append({"epoch": epoch, "val_loss": val_loss})
-            if keep_best and (best is None or val_loss < best[0]):
-                best = (val_loss, {k: v.clone() for k, v in head.state_dict().items()})
-    if best is not None:
-        head.load_state_dict(best[1])
-    head.eval()
+    history = fit_on_states(head, lambda out, y: bce_loss(out, y, pos_weight), torch.optim.AdamW(head.parameters(), lr=lr),
+                            x_tr, y_tr, x_va, y_va, epochs, cfg.train.batch_size, cfg.seed, keep_best)
     with torch.no_grad():
         val_scores = torch.sigmoid(head(x_va)).numpy() if len(x_va) else np.zeros(0)
     threshold = best_threshold(y_va.numpy(), val_scores) if len(x_va) else 0.5

@@ -129,14 +129,14 @@ def _base_strategy(cfg: SKRConfig, art: Artifacts, pages: list[TruthPage], strat
 def _head_only(cfg: SKRConfig, art: Artifacts, pages: list[TruthPage]) -> tuple[dict, float, dict]:
     import torch
 
-    from skr_ray.tasks.od.probe import fit_box_head, self_label_states
+    from skr_ray.tasks.od.probe import fit_box_head, self_label_states, states_cache
     from skr_ray.tasks.od.reading import read_pages
     from skr_ray.tasks.od.training import load_examples
 
     train, val = load_examples(cfg, art)
     if not train:
         raise FileNotFoundError(f"head_only needs self-labels; none usable in {art.labels_dir}")
-    x_tr, y_tr, x_va, y_va = self_label_states(cfg, art, train, val, art.embedding_cache)
+    x_tr, y_tr, x_va, y_va = self_label_states(cfg, art, train, val, states_cache(art))  # the probe's, if it ran
     head, epoch = fit_box_head(cfg, x_tr, y_tr, x_va, y_va, cfg.od.probe_epochs)
     states, seconds = read_pages(cfg, [_page(p) for p in pages], "states", None,
                                  art.embedding_cache / "base_states_eval.json")
