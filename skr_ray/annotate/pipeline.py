@@ -299,8 +299,7 @@ def _image_corpus(cfg: SKRConfig) -> list[Any]:
     """Image documents (data.modality=image): pages listed, a vision-language backbone checked."""
     from skr_ray.config import ConfigError
     from skr_ray.corpus import CorpusError
-    from skr_ray.models.backbone import ModelLoadError, materialize
-    from skr_ray.models.vision import is_vision_model
+    from skr_ray.models.backbone import require_vision_model
     from skr_ray.tasks.od.pages import list_pages
 
     if cfg.data.unlabeled == "demo":
@@ -308,9 +307,7 @@ def _image_corpus(cfg: SKRConfig) -> list[Any]:
                           "of {\"_id\", \"image\"} rows (e.g. ../shared/data/charts/unlabeled)")
     if cfg.annotate.questions_per_doc != 1:
         raise ConfigError("data.modality=image writes one question per image (annotate.questions_per_doc=1)")
-    if not is_vision_model(materialize(cfg.model)):
-        raise ModelLoadError(f"data.modality=image needs a vision-language model; {cfg.model.name_or_path} has no "
-                             "vision_config")
+    require_vision_model(cfg.model, "data.modality=image")
     pages, problems = list_pages(cfg.data.unlabeled, cfg.data.max_docs)
     for problem in problems:
         log.warning("image corpus: %s", problem)

@@ -111,6 +111,14 @@ def materialize(cfg: ModelConfig) -> Path:
     return target
 
 
+def require_vision_model(cfg: ModelConfig, needed_by: str, hint: str = "") -> None:
+    """Fail before any work when ``needed_by`` (a task or setting that reads images) gets a text-only backbone."""
+    from skr_ray.models.vision import is_vision_model
+
+    if not is_vision_model(materialize(cfg)):
+        raise ModelLoadError(f"{needed_by} needs a vision-language model; {cfg.name_or_path} has no vision_config{hint}")
+
+
 def set_threads(cfg: ModelConfig, replicas: int = 1) -> None:
     """Give each replica its share of the cores so actors do not oversubscribe the machine."""
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, replicas))

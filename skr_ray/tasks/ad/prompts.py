@@ -41,7 +41,9 @@ _ASK_IMAGE = "Question: {query}\n\nCan the question be answered from this image 
 
 def build_image_messages(query: str) -> list[dict]:
     """Multimodal AD (a chart or page image instead of a passage): one user turn, the image, then the ask."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _ASK_IMAGE.format(query=query)}]}]
+    from skr_ray.models.vision import image_messages
+
+    return image_messages(_ASK_IMAGE.format(query=query))
 
 
 def render_image_prompts(processor, queries: list[str]) -> list[str]:

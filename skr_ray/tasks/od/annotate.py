@@ -267,11 +267,6 @@ def check_inputs(cfg: SKRConfig) -> None:
     if cfg.od.asker == "scripted" and not (cfg.od.scripted_truth and Path(cfg.od.scripted_truth).exists()):
         raise FileNotFoundError(f"od.asker=scripted needs od.scripted_truth; not found: {cfg.od.scripted_truth}")
     if cfg.od.asker == "model":
-        from skr_ray.models.backbone import materialize
-        from skr_ray.models.vision import is_vision_model
+        from skr_ray.models.backbone import require_vision_model
 
-        if not is_vision_model(materialize(cfg.model)):
-            from skr_ray.models.backbone import ModelLoadError
-
-            raise ModelLoadError(f"task=od needs a vision-language model; {cfg.model.name_or_path} has no "
-                                 "vision_config (set model.name_or_path, or od.asker=scripted to test the search)")
+        require_vision_model(cfg.model, "task=od", " (set model.name_or_path, or od.asker=scripted to test the search)")

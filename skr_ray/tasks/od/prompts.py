@@ -39,7 +39,9 @@ def question(kind: str, target: str = "") -> str:
 
 def build_messages(target: str, kind: str = "box") -> list[dict[str, Any]]:
     """One user turn: the image, then the request."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question(kind, target)}]}]
+    from skr_ray.models.vision import image_messages
+
+    return image_messages(question(kind, target))
 
 
 def render_prompts(processor: Any, targets: list[str], kind: str = "box") -> list[str]:
