@@ -53,33 +53,29 @@ class TextEncoder:
             self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
         import torch.nn.functional as F
 
         from skr_ray.models.encoding import embed_texts
+        from skr_ray.models.vision import embed_images
+        from skr_ray.tasks.od.pages import load_page
 
         texts = [str(t) for t in batch["text"]]
         is_image = [bool(x) for x in batch["image"]] if "image" in batch else [False] * len(texts)
-        if not any(is_image):
-            emb = embed_texts(self.model, self.tokenizer, texts, self.cfg.evaluate.max_length, self.head, self.device,
-                              self.spec.prompt)
-        else:  # image documents (data.modality=image): the text column names the image
-            import torch
-
-            from skr_ray.models.vision import embed_images
-            from skr_ray.tasks.od.pages import load_page
-
-            parts: dict[int, torch.Tensor] = {}
-            rows = [i for i, flag in enumerate(is_image) if flag]
-            images = [load_page(texts[i]) for i in rows]
-            for i, e in zip(rows, embed_images(self.model, self.tokenizer, images, self.head, self.device,
-                                               self.spec.prompt)):
-                parts[i] = e
-            rows = [i for i, flag in enumerate(is_image) if not flag]
-            if rows:
-                for i, e in zip(rows, embed_texts(self.model, self.tokenizer, [texts[i] for i in rows],
-                                                  self.cfg.evaluate.max_length, self.head, self.device, self.spec.prompt)):
-                    parts[i] = e
-            emb = torch.stack([parts[i] for i in range(len(texts))])
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        for image, rows in ((False, [i for i, f in enumerate(is_image) if not f]),
+                            (True, [i for i, f in enumerate(is_image) if f])):
+            if not rows:
+                continue
+            if image:  # image documents (data.modality=image): the text column names the image
+                vectors = embed_images(self.model, self.tokenizer, [load_page(texts[i]) for i in rows], self.head,
+                                       self.device, self.spec.prompt)
+            else:
+                vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows], self.cfg.evaluate.max_length,
+                                      self.head, self.device, self.spec.prompt)
+            for i, v in zip(rows, vectors):
+                out[i] = v
+        emb = torch.stack(out)  # (B, D) in the batch's order
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
         return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}

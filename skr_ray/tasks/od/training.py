@@ -104,18 +104,21 @@ def validate(engine: Any, processor: Any, examples: list[dict], cfg: SKRConfig, 
 
     if not examples:
         return {}
-    if info.get("objective") == "sft":  # next-token loss on the held-out pages' box texts
-        losses = [batch_loss(engine, processor, examples[i : i + cfg.train.batch_size], cfg, device, info).item()
-                  * len(examples[i : i + cfg.train.batch_size]) for i in range(0, len(examples), cfg.train.batch_size)]
-        return {"val_loss": sum(losses) / len(examples)}
+    sft = info.get("objective") == "sft"  # its loss: next-token loss on the held-out pages' box texts
     losses, ious = [], []
     for i in range(0, len(examples), cfg.train.batch_size):
         chunk = examples[i : i + cfg.train.batch_size]
+        if sft:
+            losses.append(batch_loss(engine, processor, chunk, cfg, device, info).item() * len(chunk))
+            continue
         pred = engine(**page_inputs(processor, chunk, cfg.od.target, device)).float().cpu()
         target = torch.tensor([e["box"] for e in chunk])
         losses.append(box_l1_loss(pred, target).item() * len(chunk))
         ious += [iou(p.tolist(), t.tolist()) for p, t in zip(pred, target)]
-    return {"val_loss": sum(losses) / len(examples), "val_mean_iou": sum(ious) / len(ious)}
+    out = {"val_loss": sum(losses) / len(examples)}
+    if ious:
+        out["val_mean_iou"] = sum(ious) / len(ious)
+    return out
 
 
 def initial_head_state(cfg: SKRConfig, art: Artifacts, train: list[dict], val: list[dict],
