@@ -93,6 +93,10 @@ class AnnotateConfig:
     """Labels per paragraph; the first is greedy, further ones are sampled."""
     sample_temperature: float = 0.8
     """Temperature for the sampled extra questions (questions_per_doc > 1)."""
+    label_kinds: list[str] = field(default_factory=lambda: ["question"])
+    """IR: kinds of query the model writes per passage, each from its own one-shot prompt: question,
+    keywords (a short keyword query), statement (a sentence the passage supports). questions_per_doc
+    labels of each kind."""
     min_words: int = 4
     """Questions shorter than this are filtered (status too_short)."""
     max_words: int = 40
@@ -111,6 +115,9 @@ class AnnotateConfig:
             raise ConfigError("annotate.batch_size must be >= 1")
         if self.questions_per_doc < 1:
             raise ConfigError("annotate.questions_per_doc must be >= 1")
+        from skr_ray.tasks.ir.labels import check_kinds
+
+        check_kinds(self.label_kinds)
         if not 0.0 < self.max_copy_ratio <= 1.0:
             raise ConfigError("annotate.max_copy_ratio must be in (0, 1]")
 
@@ -163,6 +170,20 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int = 0
     """Cap steps per epoch (0 = full epoch); for smoke runs."""
+    label_kinds: list[str] = field(default_factory=list)
+    """IR: train on self-labels of these kinds only (question | keywords | statement); empty = every kind
+    annotated. The validation split keeps every kind, so runs stay comparable."""
+    round_trip_k: int = 0
+    """IR round-trip filter: keep a training query only when BM25 over the unlabeled corpus ranks its own
+    passage in the top k (0 = off)."""
+    hard_negatives: int = 0
+    """IR: BM25-mined hard negatives per training query (its top passages that are not its own and not
+    near-duplicates of it), added to the in-batch negatives (0 = in-batch only)."""
+    duplicate_threshold: float = 0.8
+    """IR hard negatives: a candidate whose word-set Jaccard with the positive reaches this is skipped."""
+    prefix_cache_dir: str = ""
+    """Where the frozen-prefix states are kept on disk, keyed by model, layers and input tokens, so a resumed
+    or re-run training starts without recomputing them; empty = OUTPUT_DIR/cache/frozen_prefix."""
     keep: str = "last"
     """Which epoch's model becomes the run's checkpoint: 'last', or 'best_val_loss' (the epoch with the
     lowest loss on the self-labelled validation split; early stopping without stopping)."""
@@ -184,6 +205,14 @@ class TrainConfig:
             raise ConfigError(f"train.keep must be one of {TRAIN_KEEP}, got {self.keep!r}")
         if self.cache_frozen_prefix and self.lora_layers <= 0:
             raise ConfigError("train.cache_frozen_prefix needs train.lora_layers > 0 (the frozen layers to cache)")
+        if self.round_trip_k < 0 or self.hard_negatives < 0:
+            raise ConfigError("train.round_trip_k and train.hard_negatives must be >= 0")
+        if not 0.0 < self.duplicate_threshold <= 1.0:
+            raise ConfigError("train.duplicate_threshold must be in (0, 1]")
+        if self.label_kinds:
+            from skr_ray.tasks.ir.labels import check_kinds
+
+            check_kinds(self.label_kinds)
         if self.cache_frozen_prefix and self.zero_stage == 3:
             raise ConfigError("train.cache_frozen_prefix does not work with train.zero_stage=3 (partitioned layers)")
 
@@ -340,7 +369,7 @@ class ODConfig:
 
 
 TASK_SYSTEMS = {
-    "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm"],
+    "ir": ["base", "e5v", "head_only", "skr", "bm25", "minilm", "skr_bm25"],
     "ad": ["base", "sft", "head_only", "skr"],
     "od": ["base_direct", "base_multi_turn", "base_fuzzy", "base_ocr", "sft", "head_only", "skr"],
 }

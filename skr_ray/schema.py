@@ -13,7 +13,7 @@ CORPUS_SCHEMA = pa.schema([(DOC_ID, pa.string()), (TEXT, pa.string())])
 LABEL_SCHEMA = pa.schema(
     [
         (DOC_ID, pa.string()),
-        ("label_index", pa.int32()),  # k-th label of the document (questions_per_doc)
+        ("label_index", pa.int32()),  # k-th label of the document (label_kinds x questions_per_doc)
         (TEXT, pa.string()),  # the passage as the model saw it
         ("raw_output", pa.string()),  # the model's untouched generation
         ("label", pa.string()),  # parsed label (the question for IR)
@@ -24,5 +24,6 @@ LABEL_SCHEMA = pa.schema(
         ("generation", pa.string()),  # JSON of generation parameters
         ("annotated_at", pa.string()),
         ("node_id", pa.string()),  # Ray node of the actor that wrote the row (multi-node provenance)
+        ("label_kind", pa.string()),  # IR: question | keywords | statement (annotate.label_kinds)
     ]
 )

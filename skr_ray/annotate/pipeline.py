@@ -26,7 +26,7 @@ from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
-from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup
+from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,18 @@ class SelfAnnotator:
             self.model, self.processor, self.device = model, tokenizer, device
             tokenizer = text_tokenizer(tokenizer)
         self.engine = GenerationEngine(model, tokenizer, a.max_input_tokens, a.max_new_tokens, device)
-        self.filter = QuestionFilter(
+        base_filter = QuestionFilter(
             a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
             echo_of=tuple(self.task.example_labels),
         )
-        self.model_id = model_id(self.cfg.model)
-        from skr_ray.tasks.ir.prompts import IMAGE_PROMPT_VERSION
+        from skr_ray.tasks.ir.labels import kind_filter
+        from skr_ray.tasks.ir.prompts import IMAGE_PROMPT_VERSION, kind_prompt_version
 
-        self.prompt_version = IMAGE_PROMPT_VERSION if self.images else self.task.prompt_version
+        # k-th label of a document: kind label_kinds[k // questions_per_doc], greedy first then sampled
+        self.kinds = ["question"] if self.images else list(a.label_kinds)
+        self.filters = {k: kind_filter(k, base_filter) for k in self.kinds}
+        self.model_id = model_id(self.cfg.model)
+        self.prompt_versions = {k: IMAGE_PROMPT_VERSION if self.images else kind_prompt_version(k) for k in self.kinds}
         self.node_id = _node_id()
         art = Artifacts(self.cfg.output_dir)
         art.annotate_journal.mkdir(parents=True, exist_ok=True)
@@ -81,14 +85,20 @@ class SelfAnnotator:
     def _generate(self, texts: list[str]) -> list[list[str]]:
         if self.images:
             return [[q] for q in self._generate_on_images(texts)]
+        from skr_ray.tasks.ir.prompts import build_kind_messages
+
         a = self.cfg.annotate
-        prompts = [self.engine.render(self.task.build_messages(self.engine.truncate(t))) for t in texts]
-        outs = self.engine.generate(prompts)
-        if a.questions_per_doc > 1:
-            extra = self.engine.generate(
-                prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed
-            )
-            outs = [o + e for o, e in zip(outs, extra)]
+        outs: list[list[str]] = [[] for _ in texts]
+        cut = [self.engine.truncate(t) for t in texts]
+        for kind in self.kinds:
+            prompts = [self.engine.render(build_kind_messages(t, kind)) for t in cut]
+            greedy = self.engine.generate(prompts)
+            if a.questions_per_doc > 1:
+                extra = self.engine.generate(
+                    prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed
+                )
+                greedy = [o + e for o, e in zip(greedy, extra)]
+            outs = [o + g for o, g in zip(outs, greedy)]
         return outs
 
     def _generate_on_images(self, refs: list[str]) -> list[str]:
@@ -129,17 +139,18 @@ class SelfAnnotator:
                     outputs[i] = exc
         now = datetime.now(timezone.utc).isoformat()
         rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
-        n = self.cfg.annotate.questions_per_doc
+        per_kind = self.cfg.annotate.questions_per_doc
         for i, (doc_id, text) in enumerate(zip(ids, texts)):
             result = outputs.get(i)
-            for k in range(n):
+            for k in range(per_kind * len(self.kinds)):
+                kind = self.kinds[k // per_kind]
                 if i not in outputs:
                     raw, label, status = "", "", "empty_input"
                 elif isinstance(result, Exception):
                     raw, label, status = f"{type(result).__name__}: {result}", "", "error"
                 else:
                     raw = result[k] if k < len(result) else ""
-                    label, status = self.task.parse(raw, "" if self.images else text, self.filter)
+                    label, status = parse_label(raw, "" if self.images else text, self.filters[kind], kind)
                 rows[DOC_ID].append(doc_id)
                 rows["label_index"].append(k)
                 rows[TEXT].append(text)
@@ -147,7 +158,8 @@ class SelfAnnotator:
                 rows["label"].append(label)
                 rows["status"].append(status)
                 rows["task"].append(self.task.name)
-                rows["prompt_version"].append(self.prompt_version)
+                rows["prompt_version"].append(self.prompt_versions[kind])
+                rows["label_kind"].append(kind)
                 rows["model_id"].append(self.model_id)
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
@@ -252,16 +264,18 @@ def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
     return statuses
 
 
-def summarize(table: pa.Table, corpus_rows: int, questions_per_doc: int, dedup: bool = True) -> dict[str, Any]:
+def summarize(table: pa.Table, corpus_rows: int, labels_per_doc: int, dedup: bool = True) -> dict[str, Any]:
     statuses = mark_duplicates(table, dedup)
     counts = Counter(statuses)
     docs = len(set(table[DOC_ID].to_pylist()))
+    kinds = [k or "question" for k in table["label_kind"].to_pylist()]
     return {
         "corpus_rows": corpus_rows,
         "documents_labelled": docs,
         "label_rows": len(table),
-        "expected_label_rows": corpus_rows * questions_per_doc,
+        "expected_label_rows": corpus_rows * labels_per_doc,
         "usable": counts.get("ok", 0),
+        "usable_per_kind": dict(sorted(Counter(k for k, s in zip(kinds, statuses) if s == "ok").items())),
         "status_counts": dict(sorted(counts.items())),
     }
 
@@ -305,8 +319,9 @@ def _image_corpus(cfg: SKRConfig) -> list[Any]:
     if cfg.data.unlabeled == "demo":
         raise CorpusError("data.modality=image: set data.unlabeled to a folder of images or PDFs, or a corpus.jsonl "
                           "of {\"_id\", \"image\"} rows (e.g. ../shared/data/charts/unlabeled)")
-    if cfg.annotate.questions_per_doc != 1:
-        raise ConfigError("data.modality=image writes one question per image (annotate.questions_per_doc=1)")
+    if cfg.annotate.questions_per_doc != 1 or cfg.annotate.label_kinds != ["question"]:
+        raise ConfigError("data.modality=image writes one question per image (annotate.questions_per_doc=1, "
+                          "annotate.label_kinds=[question])")
     require_vision_model(cfg.model, "data.modality=image")
     pages, problems = list_pages(cfg.data.unlabeled, cfg.data.max_docs)
     for problem in problems:
@@ -368,7 +383,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         _drain(ds, remaining)  # the actors write the label files; the driver only follows progress
     table = read_labels(art.labels_dir)
-    summary = summarize(table, total, a.questions_per_doc, a.drop_duplicates)
+    summary = summarize(table, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
     generated = journal_counts(art.annotate_journal)
     summary.update(
         {

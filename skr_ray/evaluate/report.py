@@ -16,6 +16,7 @@ SYSTEM_TITLES = {
     "skr": "SKR (LoRA re-expression)",
     "bm25": "BM25",
     "minilm": "all-MiniLM-L6-v2",
+    "skr_bm25": "SKR + BM25 (score fusion)",
 }
 
 
@@ -42,6 +43,11 @@ def write_report(
         per100 = row.get("seconds_per_100")
         cells = [f"{row[k]:.3f}" for k in keys] + [f"{per100:.1f}" if per100 is not None else "–"]
         lines.append(f"| {SYSTEM_TITLES.get(name, name)} (`{name}`) | " + " | ".join(cells) + " |")
+    if "skr_bm25" in context:
+        f = context["skr_bm25"]
+        lines += ["", f"`skr_bm25` = {f['weight']} x SKR + {1 - f['weight']:.2f} x BM25, scores {f['normalization']}-"
+                  f"normalized per query; chosen on {f.get('validation_questions', 0)} self-labelled validation "
+                  "questions (no human label)."]
     lines += ["", "![Recall@k](recall_at_k.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     plot_recall(out_dir / "recall_at_k.png", curves)

@@ -14,8 +14,10 @@ can be reused under another: rows are cached unpadded and re-padded per batch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,13 +54,48 @@ def check_supported(body: nn.Module, split: int) -> None:
 
 
 class FrozenPrefixCache:
-    """Unpadded (T_i, D) states after the first ``split`` decoder layers, keyed by token ids."""
+    """Unpadded (T_i, D) states after the first ``split`` decoder layers, keyed by token ids.
 
-    def __init__(self, split: int) -> None:
+    With ``directory``, every batch of newly computed states is also written there as one shard (atomically),
+    and the shards already there are loaded first: a resumed or re-run training (other epochs, other
+    learning rate, other top-layer LoRA settings with the same split) starts with the states at hand.
+    ``directory`` must be specific to the model and the split (see :func:`cache_directory`); the token ids
+    inside a shard key its rows.
+    """
+
+    def __init__(self, split: int, directory: str | Path | None = None) -> None:
         self.split = split
         self.store: dict[tuple[int, ...], torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
+        self.loaded = 0
+        self.directory = Path(directory) if directory else None
+        if self.directory is not None:
+            self._load()
+
+    def _load(self) -> None:
+        for shard in sorted(self.directory.glob("shard-*.pt")):
+            try:
+                data = torch.load(shard, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - a shard cut short by a kill: recompute its rows
+                log.warning("frozen-prefix shard %s is unreadable (%s); its rows will be recomputed", shard, exc)
+                continue
+            for key, state in zip(data["keys"], data["states"]):
+                self.store[tuple(key.tolist())] = state
+        self.loaded = len(self.store)
+        if self.loaded:
+            log.info("frozen-prefix cache: %d inputs loaded from %s", self.loaded, self.directory)
+
+    def _save(self, keys: list[tuple[int, ...]]) -> None:
+        import os
+        import uuid
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"shard-{uuid.uuid4().hex}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({"keys": [torch.tensor(k, dtype=torch.int32) for k in keys],
+                    "states": [self.store[k].cpu() for k in keys]}, tmp)
+        os.replace(tmp, path)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -79,6 +116,8 @@ class FrozenPrefixCache:
             hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, D)
         for i, k in enumerate(keys):
             self.store[k] = hidden[i, width - len(k) :].clone()  # (T_i, D), detached
+        if self.directory is not None:
+            self._save(keys)
 
     def states(self, body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D) left-padded prefix states for a left-padded batch, computing only unseen rows."""
@@ -104,3 +143,10 @@ class FrozenPrefixCache:
         with layer_window(body, self.split, None, final_norm=True):
             out = body(inputs_embeds=prefix, attention_mask=mask, use_cache=False)
         return last_token_pool(out.last_hidden_state, mask)
+
+
+def cache_directory(root: str | Path, model_key: str, split: int, dtype: str) -> Path:
+    """The shard folder of one (model, frozen layers, dtype) under ``root``: states of another model or split
+    never mix in."""
+    digest = hashlib.sha256(f"{model_key}|split={split}|{dtype}".encode()).hexdigest()[:16]
+    return Path(root) / f"split{split}-{digest}"

@@ -83,7 +83,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
     if loop_config.get("head_init") is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
         head.load_state_dict(loop_config["head_init"])
-    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone)).to(device)
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir"))).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
         n_train = sum(p.numel() for p in trainable)
@@ -169,15 +169,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _prefix_cache(cfg: Any, backbone: nn.Module) -> Any:
-    """A frozen-prefix cache when LoRA sits on the top layers only and the config asks for it."""
+def _prefix_cache(cfg: Any, backbone: nn.Module, root: str | None = None) -> Any:
+    """A frozen-prefix cache when LoRA sits on the top layers only and the config asks for it; kept on disk
+    under ``root`` (per model, split and dtype) when given."""
     if not cfg.train.cache_frozen_prefix:
         return None
+    from skr_ray.models.backbone import model_id
     from skr_ray.models.encoding import decoder_body
-    from skr_ray.models.prefix_cache import FrozenPrefixCache, check_supported
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory, check_supported
 
     body = decoder_body(backbone)
     split = len(body.layers) - cfg.train.lora_layers
     check_supported(body, split)
     log.info("caching the states of the %d frozen lower layers; training runs the top %d", split, cfg.train.lora_layers)
-    return FrozenPrefixCache(split)
+    directory = cache_directory(root, model_id(cfg.model), split, cfg.model.dtype) if root else None
+    return FrozenPrefixCache(split, directory)

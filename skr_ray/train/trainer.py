@@ -117,6 +117,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "head_info": head_info,
             "head_init": head_init,  # None = the head's own random initialisation
             "storage": str(storage),  # the loop resumes from the newest checkpoint found there
+            "prefix_cache_dir": str(Path(cfg.train.prefix_cache_dir or art.root / "cache" / "frozen_prefix").resolve()),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),

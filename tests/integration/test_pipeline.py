@@ -36,8 +36,10 @@ def tiny_config(tiny_model_dir, out, *extra):
             "train.batch_size=4",
             "train.num_workers=2",
             "train.max_length=64",
-            "evaluate.systems=[base,head_only,skr,bm25]",
+            "evaluate.systems=[base,head_only,skr,bm25,skr_bm25]",
             "evaluate.head_only_epochs=3",
+            "annotate.label_kinds=[question,keywords]",
+            "train.hard_negatives=1",
             "evaluate.max_length=64",
             *LOOSE_FILTERS,
             *extra,
@@ -60,12 +62,14 @@ def test_annotation_labels_every_document_once(pipeline_run):
     table = pq.read_table(art.labels_dir)
     ids = table["doc_id"].to_pylist()
     corpus_ids = [row["_id"] for _, row in iter_jsonl(demo_dir() / "corpus.jsonl")]
-    assert len(ids) == 24 and len(set(ids)) == 24
+    assert len(ids) == 48 and len(set(ids)) == 24  # one label of each kind per document
     assert set(ids) <= set(corpus_ids)
-    assert set(table["prompt_version"].to_pylist()) == {"ir-question-v3-oneshot"}
+    kinds = Counter(zip(table["label_kind"].to_pylist(), table["prompt_version"].to_pylist()))
+    assert kinds == {("question", "ir-question-v3-oneshot"): 24, ("keywords", "ir-keywords-v2-oneshot"): 24}
     assert all(m.endswith(str(cfg.model.name_or_path).split("/")[-1]) for m in table["model_id"].to_pylist())
     summary = result["annotate"]
-    assert summary["documents_labelled"] == 24 and sum(summary["status_counts"].values()) == 24
+    assert summary["documents_labelled"] == 24 and sum(summary["status_counts"].values()) == 48
+    assert summary["expected_label_rows"] == 48 and sum(summary["usable_per_kind"].values()) == summary["usable"]
     assert (art.annotate_dir / "config.yaml").is_file()
 
 
@@ -80,6 +84,10 @@ def test_training_used_two_workers_and_wrote_a_loadable_checkpoint(pipeline_run)
     assert info["workers"] == 2 and info["use_gpu"] is False
     history = json.loads(Artifacts(cfg.output_dir).train_history.read_text())
     assert [h["epoch"] for h in history] == [0, 1]
+    examples = json.loads((Artifacts(cfg.output_dir).train_dir / "examples.json").read_text())
+    assert examples["kept"] == info["train_pairs"] and examples["negatives_found"] == examples["kept"]
+    assert list((Artifacts(cfg.output_dir).root / "cache" / "frozen_prefix").glob("*/shard-*.pt")) or \
+        not cfg.train.cache_frozen_prefix
     assert all(np.isfinite(h["train_loss"]) and h["train_loss"] > 0 for h in history)
     skr = load_skr_model(Artifacts(cfg.output_dir).checkpoint_dir)  # no Ray needed
     emb = embed_texts(skr.model, skr.tokenizer, ["revenue rose", "debt fell"], 32, skr.head)
@@ -97,7 +105,12 @@ def test_evaluation_report(pipeline_run):
     cfg, result = pipeline_run
     art = Artifacts(cfg.output_dir)
     metrics = json.loads(art.metrics.read_text())
-    assert set(metrics) == {"base", "head_only", "skr", "bm25"}
+    assert set(metrics) == {"base", "head_only", "skr", "bm25", "skr_bm25"}
+    fusion = json.loads((art.evaluate_dir / "fusion.json").read_text())
+    assert 0.0 <= fusion["weight"] <= 1.0
+    assert fusion["validation_questions"] >= 2 or fusion["weight"] == 0.5  # 0.5: too few to choose on
+    if fusion["weight"] == 1.0:  # all SKR: the same ranking as SKR alone
+        assert metrics["skr_bm25"]["mrr"] == pytest.approx(metrics["skr"]["mrr"])
     for row in metrics.values():
         assert 0 < row["mrr"] <= 1
         assert row["recall@1"] <= row["recall@3"] <= row["recall@5"] <= row["recall@10"] <= 1

@@ -63,7 +63,7 @@ def test_duplicates_are_marked_and_counted():
     statuses = mark_duplicates(table)
     assert statuses == ["duplicate", "ok", "too_short", "ok"]  # first by doc id wins
     assert mark_duplicates(table, enabled=False)[0] == "ok"
-    summary = summarize(table, corpus_rows=4, questions_per_doc=1)
+    summary = summarize(table, corpus_rows=4, labels_per_doc=1)
     assert summary["usable"] == 2
     assert summary["status_counts"] == {"duplicate": 1, "ok": 2, "too_short": 1}
 

@@ -67,3 +67,21 @@ def test_config_requires_top_layer_lora():
     with pytest.raises(ConfigError, match="zero_stage"):
         TrainConfig(cache_frozen_prefix=True, lora_layers=2, zero_stage=3)
     assert TrainConfig(cache_frozen_prefix=True, lora_layers=2).lora_layers == 2
+
+
+def test_disk_cache_is_reloaded_by_a_new_run_and_skips_unreadable_shards(lora_model, tmp_path):
+    from skr_ray.models.prefix_cache import cache_directory
+
+    body = decoder_body(lora_model)
+    batch = pad_left(ROWS, 0)
+    folder = cache_directory(tmp_path, "tiny-llama", 2, "float32")
+    assert folder != cache_directory(tmp_path, "tiny-llama", 3, "float32")  # another split never mixes in
+    first = FrozenPrefixCache(split=2, directory=folder)
+    expected = first.final_token_states(body, batch)
+    assert first.misses == 3 and len(list(folder.glob("shard-*.pt"))) == 1
+    (folder / "shard-broken.pt").write_bytes(b"cut short by a kill")
+
+    resumed = FrozenPrefixCache(split=2, directory=folder)  # a resumed run: nothing recomputed
+    assert resumed.loaded == 3
+    torch.testing.assert_close(resumed.final_token_states(body, batch), expected)
+    assert resumed.misses == 0 and resumed.hits == 3

@@ -77,10 +77,10 @@ def build_pairs(
 
 
 def read_questions(labels_dir: Path, drop_duplicates: bool = True) -> list[tuple[str, str]]:
-    """Usable IR self-labels as (doc id, question)."""
+    """Usable IR self-labels of kind question as (doc id, question)."""
     from skr_ray.tasks.ir.pairs import load_pairs
 
-    return [(p.doc_id, p.query) for p in load_pairs(labels_dir, drop_duplicates)]
+    return [(p.doc_id, p.query) for p in load_pairs(labels_dir, drop_duplicates) if p.kind == "question"]
 
 
 def read_eval_pairs(spec: str, max_chars: int, max_pairs: int = 0, seed: int = 0, images: bool = False) -> list[QAPair]:

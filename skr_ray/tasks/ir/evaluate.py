@@ -49,10 +49,14 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     else:
         evalset = read_eval_set(cfg.data.eval, cfg.data.max_chars, cfg.data.max_queries)
     systems = list(cfg.evaluate.systems)
-    needs_ckpt = "skr" in systems
+    needs_ckpt = "skr" in systems or "skr_bm25" in systems
+    if "skr_bm25" in systems and cfg.data.modality == "image":
+        from skr_ray.config import ConfigError
+
+        raise ConfigError("evaluate.systems: skr_bm25 fuses with BM25 over passages; it is for text documents")
     if needs_ckpt and not (art.checkpoint_dir / "adapter").is_dir():
         raise FileNotFoundError(f"no SKR checkpoint in {art.checkpoint_dir}; run `skr train` first")
-    if any(s in systems for s in ("base", "e5v", "head_only", "skr")):
+    if any(s in systems for s in ("base", "e5v", "head_only", "skr", "skr_bm25")):
         ensure_ray(cfg.ray)
     corpus, queries, qrels = evalset.corpus, evalset.queries, evalset.qrels
     n_texts = len(corpus) + len(queries)
@@ -87,6 +91,23 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             frozen[spec] = _embed_pair(spec, corpus, queries, cfg, art)
         return frozen[spec]
 
+    def reference_docs(d_ids: list[str]) -> list[str]:
+        if cfg.data.modality == "image":  # what a user would try on charts: their OCR text
+            from skr_ray.evaluate.images import ocr_texts
+
+            ocr = ocr_texts(corpus, art.embedding_cache / "ocr.json")
+            return [ocr[d] for d in d_ids]
+        return [corpus[d] for d in d_ids]
+
+    skr: dict[str, Any] = {}  # SKR embeddings, shared by skr and skr_bm25
+
+    def skr_pair() -> tuple:
+        if not skr:
+            head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
+            skr["spec"] = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"))
+            skr["pair"] = _embed_pair(skr["spec"], corpus, queries, cfg, art)
+        return skr["pair"]
+
     for name in systems:
         if name in ("bm25", "minilm"):
             from skr_ray.evaluate import baselines
@@ -94,13 +115,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             scorer = baselines.bm25_scores if name == "bm25" else baselines.minilm_scores
             q_ids, d_ids = list(queries), list(corpus)
             t0 = time.perf_counter()
-            docs = [corpus[d] for d in d_ids]
-            if cfg.data.modality == "image":  # what a user would try on charts: their OCR text
-                from skr_ray.evaluate.images import ocr_texts
-
-                ocr = ocr_texts(corpus, art.embedding_cache / "ocr.json")
-                docs = [ocr[d] for d in d_ids]
-            scores = scorer([queries[q] for q in q_ids], docs)
+            scores = scorer([queries[q] for q in q_ids], reference_docs(d_ids))
             record(name, scores, q_ids, d_ids, time.perf_counter() - t0)
         elif name in ("base", "e5v"):
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec("plain" if name == "base" else "e5v"))
@@ -112,10 +127,19 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             head = _train_head_only(cfg, art)
             record(name, apply_head(head, q) @ apply_head(head, d).T, q_ids, d_ids, secs)
         elif name == "skr":
-            head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
-            spec = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"))
-            q, q_ids, d, d_ids, secs = _embed_pair(spec, corpus, queries, cfg, art)
+            q, q_ids, d, d_ids, secs = skr_pair()
             record(name, q @ d.T, q_ids, d_ids, secs)
+        elif name == "skr_bm25":
+            from skr_ray.evaluate.baselines import bm25_scores
+            from skr_ray.tasks.ir.fusion import fuse
+
+            q, q_ids, d, d_ids, secs = skr_pair()
+            choice = _fusion_choice(cfg, art, skr["spec"])
+            context["skr_bm25"] = {k: v for k, v in choice.items() if k != "grid"}
+            t0 = time.perf_counter()
+            bm25 = bm25_scores([queries[i] for i in q_ids], reference_docs(d_ids))
+            fused = fuse(q @ d.T, bm25, choice["weight"], choice["normalization"])
+            record(name, fused, q_ids, d_ids, secs + time.perf_counter() - t0)
 
     write_report(art.evaluate_dir, results, curves, context)
     Artifacts.write_config(art.evaluate_dir, cfg)
@@ -148,3 +172,31 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
     return train_projection_head(
         q, p, cfg.evaluate.head_only_epochs, cfg.train.batch_size, cfg.train.temperature, seed=cfg.seed
     )
+
+
+def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> dict[str, Any]:
+    """skr_bm25's weight and normalization, chosen on the self-labelled validation split (saved as fusion.json)."""
+    from skr_ray.artifacts import write_json
+    from skr_ray.evaluate.baselines import bm25_scores
+    from skr_ray.tasks.ir.fusion import choose_weight, validation_texts
+
+    path = art.evaluate_dir / "fusion.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    val = validation_texts(cfg, art)
+    if val is None:
+        log.warning("skr_bm25: no self-labelled validation questions; using weight 0.5, z-score")
+        return {"weight": 0.5, "normalization": "zscore", "validation_questions": 0}
+    val_queries, val_docs, gold = val
+    texts = {f"q{i}": t for i, t in enumerate(val_queries)} | {f"d{i}": t for i, t in enumerate(val_docs)}
+    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "fusion")
+    row = {x: i for i, x in enumerate(ids)}
+    q = emb[[row[f"q{i}"] for i in range(len(val_queries))]]
+    d = emb[[row[f"d{i}"] for i in range(len(val_docs))]]
+    choice = choose_weight(q @ d.T, bm25_scores(val_queries, val_docs), np.asarray(gold))
+    choice.update({"validation_questions": len(val_queries), "validation_passages": len(val_docs)})
+    write_json(path, choice)
+    log.info("skr_bm25: weight %.2f (%s), chosen on %d self-labelled validation questions (MRR %.3f; SKR alone "
+             "%.3f, BM25 alone %.3f)", choice["weight"], choice["normalization"], len(val_queries),
+             choice["validation_mrr"], choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
+    return choice

@@ -79,3 +79,41 @@ def parse_question(raw: str, source: str, flt: QuestionFilter = QuestionFilter()
 
 def normalize_for_dedup(question: str) -> str:
     return " ".join(words(question))
+
+
+LABEL_KINDS = ("question", "keywords", "statement")
+"""Kinds of self-written queries (``annotate.label_kinds``)."""
+
+
+def check_kinds(kinds: list[str]) -> None:
+    unknown = [k for k in kinds if k not in LABEL_KINDS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
+        from skr_ray.config import ConfigError
+
+        raise ConfigError(f"annotate.label_kinds must be distinct kinds from {LABEL_KINDS}, got {kinds}")
+
+
+def kind_filter(kind: str, base: QuestionFilter) -> QuestionFilter:
+    """The filter of one label kind: a keyword query is short and has no question mark, a statement is a
+    sentence; each is checked against its own worked example."""
+    from dataclasses import replace
+
+    from skr_ray.tasks.ir.prompts import kind_example
+
+    if kind == "question":
+        return base
+    if kind == "keywords":
+        # a keyword query made of the passage's own words is what a searcher types: no copy filter
+        return replace(base, min_words=2, max_words=12, require_question_mark=False, max_copy_ratio=1.0,
+                       echo_of=(kind_example(kind),))
+    return replace(base, require_question_mark=False, echo_of=(kind_example(kind),))
+
+
+def parse_label(raw: str, source: str, flt: QuestionFilter, kind: str = "question") -> tuple[str, str]:
+    """(label, status) for a generation of ``kind``; the filter is ``kind_filter(kind, ...)``."""
+    label, status = parse_question(raw, source, flt)
+    if kind == "keywords":
+        label = label.rstrip("?.!").strip()
+    elif kind == "statement" and status == OK and label.endswith("?"):
+        status = "not_a_statement"
+    return label, status

@@ -14,6 +14,7 @@ class Pair:
     doc_id: str
     query: str
     passage: str
+    kind: str = "question"
 
 
 def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
@@ -23,9 +24,10 @@ def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
     table = read_labels(labels_dir, quarantine=False)
     statuses = mark_duplicates(table, drop_duplicates)
     pairs = [
-        Pair(d, q, p)
-        for d, q, p, s in zip(
-            table[DOC_ID].to_pylist(), table["label"].to_pylist(), table[TEXT].to_pylist(), statuses
+        Pair(d, q, p, k or "question")
+        for d, q, p, k, s in zip(
+            table[DOC_ID].to_pylist(), table["label"].to_pylist(), table[TEXT].to_pylist(),
+            table["label_kind"].to_pylist(), statuses,
         )
         if s == "ok"
     ]
@@ -42,3 +44,12 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list
     train = [p for p in pairs if _bucket(p.doc_id, seed) >= val_fraction]
     val = [p for p in pairs if _bucket(p.doc_id, seed) < val_fraction]
     return train, val
+
+
+def label_corpus(labels_dir: Path) -> dict[str, str]:
+    """doc id -> passage of every document the annotate stage saw (usable label or not): the unlabeled
+    corpus itself, for label-free mining."""
+    from skr_ray.annotate.pipeline import read_labels
+
+    table = read_labels(labels_dir, quarantine=False)
+    return dict(zip(table[DOC_ID].to_pylist(), table[TEXT].to_pylist()))

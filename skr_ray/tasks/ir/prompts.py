@@ -26,6 +26,52 @@ def build_messages(text: str) -> list[dict[str, str]]:
     ]
 
 
+# Further kinds of self-written queries (``annotate.label_kinds``): a mix of query forms teaches the
+# embedding more than any single one (Tamber et al. 2025). Their worked example uses a passage on another
+# topic than the question's: with a cash example, SmolLM2-135M wrote "cash and cash equivalents ..." as the
+# keyword query of most passages.
+_OTHER_PASSAGE = (
+    "The Group employed 4,210 people at year end, of whom 1,020 worked in research and development."
+)
+EXAMPLE_KEYWORDS = "employees research and development headcount"
+EXAMPLE_STATEMENT = "About a quarter of the Group's 4,210 employees work in research and development."
+_KIND_PROMPTS = {
+    "keywords": (
+        "ir-keywords-v2-oneshot",
+        "You write one short keyword search query for a passage from a company report.",
+        "Passage:\n{text}\n\nWrite a keyword search query (3 to 8 words) that should find this passage.",
+        EXAMPLE_KEYWORDS,
+    ),
+    "statement": (
+        "ir-statement-v2-oneshot",
+        "You write one sentence stating a fact from a passage of a company report.",
+        "Passage:\n{text}\n\nWrite one sentence, in your own words, stating a fact this passage supports.",
+        EXAMPLE_STATEMENT,
+    ),
+}
+
+
+def kind_prompt_version(kind: str) -> str:
+    return PROMPT_VERSION if kind == "question" else _KIND_PROMPTS[kind][0]
+
+
+def kind_example(kind: str) -> str:
+    return EXAMPLE_QUESTION if kind == "question" else _KIND_PROMPTS[kind][3]
+
+
+def build_kind_messages(text: str, kind: str) -> list[dict[str, str]]:
+    """The one-shot chat asking for one label of ``kind`` (question | keywords | statement)."""
+    if kind == "question":
+        return build_messages(text)
+    _, system, ask, example = _KIND_PROMPTS[kind]
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": ask.format(text=_OTHER_PASSAGE)},
+        {"role": "assistant", "content": example},
+        {"role": "user", "content": ask.format(text=text)},
+    ]
+
+
 # E5-V style prompt baseline: summarize the input in one word and read the last token's state.
 E5V_TEMPLATE = "{text}\nSummarize the above in one word:"
 

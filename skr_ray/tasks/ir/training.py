@@ -12,11 +12,24 @@ from skr_ray.config import SKRConfig
 
 
 def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
-    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
+    """Training pairs of the chosen kinds, round-trip filtered, with BM25 hard negatives (as configured);
+    the validation split keeps every usable pair of its documents, so recipes are compared on the same set."""
+    from dataclasses import asdict as as_dict
 
+    from skr_ray.artifacts import write_json
+    from skr_ray.tasks.ir.mining import mine
+    from skr_ray.tasks.ir.pairs import label_corpus, load_pairs, split_pairs
+
+    t = cfg.train
     pairs = load_pairs(art.labels_dir, cfg.annotate.drop_duplicates)
-    train, val = split_pairs(pairs, cfg.train.val_fraction, cfg.train.seed)
-    return [asdict(p) for p in train], [asdict(p) for p in val]
+    train, val = split_pairs(pairs, t.val_fraction, t.seed)
+    if t.label_kinds:
+        train = [p for p in train if p.kind in t.label_kinds]
+    corpus = label_corpus(art.labels_dir) if (t.round_trip_k or t.hard_negatives) else {}
+    mined, report = mine([asdict(p) for p in train], corpus, t.round_trip_k, t.hard_negatives, t.duplicate_threshold)
+    write_json(art.train_dir / "examples.json", {"train_before_filter": len(train), **as_dict(report),
+                                                 "validation": len(val)})
+    return mined, [asdict(p) for p in val]
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
@@ -56,7 +69,20 @@ def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, d
     t = cfg.train
     q = embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt)
     p = embed_documents(engine, tokenizer, [p["passage"] for p in chunk], cfg, device)
-    return contrastive_loss(q, p, t.temperature)
+    negatives = [n for pair in chunk for n in pair.get("negatives", [])]
+    negative_ids = [i for pair in chunk for i in pair.get("negative_ids", [])]
+    n = embed_documents(engine, tokenizer, negatives, cfg, device) if negatives else None
+    # several queries per passage: a batch-mate's copy of a query's own passage is not a negative
+    return contrastive_loss(q, p, t.temperature, negatives=n, docs=doc_keys([x["doc_id"] for x in chunk], device),
+                            negative_docs=doc_keys(negative_ids, device) if negatives else None)
+
+
+def doc_keys(doc_ids: list[str], device: Any) -> torch.Tensor:
+    """(N,) int64 keys of doc ids, equal exactly when the ids are (for masking across workers)."""
+    import hashlib
+
+    return torch.tensor([int.from_bytes(hashlib.sha1(d.encode()).digest()[:7], "big") for d in doc_ids],
+                        dtype=torch.long, device=device)
 
 
 @torch.no_grad()

@@ -1,0 +1,98 @@
+"""IR training levers: label kinds, round-trip filter, mined hard negatives, masked InfoNCE, score fusion."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skr_ray.config import ConfigError, TrainConfig
+from skr_ray.tasks.ir.fusion import choose_weight, fuse, normalize
+from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter, parse_label
+from skr_ray.tasks.ir.loss import info_nce, masked_info_nce
+from skr_ray.tasks.ir.mining import mine, near_duplicate, own_ranks
+from skr_ray.tasks.ir.prompts import EXAMPLE_KEYWORDS, build_kind_messages
+
+CORPUS = {
+    "rev19": "Revenue in 2019 was $5.2 million, up from $4.1 million in 2018, driven by software licences.",
+    "rev18": "Revenue in 2018 was $4.1 million, up from $3.9 million in 2017, driven by software licences.",
+    "tax": "The effective tax rate was 21 percent, reflecting the lower federal statutory rate.",
+    "staff": "The company employed 310 people at year end, most of them in engineering and sales.",
+    "lease": "Operating lease liabilities amounted to $2.3 million, with terms of three to seven years.",
+}
+
+
+def test_kinds_have_their_own_prompts_and_filters():
+    base = QuestionFilter(echo_of=("What were cash and cash equivalents at 31 December 2018?",))
+    assert build_kind_messages("Passage text", "keywords")[-1]["content"].startswith("Passage:\nPassage text")
+    assert parse_label("effective tax rate federal", "x", kind_filter("keywords", base), "keywords") == (
+        "effective tax rate federal", "ok")
+    assert parse_label(EXAMPLE_KEYWORDS, "x", kind_filter("keywords", base), "keywords")[1] == "echoes_example"
+    # a keyword query made of the passage's words is kept; a copied question is not
+    source = "operating lease liabilities amounted to two million dollars in total"
+    assert parse_label("operating lease liabilities amounted to two million", source,
+                       kind_filter("keywords", base), "keywords")[1] == "ok"
+    statement = kind_filter("statement", base)
+    assert parse_label("The tax rate fell to 21 percent.", "x", statement, "statement") == (
+        "The tax rate fell to 21 percent.", "ok")
+    assert parse_label("Did the tax rate fall to 21 percent?", "x", statement, "statement")[1] == "not_a_statement"
+    with pytest.raises(ConfigError):
+        TrainConfig(label_kinds=["question", "poem"])
+
+
+def _pair(doc, query, kind="question"):
+    return {"doc_id": doc, "query": query, "passage": CORPUS[doc], "kind": kind}
+
+
+def test_round_trip_keeps_queries_whose_passage_bm25_ranks_high():
+    pairs = [_pair("tax", "effective tax rate federal statutory"),
+             _pair("staff", "How many people did the company employ in engineering?"),
+             _pair("lease", "revenue software licences 2019", "keywords")]  # points at another passage
+    kept, report = mine(pairs, CORPUS, round_trip_k=1)
+    assert [p["doc_id"] for p in kept] == ["tax", "staff"]
+    assert report.kept == 2 and report.dropped_per_kind == {"keywords": 1}
+    ranks = own_ranks(np.array([[3.0, 1.0, 3.0], [0.0, 2.0, 1.0]]), ["a", "b", "c"], ["a", "c"])
+    assert ranks.tolist() == [2, 2]  # a tie counts against the own passage
+
+
+def test_hard_negatives_skip_the_source_and_its_near_duplicates():
+    assert near_duplicate(CORPUS["rev19"], CORPUS["rev18"], 0.6)
+    assert not near_duplicate(CORPUS["rev19"], CORPUS["tax"], 0.6)
+    pairs = [_pair("rev19", "What was revenue in 2019 driven by software licences?")]
+    kept, report = mine(pairs, CORPUS, hard_negatives=2, duplicate_threshold=0.6)
+    (pair,) = kept
+    assert "rev19" not in pair["negative_ids"] and "rev18" not in pair["negative_ids"]
+    assert len(pair["negatives"]) == 2 and pair["negatives"][0] == CORPUS[pair["negative_ids"][0]]
+    assert report.skipped_near_duplicates == 1
+    plain, _ = mine(pairs, CORPUS, hard_negatives=2, duplicate_threshold=1.0)
+    assert plain[0]["negative_ids"][0] == "rev18"  # without the guard the near-copy is the top "negative"
+
+
+def test_masked_info_nce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    t = 0.5
+    # no extras, no shared documents: the plain symmetric InfoNCE
+    torch.testing.assert_close(masked_info_nce(q, p, t, docs=torch.tensor([1, 2])), info_nce(q, p, t))
+    # both queries come from one document: the other's passage is not a negative, so each row has one
+    # candidate left and the loss is zero
+    assert masked_info_nce(q, p, t, docs=torch.tensor([7, 7])).item() == pytest.approx(0.0, abs=1e-6)
+    # a hard negative column for the query side: row 0 logits [2, 1.2, 0], row 1 [0, 1.6, 2]
+    n = torch.tensor([[0.0, 1.0]])
+    got = masked_info_nce(q, p, t, negatives=n, docs=torch.tensor([1, 2]), negative_docs=torch.tensor([3]))
+    lse = math.log
+    q_side = ((lse(math.e**2 + math.e**1.2 + 1) - 2) + (lse(1 + math.e**1.6 + math.e**2) - 1.6)) / 2
+    p_side = ((lse(math.e**2 + 1) - 2) + (lse(math.e**1.2 + math.e**1.6) - 1.6)) / 2
+    assert got.item() == pytest.approx(0.5 * (q_side + p_side), rel=1e-5)
+
+
+def test_fusion_weight_is_chosen_where_the_two_scorers_complement():
+    # query 0: dense ranks the gold first, BM25 third; query 1: the reverse; query 2: both mildly right
+    dense = np.array([[0.9, 0.5, 0.4], [0.6, 0.7, 0.1], [0.5, 0.6, 0.4]])
+    bm25 = np.array([[1.0, 3.0, 2.0], [1.0, 0.0, 9.0], [1.0, 2.0, 0.0]])
+    gold = np.array([0, 2, 1])
+    choice = choose_weight(dense, bm25, gold)
+    assert choice["validation_mrr"] >= max(choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
+    np.testing.assert_allclose(normalize(np.array([[1.0, 3.0]]), "minmax"), [[0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(fuse(dense, bm25, 1.0, "zscore"), normalize(dense, "zscore"))
+    assert 0.0 < choice["weight"] < 1.0
