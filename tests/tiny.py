@@ -100,7 +100,8 @@ def make_yes_no_judge(source: Path, target: Path, scale: float = 30.0) -> Path:
     return target
 
 
-def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int = 0, **head_extra) -> Path:
+def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int = 0, overrides: tuple[str, ...] = (),
+                    **head_extra) -> Path:
     """A real SKR checkpoint folder (adapter/ + head + config) of the tiny model, with non-zero LoRA
     weights so that different checkpoints give different outputs. Written by the project's own savers."""
     import torch
@@ -110,7 +111,7 @@ def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int =
     from skr_ray.models.checkpoint import ADAPTER, RUN_CONFIG, add_lora, save_head
     from skr_ray.tasks import get_task
 
-    cfg = load_config(None, [f"task={task}", f"model.name_or_path={model_dir}", "evaluate.max_length=64"])
+    cfg = load_config(None, [f"task={task}", f"model.name_or_path={model_dir}", "evaluate.max_length=64", *overrides])
     model, _ = load_backbone(cfg.model)
     torch.manual_seed(seed)
     peft_model = add_lora(model, cfg.train)

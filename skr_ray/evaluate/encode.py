@@ -33,7 +33,8 @@ class EncoderSpec:
 class TextEncoder:
     """Ray Data UDF: loads the encoder in __init__, embeds a batch of texts in __call__."""
 
-    def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any], replicas: int) -> None:
+    def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any], replicas: int,
+                 prefix_cache_dir: str | None = None) -> None:
         import torch
 
         from skr_ray.models.backbone import load_backbone, set_threads
@@ -43,11 +44,13 @@ class TextEncoder:
         set_threads(self.cfg.model, replicas)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.head = None
+        self.prefix = None
         if self.spec.checkpoint:
             from skr_ray.models.checkpoint import load_skr_model
 
             skr = load_skr_model(self.spec.checkpoint, device=self.device)
             self.model = skr.model.merge_and_unload()  # plain weights: same outputs, faster forward
+            self.prefix = _training_prefix_cache(self.cfg, self.spec.checkpoint, self.model, prefix_cache_dir)
             self.tokenizer, self.head = skr.tokenizer, skr.head
         else:
             self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
@@ -70,6 +73,8 @@ class TextEncoder:
             if image:  # image documents (data.modality=image): the text column names the image
                 vectors = embed_images(self.model, self.tokenizer, [load_page(texts[i]) for i in rows], self.head,
                                        self.device, self.spec.prompt)
+            elif self.prefix is not None:
+                vectors = self._embed_with_prefix([texts[i] for i in rows])
             else:
                 vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows], self.cfg.evaluate.max_length,
                                       self.head, self.device, self.spec.prompt)
@@ -79,6 +84,47 @@ class TextEncoder:
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
         return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
+
+
+    def _embed_with_prefix(self, texts: list[str]) -> Any:
+        """embed_texts through the training run's frozen-prefix states: inputs training saw (the unlabeled
+        passages, on a dev split over them) run only the top layers; others are computed in full."""
+        import torch
+
+        from skr_ray.models.encoding import decoder_body, format_for_embedding
+        from skr_ray.models.vision import text_tokenizer
+
+        tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
+                                      self.spec.prompt)
+        with torch.inference_mode():
+            states = self.prefix.final_token_states(decoder_body(self.model), tokens).float()
+            return self.head(states) if self.head is not None else states
+
+
+def _training_prefix_cache(cfg: SKRConfig, checkpoint: str, model: Any, directory: str | None) -> Any:
+    """The frozen-prefix states the checkpoint's training stored, read-only, when its LoRA sat on a top window
+    of layers and those states exist on disk; else None."""
+    from skr_ray.models.backbone import model_id
+    from skr_ray.models.encoding import decoder_body
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory, frozen_split
+
+    if not directory:
+        return None
+    body = decoder_body(model)
+    split = frozen_split(checkpoint, len(body.layers))
+    if split is None:
+        return None
+    folder = cache_directory(directory, model_id(cfg.model), split, cfg.model.dtype)
+    if not any(folder.glob("shard-*.pt")):
+        return None
+    cache = FrozenPrefixCache(split, folder, persist=False)
+    log.info("encoding over %d cached frozen-prefix states of training (%s)", cache.loaded, folder)
+    return cache
+
+
+def prefix_cache_root(cfg: SKRConfig) -> str:
+    """Where training keeps its frozen-prefix states (train.prefix_cache_dir or OUTPUT_DIR/cache/frozen_prefix)."""
+    return str(Path(cfg.train.prefix_cache_dir or Path(cfg.output_dir) / "cache" / "frozen_prefix").resolve())
 
 
 def _cache_key(spec: EncoderSpec, ids: list[str], cfg: SKRConfig) -> str:
@@ -113,7 +159,8 @@ def encode_texts(
     e = cfg.evaluate
     ds = ds.map_batches(
         TextEncoder,
-        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": asdict(spec), "replicas": e.num_actors},
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": asdict(spec), "replicas": e.num_actors,
+                               "prefix_cache_dir": prefix_cache_root(cfg)},
         batch_size=e.batch_size,
         concurrency=e.num_actors,
         num_cpus=1,

@@ -63,8 +63,9 @@ class FrozenPrefixCache:
     inside a shard key its rows.
     """
 
-    def __init__(self, split: int, directory: str | Path | None = None) -> None:
+    def __init__(self, split: int, directory: str | Path | None = None, persist: bool = True) -> None:
         self.split = split
+        self.persist = persist  # False: read the shards there, write none (evaluation)
         self.store: dict[tuple[int, ...], torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
@@ -116,7 +117,7 @@ class FrozenPrefixCache:
             hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, D)
         for i, k in enumerate(keys):
             self.store[k] = hidden[i, width - len(k) :].clone()  # (T_i, D), detached
-        if self.directory is not None:
+        if self.directory is not None and self.persist:
             self._save(keys)
 
     def states(self, body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -150,3 +151,17 @@ def cache_directory(root: str | Path, model_key: str, split: int, dtype: str) ->
     never mix in."""
     digest = hashlib.sha256(f"{model_key}|split={split}|{dtype}".encode()).hexdigest()[:16]
     return Path(root) / f"split{split}-{digest}"
+
+
+def frozen_split(checkpoint_dir: str | Path, n_layers: int) -> int | None:
+    """The number of untouched lower layers of an SKR checkpoint whose LoRA sits on a top window of layers
+    (``train.lora_layers``), else None: below that split its model computes what the base model does."""
+    import json
+
+    config = Path(checkpoint_dir) / "adapter" / "adapter_config.json"
+    if not config.is_file():
+        return None
+    layers = json.loads(config.read_text()).get("layers_to_transform")
+    if not layers or sorted(layers) != list(range(min(layers), n_layers)):
+        return None
+    return min(layers)

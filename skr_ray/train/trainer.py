@@ -64,6 +64,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from skr_ray.evaluate.encode import prefix_cache_root
     from skr_ray.ray_utils import cluster_gpus, ensure_ray
     from skr_ray.tasks import get_task
 
@@ -117,7 +118,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "head_info": head_info,
             "head_init": head_init,  # None = the head's own random initialisation
             "storage": str(storage),  # the loop resumes from the newest checkpoint found there
-            "prefix_cache_dir": str(Path(cfg.train.prefix_cache_dir or art.root / "cache" / "frozen_prefix").resolve()),
+            "prefix_cache_dir": prefix_cache_root(cfg),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),

@@ -85,3 +85,38 @@ def test_disk_cache_is_reloaded_by_a_new_run_and_skips_unreadable_shards(lora_mo
     assert resumed.loaded == 3
     torch.testing.assert_close(resumed.final_token_states(body, batch), expected)
     assert resumed.misses == 0 and resumed.hits == 3
+
+
+def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_path):
+    """A dev split over the unlabeled corpus: the encoder reads training's frozen-prefix shards and runs only
+    the top layers, with the same embeddings as the full forward."""
+    import numpy as np
+
+    from skr_ray.config import load_config
+    from skr_ray.evaluate.encode import TextEncoder, prefix_cache_root
+    from skr_ray.models.backbone import load_backbone, model_id
+    from skr_ray.models.encoding import format_for_embedding
+    from skr_ray.models.prefix_cache import cache_directory, frozen_split
+    from tests.tiny import make_checkpoint
+
+    overrides = ("train.lora_layers=1",)
+    ckpt = make_checkpoint(tiny_model_dir, tmp_path / "ckpt", overrides=overrides)
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
+                             "evaluate.max_length=64", "train.cache_frozen_prefix=true", *overrides])
+    base, tokenizer = load_backbone(cfg.model)
+    n_layers = len(decoder_body(base).layers)
+    assert frozen_split(ckpt, n_layers) == n_layers - 1
+    seen = ["revenue grew in 2019", "the tax rate fell", "leases run for seven years"]
+    folder = cache_directory(prefix_cache_root(cfg), model_id(cfg.model), n_layers - 1, cfg.model.dtype)
+    FrozenPrefixCache(n_layers - 1, folder).states(  # what training stored (base lower layers)
+        decoder_body(base), **format_for_embedding(tokenizer, seen, 64, "e5v"))
+
+    spec = {"name": "skr", "checkpoint": str(ckpt), "prompt": "e5v"}
+    batch = {"id": np.array(["a", "b", "c", "d"]), "text": np.array(seen + ["a text training never saw"])}
+    full = TextEncoder(cfg.to_dict(), spec, 1)(batch)["embedding"]
+    cached_encoder = TextEncoder(cfg.to_dict(), spec, 1, prefix_cache_root(cfg))
+    assert cached_encoder.prefix is not None and cached_encoder.prefix.loaded == 3
+    cached = cached_encoder(batch)["embedding"]
+    np.testing.assert_allclose(cached, full, atol=1e-4)
+    assert cached_encoder.prefix.hits == 3 and cached_encoder.prefix.misses == 1
+    assert len(list(folder.glob("shard-*.pt"))) == 1  # evaluation reads, never writes
