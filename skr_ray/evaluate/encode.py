@@ -127,11 +127,16 @@ def prefix_cache_root(cfg: SKRConfig) -> str:
     return str(Path(cfg.train.prefix_cache_dir or Path(cfg.output_dir) / "cache" / "frozen_prefix").resolve())
 
 
-def _cache_key(spec: EncoderSpec, ids: list[str], cfg: SKRConfig) -> str:
+def _cache_key(spec: EncoderSpec, texts: dict[str, str], ids: list[str], cfg: SKRConfig) -> str:
+    """Content, not position or path: the checkpoint's weights (a retrained checkpoint in the same folder gets
+    new vectors), the model, the length limit, and every (id, text)."""
+    from skr_ray.models.checkpoint import checkpoint_stamp
+
+    stamp = checkpoint_stamp(spec.checkpoint) if spec.checkpoint else ""
     h = hashlib.sha256()
-    h.update(json.dumps([asdict(spec), cfg.model.name_or_path, cfg.evaluate.max_length]).encode())
+    h.update(json.dumps([asdict(spec), stamp, cfg.model.name_or_path, cfg.evaluate.max_length]).encode())
     for i in ids:
-        h.update(i.encode())
+        h.update(f"{i}\0{texts[i]}\0".encode())
     return h.hexdigest()[:16]
 
 
@@ -148,7 +153,7 @@ def encode_texts(
 
     # length-sorted batches (little padding); images in batches of their own
     ids = sorted(texts, key=lambda i: (i in images, len(texts[i])), reverse=True)
-    key = _cache_key(spec, ids, cfg)
+    key = _cache_key(spec, texts, ids, cfg)
     cache = cache_dir / f"{spec.name}-{label}-{key}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)

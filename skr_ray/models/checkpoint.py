@@ -78,3 +78,14 @@ def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu
         head.load_state_dict(load_file(str(root / HEAD_WEIGHTS)))
     head.to(device).eval()
     return SKRModel(model, tokenizer, head, head_info, cfg)
+
+
+def checkpoint_stamp(path: str | Path) -> str:
+    """A key that changes whenever the checkpoint's weights or configs do (retraining in place included):
+    each weight/config file's relative name, size and modification time."""
+    import hashlib
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin"))
+    parts = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

@@ -177,16 +177,23 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _checkpoint_stamp(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
-    return _key([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+def score_cache_path(rows: list[dict], cfg: Any, mode: str, checkpoint: str | None, cache: Path, name: str) -> Path:
+    """Keyed by content: the checkpoint's weights and every row's (id, question, passage), so another seed,
+    split or sample with the same row ids never reads the states of other pairs."""
+    from skr_ray.models.checkpoint import checkpoint_stamp
+
+    stamp = checkpoint_stamp(checkpoint) if checkpoint else cfg.model.name_or_path
+    content = hashlib.sha256()
+    for r in rows:
+        content.update(f"{r['pair_id']}\0{r['query']}\0{r['passage']}\0".encode())
+    key = _key(mode, stamp, cfg.ad.max_passage_tokens, cfg.ad.max_new_tokens, content.hexdigest())
+    return cache / f"{name}-{key}.json"
 
 
 def cached_score_pairs(rows: list[dict], cfg: Any, mode: str, checkpoint: str | None, cache: Path,
                        name: str) -> list[dict]:
     """score_pairs with an on-disk cache per (system, checkpoint, pairs): a killed evaluation resumes."""
-    stamp = _checkpoint_stamp(Path(checkpoint)) if checkpoint else cfg.model.name_or_path
-    path = cache / f"{name}-{_key(mode, stamp, cfg.ad.max_passage_tokens, cfg.ad.max_new_tokens, [r['pair_id'] for r in rows])}.json"
+    path = score_cache_path(rows, cfg, mode, checkpoint, cache, name)
     if path.is_file():
         log.info("%s: reusing cached scores %s", name, path.name)
         return json.loads(path.read_text())
