@@ -90,9 +90,21 @@ def _validate_jsonl(path: Path) -> int:
     return len(seen)
 
 
+def _check_unique_ids(path: Path, id_field: str, seen: dict[str, Path]) -> None:
+    """A parquet corpus' ids are unique within and across its files, like a jsonl corpus'."""
+    ids = pq.read_table(path, columns=[id_field])[id_field].to_pylist()
+    for row, doc_id in enumerate(ids):
+        key = str(doc_id)
+        if key in seen:
+            where = "earlier in this file" if seen[key] == path else f"also in {seen[key]}"
+            raise CorpusError(f"{path}: row {row}: duplicate {id_field} {key!r} ({where})")
+        seen[key] = path
+
+
 def validate_corpus(source: CorpusSource) -> int:
     """Check schema and count rows; raise CorpusError on anything that would lose or mix rows."""
     total = 0
+    seen: dict[str, Path] = {}  # parquet ids over every file of the corpus
     for path in source.paths:
         if source.kind == "jsonl":
             total += _validate_jsonl(path)
@@ -106,6 +118,7 @@ def validate_corpus(source: CorpusSource) -> int:
             for field in (id_field, TEXT):
                 if field not in names:
                     raise CorpusError(f"{path}: missing column '{field}' (has {sorted(names)})")
+            _check_unique_ids(path, id_field, seen)
             total += meta.num_rows
         else:
             total += 1
@@ -203,7 +216,11 @@ def with_queries(root: Path, corpus: dict[str, str], max_queries: int = 0) -> Ev
             qid, did, score = row[0], row[1], row[2]
             if did not in corpus:
                 raise CorpusError(f"{qrels_path}:{line_no}: corpus-id {did!r} is not in corpus.jsonl")
-            if float(score) > 0:
+            try:
+                relevant = float(score) > 0
+            except ValueError:
+                raise CorpusError(f"{qrels_path}:{line_no}: score {score!r} is not a number") from None
+            if relevant:
                 qrels[qid].add(did)
     kept = {qid: queries[qid] for qid in sorted(queries) if qid in qrels}
     if not kept:

@@ -72,3 +72,22 @@ def test_qrels_pointing_to_unknown_doc(tmp_path):
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\tzz\t1\n")
     with pytest.raises(CorpusError, match=r"test.tsv:2: corpus-id 'zz'"):
         read_eval_set(str(tmp_path), 1000)
+
+
+def test_parquet_duplicate_ids_are_rejected_within_and_across_files(tmp_path):
+    pq.write_table(pa.table({"_id": ["a", "b", "a"], "text": ["x", "y", "z"]}), tmp_path / "c1.parquet")
+    with pytest.raises(CorpusError, match=r"c1.parquet: row 2: duplicate _id 'a' \(earlier in this file\)"):
+        validate_corpus(resolve_corpus(str(tmp_path)))
+    pq.write_table(pa.table({"_id": ["a", "b"], "text": ["x", "y"]}), tmp_path / "c1.parquet")
+    pq.write_table(pa.table({"_id": ["c", "b"], "text": ["x", "y"]}), tmp_path / "c2.parquet")
+    with pytest.raises(CorpusError, match=r"c2.parquet: row 1: duplicate _id 'b' \(also in .*c1.parquet\)"):
+        validate_corpus(resolve_corpus(str(tmp_path)))
+
+
+def test_qrels_score_that_is_not_a_number(tmp_path):
+    _jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "x"}])
+    _jsonl(tmp_path / "queries.jsonl", [{"_id": "q", "text": "x?"}])
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\trelevant\n")
+    with pytest.raises(CorpusError, match=r"test.tsv:2: score 'relevant' is not a number"):
+        read_eval_set(str(tmp_path), 1000)
