@@ -18,6 +18,11 @@ class StageInputError(ValueError):
     """A stage's input artifact exists but cannot feed it (e.g. too few usable self-labels)."""
 
 
+class StageError(RuntimeError):
+    """A stage could not finish; the message says why and what to do (e.g. re-run to resume). The CLI prints it
+    as one line, not a traceback."""
+
+
 class Artifacts:
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir).expanduser().resolve()

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(cfg.to_yaml())
         return 0
-    from skr_ray.artifacts import StageInputError
+    from skr_ray.artifacts import StageError, StageInputError
     from skr_ray.corpus import CorpusError
     from skr_ray.models.backbone import ModelLoadError
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_pipeline(cfg).get("evaluate", {})
         else:
             summary = _stage(args.command, cfg)
-    except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError, NotImplementedError) as exc:
+    except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError, StageError, NotImplementedError) as exc:
         print(f"skr: error: {exc}", file=sys.stderr)
         return 1
     log.info("result: %s", json.dumps(summary, default=str)[:2000])

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
@@ -397,7 +397,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     )
     write_json(art.annotate_summary, summary)
     if summary["documents_labelled"] < total:
-        raise RuntimeError(
+        raise StageError(
             f"annotation wrote {summary['documents_labelled']} of {total} documents; re-run to resume"
         )
     Artifacts.mark_done(art.annotate_dir, {"documents": total})

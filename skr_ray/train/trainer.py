@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skr_ray.artifacts import Artifacts, StageInputError, write_json
+from skr_ray.artifacts import Artifacts, StageError, StageInputError, write_json
 from skr_ray.config import SKRConfig
 from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, HEAD_WEIGHTS, RUN_CONFIG
 
@@ -131,7 +131,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"training finished without a checkpoint: {result.error}")
+        raise StageError(f"training finished without a checkpoint: {result.error}")
     source = Path(result.checkpoint.path)
     if cfg.train.keep == "best_val_loss" and (storage / BEST).is_dir():
         source = storage / BEST

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     write_json(art.annotate_summary, summary)
     missing = {p.pair_id for p in pairs} - {r["pair_id"] for r in rows}
     if missing:
-        raise RuntimeError(f"annotation judged {len(pairs) - len(missing)} of {len(pairs)} pairs; re-run to resume")
+        raise StageError(f"annotation judged {len(pairs) - len(missing)} of {len(pairs)} pairs; re-run to resume")
     Artifacts.mark_done(art.annotate_dir, {"pairs": len(pairs)})
     log.info("AD annotation done: %s", json.dumps(summary))
     return summary

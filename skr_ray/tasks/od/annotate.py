@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def run_od_annotation(cfg: SKRConfig) -> dict[str, Any]:
     write_json(art.annotate_summary, summary)
     missing = {p.page_id for p in pages} - {r["page_id"] for r in rows}
     if missing:
-        raise RuntimeError(f"annotation searched {len(pages) - len(missing)} of {len(pages)} pages; re-run to resume")
+        raise StageError(f"annotation searched {len(pages) - len(missing)} of {len(pages)} pages; re-run to resume")
     Artifacts.mark_done(art.annotate_dir, {"pages": len(pages)})
     log.info("OD annotation done: %s", json.dumps({k: v for k, v in summary.items() if k != "unreadable"}))
     return summary
