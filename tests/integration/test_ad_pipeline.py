@@ -125,7 +125,7 @@ def test_report_values(ad_run):
         assert row["seconds_per_100"] > 0, name
     # 40 stratified pairs of the demo set's 1:4 ratio
     assert metrics["skr"]["positive_rate"] == pytest.approx(0.2)
-    assert metrics["base"]["score_source"] in ("softmax(yes,no)", "generated class")
+    assert metrics["base"]["score_source"] == "softmax(yes,no)" and "auprc_generated_class" in metrics["base"]
     for name in ("pr_curve.png", "roc_curve.png", "report.md"):
         assert (art.evaluate_dir / name).stat().st_size > 0
     assert "| SKR (LoRA + classifier head) (`skr`)" in art.report.read_text()

@@ -214,3 +214,25 @@ def test_probe_and_keep_options_are_validated():
         load_config(None, ["task=ad", "ad.head_init=linear"])
     with pytest.raises(ConfigError, match="train.keep"):
         load_config(None, ["task=ad", "train.keep=best"])
+
+
+def test_classification_metrics_on_a_hand_computed_case():
+    # ranked by score: + - - + -. AUROC: the + at 0.9 beats 3 negatives, the + at 0.6 beats 1 -> 4/6.
+    # AP: precision 1 at recall 0.5, precision 2/4 at recall 1 -> 0.5 * 1 + 0.5 * 0.5 = 0.75.
+    y = np.array([1, 0, 0, 1, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.1])
+    m = classification_metrics(y, s, 0.5)
+    assert m["auroc"] == pytest.approx(4 / 6) and m["auprc"] == pytest.approx(0.75)
+    assert m["accuracy"] == pytest.approx(3 / 5) and m["positive_rate"] == pytest.approx(2 / 5)
+
+
+def test_ntp_row_scoring_is_fixed_in_advance_not_picked_on_test_labels():
+    from skr_ray.tasks.ad.evaluate import _ntp_row
+
+    labels = np.array([1, 0, 0, 0])
+    scored = [{"answer": a, "p_yes": p, "status": "ok"} for a, p in zip([1, 0, 0, 0], [0.4, 0.9, 0.1, 0.2])]
+    m, scores = _ntp_row(labels, scored)
+    # the generated class happens to be perfect here, yet the row keeps the softmax score (AP 1/2)
+    assert m["score_source"] == "softmax(yes,no)" and m["auprc"] == pytest.approx(0.5)
+    assert m["auprc_generated_class"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(1.0)
+    np.testing.assert_allclose(scores, [0.4, 0.9, 0.1, 0.2])

@@ -29,17 +29,19 @@ TITLES = {
 
 
 def _ntp_row(labels: np.ndarray, scored: list[dict]) -> tuple[dict[str, Any], np.ndarray]:
-    """Base/SFT: the better (by AUPRC) of the generated class (1/0) and softmax over yes/no logits."""
+    """Base/SFT: AUROC/AUPRC of the softmax over the yes/no logits (the continuous score, fixed in advance: no
+    test label picks it); the generated class's AUROC/AUPRC are reported beside it, accuracy is the generated
+    decision's."""
     hard = np.asarray([1.0 if r["answer"] == 1 else 0.0 for r in scored])
     soft = np.asarray([r["p_yes"] for r in scored], dtype=np.float64)
     m_hard = classification_metrics(labels, hard, 0.5)
-    m_soft = classification_metrics(labels, soft, 0.5)
-    use_soft = (m_soft["auprc"] or 0) >= (m_hard["auprc"] or 0)
-    m = dict(m_soft if use_soft else m_hard)
+    m = dict(classification_metrics(labels, soft, 0.5))
     m["accuracy"] = m_hard["accuracy"]  # the decision is what the model generated
-    m["score_source"] = "softmax(yes,no)" if use_soft else "generated class"
+    m["score_source"] = "softmax(yes,no)"
+    m["auroc_generated_class"] = m_hard["auroc"]
+    m["auprc_generated_class"] = m_hard["auprc"]
     m["unparseable"] = sum(1 for r in scored if r["status"] != "ok")
-    return m, soft if use_soft else hard
+    return m, soft
 
 
 def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
