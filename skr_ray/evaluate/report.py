@@ -35,6 +35,12 @@ def write_report(
         f"- evaluation set: `{context['eval']}` ({context['queries']} queries, {context['candidates']} candidates)",
         f"- model: `{context['model']}`; usable self-labels: {context.get('train_pairs', 'n/a')}"
         f" (label status counts: {context.get('label_status', {})})",
+    ]
+    if context.get("overlap"):
+        lines.append(f"- {context['overlap']} of {context['candidates']} candidates were also in the unlabeled corpus "
+                     "the model taught itself on (as text to write questions about; no evaluation label reached "
+                     "training): scores here are optimistic next to a held-out corpus")
+    lines += [
         "",
         "| system | " + " | ".join(keys) + " | encode s / 100 texts |",
         "|---|" + "---|" * (len(keys) + 1),

@@ -71,6 +71,8 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         "train_pairs": summary.get("usable", "n/a"),
         "label_status": summary.get("status_counts", {}),
     }
+    if cfg.data.modality == "text" and art.labels_dir.is_dir():
+        context["overlap"] = _overlap(art, corpus)
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
     max_k = max(max(cfg.evaluate.ks), 20)
@@ -200,3 +202,12 @@ def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> dict[st
              "%.3f, BM25 alone %.3f)", choice["weight"], choice["normalization"], len(val_queries),
              choice["validation_mrr"], choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
     return choice
+
+
+def _overlap(art: Artifacts, corpus: dict[str, str]) -> int:
+    """How many evaluation candidates the model also saw as unlabeled input (same text): the demo and a dev split
+    over the unlabeled corpus do; their self-labels never carry an evaluation label, but the report says so."""
+    from skr_ray.tasks.ir.pairs import label_corpus
+
+    seen = {" ".join(t.split()) for t in label_corpus(art.labels_dir).values()}
+    return sum(" ".join(t.split()) in seen for t in corpus.values())
