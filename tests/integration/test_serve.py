@@ -275,20 +275,25 @@ def test_bounded_concurrency_no_errors(server):
         ref[m] = np.asarray(requests.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"},
                                           timeout=60).json()["data"][0]["embedding"])
 
-    def client(i: int) -> list[int]:
-        codes = []
+    def client(i: int) -> list[str]:
+        outcomes = []
         with requests.Session() as s:
             for j in range(20):
                 m = "ir-a" if (i + j) % 2 else "ir-b"
                 r = s.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"}, timeout=120)
-                ok = r.status_code == 200 and np.allclose(r.json()["data"][0]["embedding"], ref[m], atol=1e-4)
-                codes.append(200 if ok else r.status_code or -1)
-        return codes
+                if r.status_code != 200:
+                    outcomes.append(f"http {r.status_code}")
+                elif not np.allclose(r.json()["data"][0]["embedding"], ref[m], atol=1e-4):
+                    outcomes.append("wrong answer")  # a 200 with another adapter's vector is a failure too
+                else:
+                    outcomes.append("ok")
+        return outcomes
 
+    assert not np.allclose(ref["ir-a"], ref["ir-b"], atol=1e-4)  # a mixed-up adapter would be visible
     with ThreadPoolExecutor(32) as pool:
         results = [c for codes in pool.map(client, range(32)) for c in codes]
     assert len(results) == 640
-    assert results.count(200) == 640, {c: results.count(c) for c in set(results)}
+    assert results.count("ok") == 640, {c: results.count(c) for c in set(results)}
 
 
 def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
