@@ -73,9 +73,13 @@ def test_killed_annotation_actor_is_replaced_and_every_row_lands_once(ray_local,
     labels = Artifacts(out).labels_dir
     job = _Background(run_annotation, cfg)
     job.start()
-    _kill_when(lambda: len(list(labels.glob("*.parquet"))) >= 2, "MapBatches(SelfAnnotator)", job)
+    killed = _kill_when(lambda: len(list(labels.glob("*.parquet"))) >= 2, "MapBatches(SelfAnnotator)", job)
     job.join(timeout=600)
     assert job.error is None, job.error
+    # the kill landed: the killed actor's journal is there, and a replacement actor (another pid) labelled the rest
+    journals = {p.stem.rsplit("-", 1)[1] for p in Artifacts(out).annotate_journal.glob("*.txt")}
+    assert str(killed) in journals and len(journals) >= 2, journals
+    assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     ids = [d for p in labels.glob("*.parquet") for d in pq.read_table(p)["doc_id"].to_pylist()]
     assert len(ids) == 48 and len(set(ids)) == 48  # every row exactly once
     summary = job.result
