@@ -172,7 +172,7 @@ def main() -> None:
     models = ({"ir": args.ir} if args.ir else {}) | ({"ad": args.ad} if args.ad else {}) | ({"od": od} if od else {})
     two_bases = bool(od) and bool(args.ir or args.ad)  # two backbone deployments on a 2-CPU machine
     backbone = {"ray_actor_options": {"num_cpus": 0.5}} if two_bases else {}
-    serve.run(build_app({"models": models, "max_batch_size": args.batch, "max_input_tokens": 4096,
+    serve.run(build_app({"models": models, "auth": {"disabled": True}, "max_batch_size": args.batch, "max_input_tokens": 4096,
                          "backbone": backbone}), name="skr", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     if args.ir:

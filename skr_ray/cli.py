@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
                         help="serve: a model id and its checkpoint or run folder (repeatable)")
     parser.add_argument("--port", type=int, default=8000, help="serve: HTTP port")
+    parser.add_argument("--host", default="127.0.0.1", help="serve: address to listen on (0.0.0.0 = every interface)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve: no API keys (local use only; warned about on a non-loopback --host)")
     parser.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS", "http://127.0.0.1:8265"),
                         help="submit/status/logs/stop: the cluster's Jobs API (dashboard) address")
     parser.add_argument("--no-wait", action="store_true", help="submit: return the job id without streaming logs")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from skr_ray.serve.cli import serve_main
 
-        return serve_main(args.config, args.model, args.port)
+        return serve_main(args.config, args.model, args.port, args.host, args.no_auth)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:

@@ -300,9 +300,26 @@ def serve_locally(models: dict[str, str], name: str):
             port = s.getsockname()[1]
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
-            serve.run(build_app({"models": models}), name=name, route_prefix="/")
+            serve.run(build_app({"models": models, "auth": {"disabled": True}}), name=name, route_prefix="/")
             yield f"http://127.0.0.1:{port}"
         finally:
             serve.shutdown()
 
     return running()
+
+
+def run_with_eval_hidden(cfg) -> dict:
+    """annotate -> train -> evaluate with the evaluation set (a copy of the demo's at ``cfg.data.eval``) moved
+    away until evaluate starts: annotate and train cannot open an evaluation file, in any Ray process."""
+    import shutil
+
+    from skr_ray.cli import _stage
+    from skr_ray.corpus import demo_dir
+
+    evalset = Path(cfg.data.eval)
+    hidden = evalset.with_name(evalset.name + "-hidden")
+    shutil.copytree(demo_dir(), hidden)
+    results = {stage: _stage(stage, cfg) for stage in ("annotate", "train")}
+    hidden.rename(evalset)
+    results["evaluate"] = _stage("evaluate", cfg)
+    return results

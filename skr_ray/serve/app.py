@@ -13,6 +13,7 @@ locally by ``skr serve``.
 import base64
 import binascii
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,92 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return _error(400, "invalid request body: " + "; ".join(parts), "invalid_body")
 
 
+@api.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unforeseen: 500 in the documented shape with an error id; the details go to the log only."""
+    import uuid
+
+    error_id = uuid.uuid4().hex[:12]
+    log.error("error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error; error id {error_id} (details in the server log)", "internal_error")
+
+
 def _fail(status: int, message: str, code: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"message": message, "code": code})
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+OPEN_PATHS = ("/healthz",)  # answered without a key (load balancers probe it)
+
+
+def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
+    """SHA-256 digests of the API keys named by the ``auth`` options (the keys never travel in the app's
+    config), or None when authentication is explicitly disabled for local use.
+
+    ``auth.api_keys_env``: an environment variable holding comma-separated keys; ``auth.api_keys_file``: a file
+    with one key per line (# comments allowed); ``auth.disabled: true``: no keys (local use only).
+    """
+    import hashlib
+    import os
+
+    auth = dict(auth or {})
+    if "api_keys" in auth or any(k.startswith("sk-") for k in map(str, auth.values())):
+        raise ValueError("auth: put keys in a file or an environment variable, never in the config itself")
+    unknown = set(auth) - {"api_keys_env", "api_keys_file", "disabled"}
+    if unknown:
+        raise ValueError(f"auth: unknown option(s) {sorted(unknown)}; known: api_keys_env, api_keys_file, disabled")
+    if auth.get("disabled"):
+        if auth.get("api_keys_env") or auth.get("api_keys_file"):
+            raise ValueError("auth: disabled is true but keys are configured too; choose one")
+        return None
+    keys: list[str] = []
+    if auth.get("api_keys_env"):
+        name = str(auth["api_keys_env"])
+        if name not in os.environ:
+            raise ValueError(f"auth.api_keys_env: environment variable {name} is not set")
+        keys += [k.strip() for k in os.environ[name].split(",") if k.strip()]
+    if auth.get("api_keys_file"):
+        path = Path(str(auth["api_keys_file"])).expanduser()
+        if not path.is_file():
+            raise ValueError(f"auth.api_keys_file: {path} does not exist")
+        keys += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not keys:
+        raise ValueError("Serve needs API keys: set auth.api_keys_env (comma-separated keys in an environment "
+                         "variable) or auth.api_keys_file (one key per line); for local use only, auth.disabled: "
+                         "true (skr serve --no-auth)")
+    return sorted({hashlib.sha256(k.encode()).hexdigest() for k in keys})
+
+
+def _key_ok(header: str | None, digests: list[str]) -> bool:
+    import hashlib
+    import hmac
+
+    if not header or not header.startswith("Bearer "):
+        return False
+    digest = hashlib.sha256(header[len("Bearer "):].strip().encode()).hexdigest()
+    return any(hmac.compare_digest(digest, d) for d in digests)
+
+
+_GUARD: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20}  # set by the replica's Api
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next: Any) -> Any:
+    """Before any routing or parsing: the API key (401), then the body size from its header (413/411)."""
+    if request.url.path not in OPEN_PATHS and _GUARD["digests"] is not None:
+        if not _key_ok(request.headers.get("authorization"), _GUARD["digests"]):
+            return _error(401, "missing or invalid API key: send 'Authorization: Bearer KEY'", "invalid_api_key")
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return _error(411, "send the body with a Content-Length header", "length_required")
+        if int(length) > _GUARD["max_request_bytes"]:
+            return _error(413, f"request body has {length} bytes; the limit is {_GUARD['max_request_bytes']}",
+                          "request_too_large")
+    return await call_next(request)
 
 
 @serve.deployment(name="Api")
@@ -62,24 +147,37 @@ class Api:
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         self.max_inputs = int(options.get("max_inputs_per_request", 256))
         self.max_image_bytes = int(options.get("max_image_bytes", 20 * 2**20))
+        _GUARD["digests"] = options.get("_key_digests")  # None: authentication disabled
+        _GUARD["max_request_bytes"] = int(options.get("max_request_bytes", 32 * 2**20))
 
     def _entry(self, model: str, task: str, route: str) -> ModelEntry:
         entry = self.entries.get(model)
         if entry is None:
             raise _fail(404, f"unknown model {model!r}; GET /v1/models lists {sorted(self.entries)}", "model_not_found")
-        if entry.task != task or entry.objective != "head":
-            raise _fail(400, f"model {model!r} is a {entry.task} model; {route} needs a {task} model", "wrong_task")
+        if entry.task != task:
+            raise _fail(400, f"model {model!r} is {_article(entry.task)} {entry.task} model; {route} needs "
+                             f"{_article(task)} {task} model", "wrong_task")
+        if entry.objective != "head":
+            raise _fail(400, f"model {model!r} is an SFT baseline (it answers through generated text, without a task "
+                             f"head); {route} serves SKR checkpoints with a {task} head", "wrong_task")
         return entry
 
     async def _call(self, model: str, method: str, *args: Any) -> Any:
         try:
             handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
             return await getattr(handle, method).remote(*args)
+        except HTTPException:
+            raise
         except Exception as exc:  # replica errors become a visible 5xx, never a silent drop
+            import uuid
+
             name = type(exc).__name__
             status = 503 if "BackPressure" in name or "Unavailable" in name or "ActorDied" in name else 500
-            log.exception("backbone call %s for %s failed", method, model)
-            raise _fail(status, f"model replica failed ({name}): {exc}"[:500], "replica_error") from None
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("error %s: backbone call %s for %s failed", error_id, method, model)
+            # the details (paths, stack) stay in the replica's log under the error id
+            raise _fail(status, f"model replica failed ({name}); error id {error_id} (details in the server log)",
+                        "replica_error") from None
 
     @api.get("/healthz")
     async def healthz(self) -> Any:
@@ -209,12 +307,13 @@ class Api:
 def build_app(args: dict[str, Any]) -> Any:
     """Serve application from config args: ``models`` ({id: checkpoint or run dir}) plus options.
 
-    Options: max_batch_size, max_image_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per
+    Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys), max_batch_size, max_image_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per
     replica), max_input_tokens, max_inputs_per_request, max_image_bytes, backbone / ingress: Serve
     deployment options (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests,
     max_queued_requests); ``backbone`` applies to every base model's backbone deployment.
     """
     args = dict(args or {})
+    args["_key_digests"] = load_api_keys(args.pop("auth", {}))  # refuses to build without keys or auth.disabled
     entries, bases = build_registry(dict(args.pop("models", {})))
     backbone_opts = dict(args.pop("backbone", {}))
     ingress_opts = dict(args.pop("ingress", {}))

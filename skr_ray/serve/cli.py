@@ -1,4 +1,6 @@
-"""`skr serve [-c cluster/serve.yaml] [--model ID=PATH ...] [--port 8000]`: the Serve app on local Ray."""
+"""`skr serve [-c cluster/serve.yaml] [--model ID=PATH ...] [--port 8000] [--host 127.0.0.1] [--no-auth]`: the Serve
+app on local Ray. API keys come from the config's ``auth`` (an environment variable or a file); ``--no-auth`` is for
+local use and is announced loudly on a non-loopback host."""
 
 from __future__ import annotations
 
@@ -34,7 +36,10 @@ def load_serve_args(config: str | None, models: list[str]) -> dict[str, Any]:
     return args
 
 
-def serve_main(config: str | None, models: list[str], port: int) -> int:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_main(config: str | None, models: list[str], port: int, host: str = "127.0.0.1", no_auth: bool = False) -> int:
     import ray
     from ray import serve
 
@@ -43,12 +48,18 @@ def serve_main(config: str | None, models: list[str], port: int) -> int:
 
     try:
         args = load_serve_args(config, models)
+        if no_auth:
+            args["auth"] = {**(args.get("auth") or {}), "disabled": True}
         app = build_app(args)
     except (RegistryError, ValueError, FileNotFoundError) as exc:
         print(f"skr: serve error: {exc}", file=sys.stderr)
         return 1
+    if (args.get("auth") or {}).get("disabled") and host not in LOOPBACK:
+        print(f"skr: WARNING: authentication is OFF and the app listens on {host}:{port}: anyone who can reach "
+              "this address can call every model. Use it only on a trusted network, or configure auth.api_keys_env "
+              "/ auth.api_keys_file.", file=sys.stderr)
     ray.init(ignore_reinit_error=True)
-    serve.start(http_options={"host": "0.0.0.0", "port": port})
+    serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="skr", route_prefix="/")
     log.info("serving %s on http://localhost:%d (GET /v1/models); Ctrl-C stops", sorted(args["models"]), port)
     try:

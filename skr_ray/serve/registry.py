@@ -36,8 +36,9 @@ class ModelEntry:
     """Its base model reads images (a vision-language model)."""
 
     def describe(self) -> dict[str, Any]:
+        # no server path: a client learns what the model does, not where it lives
         return {"id": self.id, "object": "model", "owned_by": "skr_ray", "task": self.task,
-                "input": "image" if self.vision else "text", "checkpoint": self.checkpoint}
+                "objective": self.objective, "input": "image" if self.vision else "text"}
 
 
 def _resolve_checkpoint(path: Path) -> Path:

@@ -52,13 +52,13 @@ def ad_config(model_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def ad_run(ray_local, tiny_judge_model_dir, tmp_path_factory):
-    from skr_ray.cli import run_pipeline
+    from tests.tiny import run_with_eval_hidden
 
     out = tmp_path_factory.mktemp("ad-run")
     # SKR's head starts from a probe on frozen states; the lowest-validation-loss epoch is kept
-    cfg = ad_config(tiny_judge_model_dir, out, "ad.head_init=probe", "train.keep=best_val_loss")
-    results = run_pipeline(cfg)
-    return cfg, results
+    cfg = ad_config(tiny_judge_model_dir, out, "ad.head_init=probe", "train.keep=best_val_loss",
+                    f"data.eval={out / 'evalset'}")
+    return cfg, run_with_eval_hidden(cfg)
 
 
 def test_self_judgements_are_counted_and_balanced(ad_run):

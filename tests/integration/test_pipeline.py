@@ -49,11 +49,11 @@ def tiny_config(tiny_model_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def pipeline_run(ray_local, tiny_model_dir, tmp_path_factory):
-    from skr_ray.cli import run_pipeline
+    from tests.tiny import run_with_eval_hidden
 
     out = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(tiny_model_dir, out)
-    return cfg, run_pipeline(cfg)
+    cfg = tiny_config(tiny_model_dir, out, f"data.eval={out / 'evalset'}")
+    return cfg, run_with_eval_hidden(cfg)
 
 
 def test_annotation_labels_every_document_once(pipeline_run):
@@ -114,7 +114,7 @@ def test_evaluation_report(pipeline_run):
     for row in metrics.values():
         assert 0 < row["mrr"] <= 1
         assert row["recall@1"] <= row["recall@3"] <= row["recall@5"] <= row["recall@10"] <= 1
-    ev = read_eval_set("demo", cfg.data.max_chars, 12)
+    ev = read_eval_set(cfg.data.eval, cfg.data.max_chars, 12)
     q, d = list(ev.queries), list(ev.corpus)
     expected = retrieval_metrics(
         first_relevant_ranks(bm25_scores([ev.queries[i] for i in q], [ev.corpus[i] for i in d]), d, q, ev.qrels), [1, 3, 5, 10]

@@ -18,6 +18,11 @@ from tests.tiny import make_checkpoint
 
 pytestmark = pytest.mark.integration
 
+API_KEY = "skr-test-key-1"
+HTTP = requests.Session()  # every call of these tests carries the key, as an OpenAI client would
+HTTP.headers["Authorization"] = f"Bearer {API_KEY}"
+MAX_REQUEST_BYTES = 8 * 2**20
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -34,18 +39,23 @@ def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
         "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
         "od-a": make_checkpoint(tiny_vlm_dir, root / "od-a", "od", seed=4),  # another base model: 2nd backbone
         "ad-img": make_checkpoint(tiny_vlm_dir, root / "ad-img", "ad", seed=5, prompt=IMAGE_PROMPT_VERSION),
+        "ad-sft": make_checkpoint(tiny_model_dir, root / "ad-sft", "ad", seed=6, objective="sft"),
     }
 
 
 @pytest.fixture(scope="module")
-def server(ray_local, checkpoints):
+def server(ray_local, checkpoints, tmp_path_factory):
     from ray import serve
 
     from skr_ray.serve.app import build_app
 
+    keys = tmp_path_factory.mktemp("auth") / "keys"
+    keys.write_text(f"# one key per line\n{API_KEY}\nskr-test-key-2\n")
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app({
+        "auth": {"api_keys_file": str(keys)},
+        "max_request_bytes": MAX_REQUEST_BYTES,
         "models": {k: str(v) for k, v in checkpoints.items()},
         "max_adapters": 2,  # three models, room for two: exercises the LRU
         "max_input_tokens": 64,
@@ -67,21 +77,31 @@ def _direct_embeddings(ckpt, texts):
 
 
 def test_health_and_models(server):
-    health = requests.get(f"{server}/healthz", timeout=60).json()
-    assert health["status"] == "ok" and health["models"] == ["ad-a", "ad-img", "ir-a", "ir-b", "od-a"]
+    health = HTTP.get(f"{server}/healthz", timeout=60).json()
+    assert health["status"] == "ok" and health["models"] == ["ad-a", "ad-img", "ad-sft", "ir-a", "ir-b", "od-a"]
     assert health["backbones"] == 2  # SmolLM-style text model + the vision-language model
-    models = requests.get(f"{server}/v1/models", timeout=60).json()
+    models = HTTP.get(f"{server}/v1/models", timeout=60).json()
     assert models["object"] == "list"
     assert {m["id"]: (m["task"], m["input"]) for m in models["data"]} == {
         "ir-a": ("ir", "text"), "ir-b": ("ir", "text"), "ad-a": ("ad", "text"), "ad-img": ("ad", "image"),
-        "od-a": ("od", "image")}
+        "od-a": ("od", "image"), "ad-sft": ("ad", "text")}
+    # no server path is disclosed
+    assert all("/" not in str(v) for m in models["data"] for v in m.values()), models
+
+
+def test_wrong_model_kind_messages(server):
+    r = HTTP.post(f"{server}/v1/classify", json={"model": "ad-sft", "query": "q?", "passage": "p"}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_task"
+    assert "is an SFT baseline" in r.json()["error"]["message"]
+    r = HTTP.post(f"{server}/v1/embeddings", json={"model": "ad-a", "input": "x"}, timeout=60)
+    assert r.json()["error"]["message"] == "model 'ad-a' is an ad model; /v1/embeddings needs an ir model"
 
 
 def test_embeddings_match_the_checkpoint_and_count_tokens(server, checkpoints, tiny_model_dir):
     from transformers import AutoTokenizer
 
     texts = ["revenue rose in 2023", "the board approved a dividend", "debt"]
-    r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts}, timeout=120)
+    r = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
     got = np.asarray([d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])])
@@ -94,15 +114,15 @@ def test_embeddings_match_the_checkpoint_and_count_tokens(server, checkpoints, t
     assert body["usage"] == {"prompt_tokens": n, "total_tokens": n}
     assert body["model"] == "ir-a" and body["object"] == "list"
 
-    single = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts[0]}, timeout=60).json()
+    single = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": texts[0]}, timeout=60).json()
     np.testing.assert_allclose(single["data"][0]["embedding"], want[0], atol=1e-4)
 
-    b64 = requests.post(f"{server}/v1/embeddings",
+    b64 = HTTP.post(f"{server}/v1/embeddings",
                         json={"model": "ir-a", "input": texts, "encoding_format": "base64"}, timeout=60).json()
     decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in b64["data"]])
     np.testing.assert_allclose(decoded, want, atol=1e-4)
 
-    short = requests.post(f"{server}/v1/embeddings",
+    short = HTTP.post(f"{server}/v1/embeddings",
                           json={"model": "ir-a", "input": texts, "dimensions": 8}, timeout=60).json()
     cut = np.asarray([d["embedding"] for d in short["data"]])
     np.testing.assert_allclose(cut, want[:, :8] / np.linalg.norm(want[:, :8], axis=1, keepdims=True), atol=1e-4)
@@ -124,17 +144,17 @@ def test_openai_client(server, checkpoints):
 
 def test_multiplexing_two_adapters_on_one_backbone(server, checkpoints):
     text = ["revenue rose in 2023"]
-    a = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
-    b = requests.post(f"{server}/v1/embeddings", json={"model": "ir-b", "input": text}, timeout=60).json()
+    a = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
+    b = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-b", "input": text}, timeout=60).json()
     va, vb = np.asarray(a["data"][0]["embedding"]), np.asarray(b["data"][0]["embedding"])
     assert np.abs(va - vb).max() > 1e-3  # different adapters, different vectors
     np.testing.assert_allclose(vb, _direct_embeddings(checkpoints["ir-b"], text)[0], atol=1e-4)
     # third model: the LRU (2 per replica) evicts one, and the evicted one reloads correctly
-    requests.post(f"{server}/v1/classify", json={"model": "ad-a", "query": "what rose?", "passage": "revenue rose"},
+    HTTP.post(f"{server}/v1/classify", json={"model": "ad-a", "query": "what rose?", "passage": "revenue rose"},
                   timeout=60).raise_for_status()
-    health = requests.get(f"{server}/healthz", timeout=60).json()
+    health = HTTP.get(f"{server}/healthz", timeout=60).json()
     assert len(health["adapters_loaded_on_a_replica"]) <= 2
-    again = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
+    again = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": text}, timeout=60).json()
     np.testing.assert_allclose(again["data"][0]["embedding"], va, atol=1e-5)
 
 
@@ -144,7 +164,7 @@ def test_classify_matches_the_checkpoint(server, checkpoints):
     from skr_ray.tasks.ad.prompts import render_prompts
 
     q, p = "what was revenue in 2023?", "revenue rose to 10 million in 2023"
-    r = requests.post(f"{server}/v1/classify", json={"model": "ad-a", "query": q, "passage": p}, timeout=60)
+    r = HTTP.post(f"{server}/v1/classify", json={"model": "ad-a", "query": q, "passage": p}, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
     skr = load_skr_model(checkpoints["ad-a"])
@@ -175,7 +195,7 @@ def test_classify_an_image_matches_the_checkpoint(server, checkpoints):
         batch = image_batch(skr.tokenizer, [own, other], render_image_prompts(skr.tokenizer, [question] * 2))
         want = torch.sigmoid(skr.head(image_final_states(skr.model, batch))).numpy()
     for image, p in ((own, want[0]), (other, want[1])):
-        r = requests.post(f"{server}/v1/classify", json={"model": "ad-img", "query": question, "image": _b64(image)},
+        r = HTTP.post(f"{server}/v1/classify", json={"model": "ad-img", "query": question, "image": _b64(image)},
                           timeout=120)
         assert r.status_code == 200, r.text
         body = r.json()
@@ -204,7 +224,7 @@ def test_detect_matches_the_checkpoint_on_real_pages(server, checkpoints):
 
     (page0, rec0), (page1, rec1) = docpage(0), docpage(1)
     want = _direct_boxes(checkpoints["od-a"], [page0, page1, page0], ["", "", "the table"])
-    r = requests.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0)}, timeout=120)
+    r = HTTP.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0)}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "detection" and body["model"] == "od-a" and body["query"] == DEFAULT_OBJECT
@@ -215,13 +235,13 @@ def test_detect_matches_the_checkpoint_on_real_pages(server, checkpoints):
     payloads = [{"model": "od-a", "image": "data:image/png;base64," + _b64(page1)},
                 {"model": "od-a", "image": _b64(page0), "query": "the table"}] * 3
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda p: requests.post(f"{server}/v1/detect", json=p, timeout=120), payloads))
+        answers = list(pool.map(lambda p: HTTP.post(f"{server}/v1/detect", json=p, timeout=120), payloads))
     assert [a.status_code for a in answers] == [200] * 6
     for i, a in enumerate(answers):
         np.testing.assert_allclose(a.json()["box"]["normalized"], want[1 if i % 2 == 0 else 2], atol=1e-4)
     assert abs(want[0] - want[2]).max() > 1e-4  # the query reaches the model
 
-    jpeg = requests.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0, "JPEG")}, timeout=120)
+    jpeg = HTTP.post(f"{server}/v1/detect", json={"model": "od-a", "image": _b64(page0, "JPEG")}, timeout=120)
     assert jpeg.status_code == 200 and jpeg.json()["image"]["width"] == rec0["width"]
 
 
@@ -257,13 +277,13 @@ def _png() -> str:
     ],
 )
 def test_bad_requests_get_clear_4xx(server, route, payload, status, fragment):
-    r = requests.post(f"{server}{route}", json=payload, timeout=60)
+    r = HTTP.post(f"{server}{route}", json=payload, timeout=60)
     assert r.status_code == status, r.text
     assert fragment in r.json()["error"]["message"]
 
 
 def test_malformed_json_is_a_400(server):
-    r = requests.post(f"{server}/v1/embeddings", data="{not json", headers={"content-type": "application/json"},
+    r = HTTP.post(f"{server}/v1/embeddings", data="{not json", headers={"content-type": "application/json"},
                       timeout=60)
     assert r.status_code == 400 and "invalid request body" in r.json()["error"]["message"]
 
@@ -272,12 +292,13 @@ def test_bounded_concurrency_no_errors(server):
     """32 clients x 20 requests across two adapters: every request answered, each answer correct."""
     ref = {}
     for m in ("ir-a", "ir-b"):
-        ref[m] = np.asarray(requests.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"},
+        ref[m] = np.asarray(HTTP.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"},
                                           timeout=60).json()["data"][0]["embedding"])
 
     def client(i: int) -> list[str]:
         outcomes = []
         with requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {API_KEY}"
             for j in range(20):
                 m = "ir-a" if (i + j) % 2 else "ir-b"
                 r = s.post(f"{server}/v1/embeddings", json={"model": m, "input": "revenue rose"}, timeout=120)
@@ -301,7 +322,7 @@ def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
     Serve replaces the replica and answers are correct again."""
     import ray
 
-    ref = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"},
+    ref = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"},
                         timeout=60).json()["data"][0]["embedding"]
     # Named-actor listing goes through the GCS: no dashboard / state API needed.
     (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -309,7 +330,7 @@ def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
     ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
     codes, deadline = [], time.time() + 180
     while time.time() < deadline:
-        r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=120)
+        r = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=120)
         codes.append(r.status_code)
         if r.status_code == 200:
             np.testing.assert_allclose(r.json()["data"][0]["embedding"], ref, atol=1e-4)
@@ -317,4 +338,28 @@ def test_a_killed_backbone_replica_does_not_take_the_app_down(server):
         assert r.status_code in (500, 503) and r.json()["error"]["message"], r.text
         time.sleep(1)
     assert codes[-1] == 200, codes
-    assert requests.get(f"{server}/healthz", timeout=60).json()["status"] == "ok"
+    assert HTTP.get(f"{server}/healthz", timeout=60).json()["status"] == "ok"
+
+
+def test_api_keys_are_required_except_for_health(server):
+    """401 in OpenAI's error shape without a key or with a wrong one, before the body is even read; /healthz open."""
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+        r = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "x"}, headers=headers, timeout=60)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json() == {"error": {"message": "missing or invalid API key: send 'Authorization: Bearer KEY'",
+                                      "type": "invalid_request_error", "code": "invalid_api_key"}}
+    assert requests.get(f"{server}/v1/models", timeout=60).status_code == 401
+    bad_body = requests.post(f"{server}/v1/embeddings", data="{not json", timeout=60,
+                             headers={"content-type": "application/json"})
+    assert bad_body.status_code == 401  # no key: nothing about the request is looked at
+    assert requests.get(f"{server}/healthz", timeout=60).status_code == 200
+    second = requests.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "x"}, timeout=60,
+                           headers={"Authorization": "Bearer skr-test-key-2"})
+    assert second.status_code == 200  # every key of the file works
+
+
+def test_oversized_body_is_refused_before_parsing(server):
+    body = b'{"model": "ir-a", "input": "' + b"a" * MAX_REQUEST_BYTES + b'"}'
+    r = HTTP.post(f"{server}/v1/embeddings", data=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert str(MAX_REQUEST_BYTES) in r.json()["error"]["message"]

@@ -46,6 +46,8 @@ def test_runtime_env_matches_the_sdk_one():
 def _serve_app_ok(app: dict) -> None:
     assert app["import_path"] == "skr_ray.serve.app:build_app"
     assert app["args"]["models"], "models to serve"
+    auth = app["args"]["auth"]  # keys from the environment or a file, never in the config; never off on a cluster
+    assert set(auth) <= {"api_keys_env", "api_keys_file"} and auth
     from importlib import import_module
 
     module, func = app["import_path"].split(":")

@@ -1,0 +1,51 @@
+"""Serve API keys: where they come from, what is refused, and what `skr serve` says when they are off."""
+
+import hashlib
+
+import pytest
+
+from skr_ray.serve.app import _key_ok, load_api_keys
+
+
+def _digest(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_keys_from_an_environment_variable_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKR_TEST_KEYS", "k1, k2,")
+    assert load_api_keys({"api_keys_env": "SKR_TEST_KEYS"}) == sorted([_digest("k1"), _digest("k2")])
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\nk3\n\nk1\n")
+    both = load_api_keys({"api_keys_env": "SKR_TEST_KEYS", "api_keys_file": str(keys)})
+    assert both == sorted({_digest(k) for k in ("k1", "k2", "k3")})  # digests only: no key travels in the app
+
+
+def test_no_keys_is_refused_unless_disabled_explicitly(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="Serve needs API keys"):
+        load_api_keys({})
+    monkeypatch.setenv("EMPTY_KEYS", " , ")
+    with pytest.raises(ValueError, match="Serve needs API keys"):
+        load_api_keys({"api_keys_env": "EMPTY_KEYS"})
+    with pytest.raises(ValueError, match="NOT_SET_ANYWHERE is not set"):
+        load_api_keys({"api_keys_env": "NOT_SET_ANYWHERE"})
+    with pytest.raises(ValueError, match="does not exist"):
+        load_api_keys({"api_keys_file": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="never in the config"):
+        load_api_keys({"api_keys": ["sk-live-123"]})
+    with pytest.raises(ValueError, match="choose one"):
+        load_api_keys({"disabled": True, "api_keys_file": str(tmp_path / "keys")})
+    assert load_api_keys({"disabled": True}) is None
+
+
+def test_bearer_header_check():
+    digests = [_digest("good")]
+    assert _key_ok("Bearer good", digests)
+    assert not _key_ok("Bearer bad", digests) and not _key_ok("good", digests) and not _key_ok(None, digests)
+    assert not _key_ok("Bearer ", digests)
+
+
+def test_skr_serve_refuses_to_start_without_keys(capsys):
+    from skr_ray.serve.cli import serve_main
+
+    assert serve_main(None, [], 8000) == 1
+    assert "Serve needs API keys" in capsys.readouterr().err
