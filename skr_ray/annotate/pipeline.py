@@ -368,6 +368,9 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         ds = ds.map_batches(_add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
         # Small blocks: each finished block is written at once, so a killed run loses little.
         ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
+        # Read, sort and cut the (small) text rows before the model actors start: actors that reserve every CPU
+        # of the cluster (num_actors x num_cpus_per_actor) would otherwise starve these tasks and wait forever.
+        ds = ds.materialize()
         ds = ds.map_batches(
             SelfAnnotator,
             # actors write under output_dir: absolute, since their working directory is not ours

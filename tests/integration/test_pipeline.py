@@ -39,6 +39,7 @@ def tiny_config(tiny_model_dir, out, *extra):
             "evaluate.systems=[base,head_only,skr,bm25,skr_bm25]",
             "evaluate.head_only_epochs=3",
             "annotate.label_kinds=[question,keywords]",
+            "annotate.num_actors=2",  # two actors reserve both CPUs of the test cluster: must not starve the reads
             "train.hard_negatives=1",
             "evaluate.max_length=64",
             *LOOSE_FILTERS,
