@@ -44,16 +44,31 @@ def vision_body(model: torch.nn.Module) -> torch.nn.Module:
     return inner.model
 
 
-def decode_image(raw: bytes) -> Any:
-    """Encoded image bytes (PNG, JPEG, ...) -> RGB PIL image; raises ValueError naming what failed."""
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_IMAGE_PIXELS = 40_000_000  # ~ a 6,300 x 6,300 page; more is refused from the header, before decoding
+
+
+def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
+    """Encoded image bytes -> RGB PIL image. Only PNG, JPEG and WebP; the pixel count is checked from the header
+    before any decoding, and a decompression bomb is refused; raises ValueError naming what failed."""
     import io
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=list(IMAGE_FORMATS))  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ValueError(f"image has {width} x {height} = {width * height} pixels; the limit is {max_pixels}")
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"image refused as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"image could not be decoded as {', '.join(IMAGE_FORMATS)}") from None
+    except OSError as exc:
         raise ValueError(f"image could not be decoded: {exc}") from None
     return image.convert("RGB")
 

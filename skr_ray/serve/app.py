@@ -63,6 +63,10 @@ def _fail(status: int, message: str, code: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"message": message, "code": code})
 
 
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
@@ -147,6 +151,9 @@ class Api:
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         self.max_inputs = int(options.get("max_inputs_per_request", 256))
         self.max_image_bytes = int(options.get("max_image_bytes", 20 * 2**20))
+        self.max_input_chars = int(options.get("max_input_chars", 32_000))  # checked before any tokenizing
+        self.max_image_pixels = int(options.get("max_image_pixels", 40_000_000))  # from the header, before decoding
+        self.request_timeout_s = float(options.get("request_timeout_s", 120.0))  # per backbone call: 504 after
         _GUARD["digests"] = options.get("_key_digests")  # None: authentication disabled
         _GUARD["max_request_bytes"] = int(options.get("max_request_bytes", 32 * 2**20))
 
@@ -163,9 +170,19 @@ class Api:
         return entry
 
     async def _call(self, model: str, method: str, *args: Any) -> Any:
+        handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
+        return await self._bounded(getattr(handle, method).remote(*args), method, model)
+
+    async def _bounded(self, response: Any, method: str, model: str) -> Any:
+        """Await a backbone call within request_timeout_s: 504 after it, 503 when the replica is gone or full."""
+        import asyncio
+
         try:
-            handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
-            return await getattr(handle, method).remote(*args)
+            return await asyncio.wait_for(_awaited(response), self.request_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("backbone call %s for %s took longer than %.1fs", method, model, self.request_timeout_s)
+            raise _fail(504, f"the model did not answer within {self.request_timeout_s:g} s; retry later",
+                        "timeout") from None
         except HTTPException:
             raise
         except Exception as exc:  # replica errors become a visible 5xx, never a silent drop
@@ -192,7 +209,11 @@ class Api:
                 "adapters_loaded_on_a_replica": loaded}
 
     async def _count_tokens(self, entry: ModelEntry, texts: list[str]) -> list[int]:
-        return await self.backbones[entry.backbone].count_tokens.remote(texts)
+        for i, t in enumerate(texts):  # characters first: a huge text never reaches the tokenizer
+            if len(t) > self.max_input_chars:
+                raise _fail(400, f"input[{i}] has {len(t)} characters; the limit is {self.max_input_chars}",
+                            "input_too_long")
+        return await self._bounded(self.backbones[entry.backbone].count_tokens.remote(texts), "count_tokens", entry.id)
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -230,7 +251,7 @@ class Api:
             raise _fail(400, "image must be a non-empty string or list of base64 images", "empty_input")
         if len(images) > self.max_inputs:
             raise _fail(400, f"image has {len(images)} items; the limit is {self.max_inputs} per request", "too_many_inputs")
-        raws = [self._decode_image(data)[0] for data in images]
+        raws = [(await self._decode_image(data))[0] for data in images]
         vectors = np.asarray(await self._call(body.model, "embed_images", raws), dtype=np.float32)
         return self._embedding_response(body, vectors, 0)
 
@@ -255,9 +276,9 @@ class Api:
         if entry.vision:  # multimodal AD: the query against a chart or page image
             if body.image is None:
                 raise _fail(400, f"model {body.model!r} reads images: send image (base64), not passage", "wrong_input")
-            raw, _ = self._decode_image(body.image)
+            raw, _ = await self._decode_image(body.image)
         elif body.image is not None:
-            self._decode_image(body.image)
+            await self._decode_image(body.image)
             raise _fail(400, f"model {body.model!r} reads text passages, not images", "wrong_input")
         elif not body.passage or not body.passage.strip():
             raise _fail(400, "passage is empty", "empty_input")
@@ -274,7 +295,7 @@ class Api:
 
     @api.post("/v1/detect")
     async def detect(self, body: DetectRequest) -> dict[str, Any]:
-        raw, image = self._decode_image(body.image)
+        raw, image = await self._decode_image(body.image)
         entry = self._entry(body.model, "od", "/v1/detect")
         from skr_ray.tasks.od.boxes import to_pixels
         from skr_ray.tasks.od.prompts import DEFAULT_OBJECT
@@ -289,7 +310,13 @@ class Api:
                 "box": {"normalized": box, "pixels": to_pixels(box, width, height)},
                 "image": {"width": width, "height": height}}
 
-    def _decode_image(self, data: str) -> tuple[bytes, Any]:
+    async def _decode_image(self, data: str) -> tuple[bytes, Any]:
+        """base64 -> (bytes, PIL image), off the event loop (decoding a page takes a while)."""
+        import asyncio
+
+        return await asyncio.to_thread(self._decode_image_sync, data)
+
+    def _decode_image_sync(self, data: str) -> tuple[bytes, Any]:
         from skr_ray.models.vision import decode_image
 
         try:
@@ -299,7 +326,7 @@ class Api:
         if len(raw) > self.max_image_bytes:
             raise _fail(400, f"image has {len(raw)} bytes; the limit is {self.max_image_bytes}", "image_too_large")
         try:
-            return raw, decode_image(raw)
+            return raw, decode_image(raw, self.max_image_pixels)
         except ValueError as exc:
             raise _fail(400, str(exc), "undecodable_image") from None
 
@@ -307,10 +334,12 @@ class Api:
 def build_app(args: dict[str, Any]) -> Any:
     """Serve application from config args: ``models`` ({id: checkpoint or run dir}) plus options.
 
-    Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys), max_batch_size, max_image_batch_size, batch_wait_timeout_s, max_adapters (LRU bound per
-    replica), max_input_tokens, max_inputs_per_request, max_image_bytes, backbone / ingress: Serve
-    deployment options (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests,
-    max_queued_requests); ``backbone`` applies to every base model's backbone deployment.
+    Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys), max_request_bytes (413 above, from
+    the Content-Length header), request_timeout_s (504 after), max_batch_size, max_image_batch_size,
+    batch_wait_timeout_s, max_adapters (LRU bound per replica), max_input_chars, max_input_tokens,
+    max_inputs_per_request, max_image_bytes, max_image_pixels, backbone / ingress: Serve deployment options
+    (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
+    ``backbone`` applies to every base model's backbone deployment.
     """
     args = dict(args or {})
     args["_key_digests"] = load_api_keys(args.pop("auth", {}))  # refuses to build without keys or auth.disabled
@@ -321,6 +350,8 @@ def build_app(args: dict[str, Any]) -> Any:
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
+    ingress_opts.setdefault("max_ongoing_requests", 256)
+    ingress_opts.setdefault("max_queued_requests", 1024)  # beyond this the proxy answers 503 at once
     backbones = {}
     for n, (key, base) in enumerate(bases.items()):
         own = {k: e for k, e in entries.items() if e.backbone == key}

@@ -210,7 +210,7 @@ class SKRBackbone:
         return self.bank.loaded
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
-        return self.bank.count_tokens(texts)
+        return await asyncio.to_thread(self.bank.count_tokens, texts)  # off the replica's event loop
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         model_id = serve.get_multiplexed_model_id()

@@ -56,6 +56,8 @@ def server(ray_local, checkpoints, tmp_path_factory):
     app = build_app({
         "auth": {"api_keys_file": str(keys)},
         "max_request_bytes": MAX_REQUEST_BYTES,
+        "max_input_chars": 2000,
+        "max_image_pixels": 5_000_000,
         "models": {k: str(v) for k, v in checkpoints.items()},
         "max_adapters": 2,  # three models, room for two: exercises the LRU
         "max_input_tokens": 64,
@@ -363,3 +365,60 @@ def test_oversized_body_is_refused_before_parsing(server):
     r = HTTP.post(f"{server}/v1/embeddings", data=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     assert str(MAX_REQUEST_BYTES) in r.json()["error"]["message"]
+
+
+def test_image_and_text_limits_are_400s_before_any_model_work(server):
+    import io
+
+    from PIL import Image
+
+    def b64(image, fmt):
+        buf = io.BytesIO()
+        image.save(buf, fmt)
+        return base64.b64encode(buf.getvalue()).decode()
+
+    big = HTTP.post(f"{server}/v1/detect", json={"model": "od-a", "image": b64(Image.new("L", (2500, 2500)), "PNG")},
+                    timeout=60)
+    assert big.status_code == 400 and big.json()["error"]["code"] == "undecodable_image"
+    assert "6250000 pixels; the limit is 5000000" in big.json()["error"]["message"]
+    gif = HTTP.post(f"{server}/v1/detect", json={"model": "od-a", "image": b64(Image.new("L", (8, 8)), "GIF")},
+                    timeout=60)
+    assert gif.status_code == 400 and "PNG, JPEG, WEBP" in gif.json()["error"]["message"]
+    long = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": ["ok", "x" * 2500]}, timeout=60)
+    assert long.status_code == 400 and long.json()["error"]["message"] == (
+        "input[1] has 2500 characters; the limit is 2000")
+
+
+# ---- API fuzz run: schemathesis drives the app's own OpenAPI schema against the real local Serve app ----------
+import schemathesis  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+FUZZ_CASES = 25  # per route and method
+
+
+@pytest.fixture()
+def api_schema(server):
+    return schemathesis.openapi.from_url(f"{server}/openapi.json", headers={"Authorization": f"Bearer {API_KEY}"})
+
+
+fuzz_schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@fuzz_schema.parametrize()
+@settings(max_examples=FUZZ_CASES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_fuzz_never_500_and_errors_in_the_documented_shape(case, server):
+    """Every generated request (valid and invalid bodies, every route) is answered 2xx or 4xx, a 4xx always as
+    {"error": {"message", "type", "code"}}; never a 500."""
+    response = case.call(base_url=server, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120)
+    assert response.status_code < 500, (case.path, case.body, response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "code"} and error["type"] == "invalid_request_error", error
+
+
+def test_replica_is_healthy_after_the_fuzz_run(server):
+    health = HTTP.get(f"{server}/healthz", timeout=60).json()
+    assert health["status"] == "ok"
+    r = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=60)
+    assert r.status_code == 200

@@ -49,3 +49,50 @@ def test_skr_serve_refuses_to_start_without_keys(capsys):
 
     assert serve_main(None, [], 8000) == 1
     assert "Serve needs API keys" in capsys.readouterr().err
+
+
+def _png(width, height, mode="L"):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_allow_list_and_pixel_cap_from_the_header():
+    import io
+
+    from PIL import Image
+
+    from skr_ray.models.vision import decode_image
+
+    assert decode_image(_png(8, 6)).size == (8, 6)
+    with pytest.raises(ValueError, match="4000 x 3000 = 12000000 pixels; the limit is 1000000"):
+        decode_image(_png(4000, 3000), max_pixels=1_000_000)
+    gif = io.BytesIO()
+    Image.new("L", (4, 4)).save(gif, "GIF")
+    with pytest.raises(ValueError, match="could not be decoded as PNG, JPEG, WEBP"):
+        decode_image(gif.getvalue())
+    with pytest.raises(ValueError, match="decompression bomb"):  # Pillow's own limit, below ours
+        decode_image(_png(13000, 13000), max_pixels=10**9)
+
+
+def test_a_backbone_call_past_the_timeout_is_a_504():
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from skr_ray.serve.app import Api
+
+    api = object.__new__(Api.func_or_class)  # the ingress class without a Serve replica around it
+    api.request_timeout_s = 0.05
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(api._bounded(slow(), "embed", "ir-a"))
+    assert err.value.status_code == 504 and err.value.detail["code"] == "timeout"
+    assert asyncio.run(api._bounded(asyncio.sleep(0, result=[1.0]), "embed", "ir-a")) == [1.0]
