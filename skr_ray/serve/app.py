@@ -122,21 +122,20 @@ def _key_ok(header: str | None, digests: list[str]) -> bool:
     return any(hmac.compare_digest(digest, d) for d in digests)
 
 
-_GUARD: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20}  # set by the replica's Api
-
-
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
     """Before any routing or parsing: the API key (401), then the body size from its header (413/411)."""
-    if request.url.path not in OPEN_PATHS and _GUARD["digests"] is not None:
-        if not _key_ok(request.headers.get("authorization"), _GUARD["digests"]):
+    from skr_ray.serve.guard import CONFIG
+
+    if request.url.path not in OPEN_PATHS and CONFIG["digests"] is not None:
+        if not _key_ok(request.headers.get("authorization"), CONFIG["digests"]):
             return _error(401, "missing or invalid API key: send 'Authorization: Bearer KEY'", "invalid_api_key")
     if request.method == "POST":
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             return _error(411, "send the body with a Content-Length header", "length_required")
-        if int(length) > _GUARD["max_request_bytes"]:
-            return _error(413, f"request body has {length} bytes; the limit is {_GUARD['max_request_bytes']}",
+        if int(length) > CONFIG["max_request_bytes"]:
+            return _error(413, f"request body has {length} bytes; the limit is {CONFIG['max_request_bytes']}",
                           "request_too_large")
     return await call_next(request)
 
@@ -154,8 +153,10 @@ class Api:
         self.max_input_chars = int(options.get("max_input_chars", 32_000))  # checked before any tokenizing
         self.max_image_pixels = int(options.get("max_image_pixels", 40_000_000))  # from the header, before decoding
         self.request_timeout_s = float(options.get("request_timeout_s", 120.0))  # per backbone call: 504 after
-        _GUARD["digests"] = options.get("_key_digests")  # None: authentication disabled
-        _GUARD["max_request_bytes"] = int(options.get("max_request_bytes", 32 * 2**20))
+        from skr_ray.serve import guard  # through sys.modules: the module the middleware reads
+
+        guard.CONFIG.update(digests=options.get("_key_digests"),  # None: authentication disabled
+                            max_request_bytes=int(options.get("max_request_bytes", 32 * 2**20)))
 
     def _entry(self, model: str, task: str, route: str) -> ModelEntry:
         entry = self.entries.get(model)

@@ -83,7 +83,7 @@ def test_health_and_models(server):
     assert health["status"] == "ok" and health["models"] == ["ad-a", "ad-img", "ad-sft", "ir-a", "ir-b", "od-a"]
     assert health["backbones"] == 2  # SmolLM-style text model + the vision-language model
     models = HTTP.get(f"{server}/v1/models", timeout=60).json()
-    assert models["object"] == "list"
+    assert models.get("object") == "list", models
     assert {m["id"]: (m["task"], m["input"]) for m in models["data"]} == {
         "ir-a": ("ir", "text"), "ir-b": ("ir", "text"), "ad-a": ("ad", "text"), "ad-img": ("ad", "image"),
         "od-a": ("od", "image"), "ad-sft": ("ad", "text")}
