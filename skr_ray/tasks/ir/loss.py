@@ -8,9 +8,7 @@ import torch.nn.functional as F
 
 def info_nce(queries: torch.Tensor, passages: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, D) normalized queries and their passages -> scalar loss; row i's positive is column i."""
-    logits = queries @ passages.T / temperature  # (B, B)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    return masked_info_nce(queries, passages, temperature)
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -59,8 +57,6 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """InfoNCE over the in-batch negatives of all workers (a bigger pool is a known win), plus this worker's
     mined hard negatives (their number may differ between workers, so they are not gathered)."""
-    if negatives is None and docs is None:
-        return info_nce(gather_with_grad(queries), gather_with_grad(passages), temperature)
     return masked_info_nce(
         gather_with_grad(queries), gather_with_grad(passages), temperature, negatives,
         None if docs is None else _gather_keys(docs), negative_docs,
