@@ -150,6 +150,10 @@ class TrainConfig:
 
     e5v starts training from a representation that already summarises the input, which the
     contrastive loss then sharpens; plain starts from the raw last-token state."""
+    pooling: str = "last_token"
+    """IR embedding from the last layer: last_token (the final token's state), mean (mean over the input's
+    tokens) or echo (the text twice, plain format instead of embed_prompt; mean over the second copy, whose
+    states have seen the whole text; twice the tokens)."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward: ~1/5 of the activation memory for ~30% more compute."""
     lora_layers: int = 0
@@ -195,6 +199,8 @@ class TrainConfig:
             raise ConfigError("train.val_fraction must be in [0, 1)")
         if self.embed_prompt not in ("plain", "e5v"):
             raise ConfigError(f"train.embed_prompt: {self.embed_prompt!r} is not one of plain, e5v")
+        if self.pooling not in ("last_token", "mean", "echo"):
+            raise ConfigError(f"train.pooling: {self.pooling!r} is not one of last_token, mean, echo")
         if self.temperature <= 0:
             raise ConfigError("train.temperature must be > 0")
         if self.batch_size < 2:

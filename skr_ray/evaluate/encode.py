@@ -28,6 +28,8 @@ class EncoderSpec:
     """SKR checkpoint folder (adapter + head); None = the untouched base model."""
     prompt: str = "plain"
     """plain: text + EOS; e5v: chat prompt asking for a one-word summary, last token read."""
+    pooling: str = "last_token"
+    """last_token, mean or echo (models.encoding.POOLINGS): as the checkpoint was trained."""
 
 
 class TextEncoder:
@@ -77,7 +79,7 @@ class TextEncoder:
                 vectors = self._embed_with_prefix([texts[i] for i in rows])
             else:
                 vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows], self.cfg.evaluate.max_length,
-                                      self.head, self.device, self.spec.prompt)
+                                      self.head, self.device, self.spec.prompt, self.spec.pooling)
             for i, v in zip(rows, vectors):
                 out[i] = v
         emb = torch.stack(out)  # (B, D) in the batch's order
@@ -95,7 +97,7 @@ class TextEncoder:
         from skr_ray.models.vision import text_tokenizer
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
-                                      self.spec.prompt)
+                                      self.spec.prompt, self.spec.pooling)
         with torch.inference_mode():
             states = self.prefix.final_token_states(decoder_body(self.model), tokens).float()
             return self.head(states) if self.head is not None else states

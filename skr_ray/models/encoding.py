@@ -1,4 +1,5 @@
-"""Tokenize for embedding and pool the final token's last-layer state (no LM head)."""
+"""Tokenize for embedding and pool the last layer's states (no LM head): the final token's state by default,
+or the mean over the input (``mean``) or over a repeated copy of it (``echo``)."""
 
 from __future__ import annotations
 
@@ -33,18 +34,52 @@ def pad_left(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 EMBED_PROMPTS = ("plain", "e5v")
+POOLINGS = ("last_token", "mean", "echo")
+# Echo embeddings (Springer et al. 2024): the text twice; in a causal model only the second copy's states
+# have seen the whole text, so their mean is the embedding.
+ECHO_OPEN, ECHO_AGAIN = "Rewrite the text: ", "\nThe same text again: "
 
 
 def format_for_embedding(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, prompt: str = "plain"
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, prompt: str = "plain",
+    pooling: str = "last_token",
 ) -> dict[str, torch.Tensor]:
-    """Tokenize texts for last-token embedding under an input format.
+    """Tokenize texts for embedding under an input format and pooling.
 
     plain: the text (truncated to ``max_length`` tokens) + EOS.
     e5v: the text (truncated to ``max_length`` tokens) inside a chat turn asking for a one-word
     summary; the last token is the start of the assistant's answer, where the model has gathered
     what it would say about the whole input.
+
+    pooling ``mean`` adds a ``pool_mask`` (every attended token); ``echo`` replaces the format by the
+    text twice (``ECHO_OPEN`` text ``ECHO_AGAIN`` text) with a ``pool_mask`` on the second copy.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; known: {POOLINGS}")
+    if pooling == "echo":
+        return _echo_batch(tokenizer, texts, max_length)
+    batch = _prompted(tokenizer, texts, max_length, prompt)
+    if pooling == "mean":
+        batch["pool_mask"] = batch["attention_mask"].clone()
+    return batch
+
+
+def _echo_batch(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    opening = tokenizer(ECHO_OPEN, add_special_tokens=False)["input_ids"]
+    again = tokenizer(ECHO_AGAIN, add_special_tokens=False)["input_ids"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = pad_left([opening + row + again + row for row in ids], pad)
+    pool = torch.zeros_like(batch["attention_mask"])
+    for i, row in enumerate(ids):
+        pool[i, pool.shape[1] - max(len(row), 1) :] = 1  # left padding: the second copy ends the row
+    batch["pool_mask"] = pool
+    return batch
+
+
+def _prompted(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, prompt: str
+) -> dict[str, torch.Tensor]:
     if prompt == "plain":
         return tokenize_for_embedding(tokenizer, texts, max_length)
     if prompt != "e5v":
@@ -82,11 +117,19 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+def pool_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, D) -> (B, D): the mean of the states under ``pool_mask``, or without one the last token's state."""
+    if pool_mask is None:
+        return last_token_pool(hidden, attention_mask)
+    weights = (pool_mask * attention_mask).to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 def final_token_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, D) final-token hidden states of the last layer."""
+    """(B, D) pooled last-layer states: the final token's, or the mean under ``batch["pool_mask"]``."""
     body = decoder_body(model)
     out = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    return last_token_pool(out.last_hidden_state, batch["attention_mask"])
+    return pool_states(out.last_hidden_state, batch["attention_mask"], batch.get("pool_mask"))
 
 
 @torch.inference_mode()
@@ -98,11 +141,12 @@ def embed_texts(
     head: torch.nn.Module | None = None,
     device: str | torch.device = "cpu",
     prompt: str = "plain",
+    pooling: str = "last_token",
 ) -> torch.Tensor:
     """(N, D) float32 embeddings for one batch of texts (of a vision-language backbone too: text only)."""
     from skr_ray.models.vision import text_tokenizer
 
-    tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt)
+    tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
     batch = {k: v.to(device) for k, v in tokens.items()}
     states = final_token_states(model, batch).float()
     if head is not None:

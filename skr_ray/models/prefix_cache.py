@@ -136,14 +136,14 @@ class FrozenPrefixCache:
         return out
 
     def final_token_states(self, body: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, D): the top layers (with their LoRA) over cached prefix states, last token pooled."""
-        from skr_ray.models.encoding import last_token_pool
+        """(B, D): the top layers (with their LoRA) over cached prefix states, pooled as the batch says."""
+        from skr_ray.models.encoding import pool_states
 
         mask = batch["attention_mask"]
         prefix = self.states(body, batch["input_ids"], mask)
         with layer_window(body, self.split, None, final_norm=True):
             out = body(inputs_embeds=prefix, attention_mask=mask, use_cache=False)
-        return last_token_pool(out.last_hidden_state, mask)
+        return pool_states(out.last_hidden_state, mask, batch.get("pool_mask"))
 
 
 def cache_directory(root: str | Path, model_key: str, split: int, dtype: str) -> Path:

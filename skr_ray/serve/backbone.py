@@ -103,7 +103,8 @@ class AdapterBank:
         with self.lock:
             self.model.set_adapter(model_id)
             emb = embed_texts(self.model, self.tokenizer, texts, entry.max_length, self.heads[model_id],
-                              self.device, entry.head_info.get("prompt", "plain"))
+                              self.device, entry.head_info.get("prompt", "plain"),
+                              entry.head_info.get("pooling", "last_token"))
         return emb.cpu().tolist()
 
     @torch.inference_mode()

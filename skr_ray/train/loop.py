@@ -29,14 +29,17 @@ class ReexpressionModel(nn.Module):
         self.prefix_cache = prefix_cache  # FrozenPrefixCache when only the top layers train
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                **images: torch.Tensor) -> torch.Tensor:
+                pool_mask: torch.Tensor | None = None, **images: torch.Tensor) -> torch.Tensor:
         """Text inputs, or (vision-language backbones) text with image inputs such as ``pixel_values``.
 
         With ``labels`` (an answer-as-text SFT baseline) the backbone's own next-token loss is returned instead.
+        ``pool_mask`` (mean and echo pooling) selects the tokens whose states are averaged.
         """
         from skr_ray.models.encoding import decoder_body, final_token_states
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if pool_mask is not None:
+            batch["pool_mask"] = pool_mask
         if labels is not None:
             return self.backbone(**batch, **images, labels=labels, use_cache=False).loss
         if images:

@@ -36,7 +36,7 @@ def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpts")
     return {
         "ir-a": make_checkpoint(tiny_model_dir, root / "ir-a", "ir", seed=1),
-        "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2),
+        "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2, pooling="mean"),  # served as trained
         "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
         "od-a": make_checkpoint(tiny_vlm_dir, root / "od-a", "od", seed=4),  # another base model: 2nd backbone
         "ad-img": make_checkpoint(tiny_vlm_dir, root / "ad-img", "ad", seed=5, prompt=IMAGE_PROMPT_VERSION),
@@ -76,7 +76,8 @@ def _direct_embeddings(ckpt, texts):
     from skr_ray.models.encoding import embed_texts
 
     skr = load_skr_model(ckpt)
-    return embed_texts(skr.model, skr.tokenizer, texts, 64, skr.head, "cpu", skr.head_info["prompt"]).numpy()
+    return embed_texts(skr.model, skr.tokenizer, texts, 64, skr.head, "cpu", skr.head_info["prompt"],
+                       skr.head_info["pooling"]).numpy()
 
 
 def test_health_and_models(server):

@@ -96,3 +96,27 @@ def test_fusion_weight_is_chosen_where_the_two_scorers_complement():
     np.testing.assert_allclose(normalize(np.array([[1.0, 3.0]]), "minmax"), [[0.0, 1.0]], atol=1e-6)
     np.testing.assert_allclose(fuse(dense, bm25, 1.0, "zscore"), normalize(dense, "zscore"))
     assert 0.0 < choice["weight"] < 1.0
+
+
+@pytest.mark.parametrize("pooling", ["mean", "echo"])
+def test_training_embeds_with_the_configured_pooling(tiny_model_dir, pooling):
+    from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.encoding import embed_texts
+    from skr_ray.tasks.ir.head import EmbeddingHead
+    from skr_ray.tasks.ir.training import embed
+    from skr_ray.train.loop import ReexpressionModel
+
+    model, tok = load_backbone(ModelConfig(name_or_path=str(tiny_model_dir)))
+    torch.manual_seed(0)
+    engine = ReexpressionModel(add_lora(model, TrainConfig(lora_dropout=0.0)), EmbeddingHead(model.config.hidden_size))
+    texts = ["revenue rose in 2019", "the tax rate fell"]
+    with torch.no_grad():
+        got = embed(engine, tok, texts, 32, "cpu", "e5v", pooling)
+        last = embed(engine, tok, texts, 32, "cpu", "e5v")
+    want = embed_texts(engine.backbone, tok, texts, 32, engine.head, "cpu", "e5v", pooling)  # evaluation's path
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, last, atol=1e-3)
+    with pytest.raises(ConfigError, match="pooling"):
+        TrainConfig(pooling="max")

@@ -143,3 +143,31 @@ def test_deepspeed_config():
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["optimizer"]["params"]["lr"] == 3e-4
     assert ds["bf16"]["enabled"] is False  # no bf16 on CPU
+
+
+def test_mean_and_echo_pooling_choose_the_states_they_average(tiny):
+    from skr_ray.models.encoding import ECHO_AGAIN, ECHO_OPEN, pool_states
+
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)  # row 0: 0..3, row 1: 4..7
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert pool_states(hidden, mask, mask).squeeze(-1).tolist() == [2.0, 5.5]  # padding never averaged
+    assert pool_states(hidden, mask, torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]])).squeeze(-1).tolist() == [2.5, 7.0]
+    assert pool_states(hidden, mask).squeeze(-1).tolist() == [3.0, 7.0]  # no pool mask: last token
+
+    model, tok = tiny
+    texts = ["revenue rose", "the group revenue rose sharply in 2023"]
+    mean = format_for_embedding(tok, texts, 32, prompt="e5v", pooling="mean")
+    assert torch.equal(mean["pool_mask"], mean["attention_mask"])
+    echo = format_for_embedding(tok, texts, 32, prompt="e5v", pooling="echo")  # echo has its own format
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for row, m, pool, text in zip(echo["input_ids"], echo["attention_mask"], echo["pool_mask"], texts):
+        assert row[m.bool()].tolist() == ids(ECHO_OPEN) + ids(text) + ids(ECHO_AGAIN) + ids(text)
+        assert row[pool.bool()].tolist() == ids(text)  # only the second copy is pooled
+    with pytest.raises(ValueError, match="unknown pooling"):
+        format_for_embedding(tok, texts, 8, pooling="max")
+    # pooled embeddings do not depend on batch padding either
+    for pooling in ("mean", "echo"):
+        alone = embed_texts(model, tok, texts[:1], 32, pooling=pooling)
+        batched = embed_texts(model, tok, texts, 32, pooling=pooling)
+        torch.testing.assert_close(alone[0], batched[0], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(alone[0], embed_texts(model, tok, texts[:1], 32)[0], atol=1e-3)

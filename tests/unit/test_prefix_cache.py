@@ -87,7 +87,8 @@ def test_disk_cache_is_reloaded_by_a_new_run_and_skips_unreadable_shards(lora_mo
     assert resumed.misses == 0 and resumed.hits == 3
 
 
-def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("pooling", ["last_token", "echo"])
+def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_path, pooling):
     """A dev split over the unlabeled corpus: the encoder reads training's frozen-prefix shards and runs only
     the top layers, with the same embeddings as the full forward."""
     import numpy as np
@@ -108,15 +109,29 @@ def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_
     assert frozen_split(ckpt, n_layers) == n_layers - 1
     seen = ["revenue grew in 2019", "the tax rate fell", "leases run for seven years"]
     folder = cache_directory(prefix_cache_root(cfg), model_id(cfg.model), n_layers - 1, cfg.model.dtype)
+    stored = format_for_embedding(tokenizer, seen, 64, "e5v", pooling)
     FrozenPrefixCache(n_layers - 1, folder).states(  # what training stored (base lower layers)
-        decoder_body(base), **format_for_embedding(tokenizer, seen, 64, "e5v"))
+        decoder_body(base), stored["input_ids"], stored["attention_mask"])
 
-    spec = {"name": "skr", "checkpoint": str(ckpt), "prompt": "e5v"}
+    spec = {"name": "skr", "checkpoint": str(ckpt), "prompt": "e5v", "pooling": pooling}
     batch = {"id": np.array(["a", "b", "c", "d"]), "text": np.array(seen + ["a text training never saw"])}
     full = TextEncoder(cfg.to_dict(), spec, 1)(batch)["embedding"]
     cached_encoder = TextEncoder(cfg.to_dict(), spec, 1, prefix_cache_root(cfg))
     assert cached_encoder.prefix is not None and cached_encoder.prefix.loaded == 3
     cached = cached_encoder(batch)["embedding"]
     np.testing.assert_allclose(cached, full, atol=1e-4)
+    if pooling != "last_token":  # the encoder pools as the checkpoint was trained
+        plain = TextEncoder(cfg.to_dict(), {**spec, "pooling": "last_token"}, 1)(batch)["embedding"]
+        assert not np.allclose(plain, full, atol=1e-3)
     assert cached_encoder.prefix.hits == 3 and cached_encoder.prefix.misses == 1
     assert len(list(folder.glob("shard-*.pt"))) == 1  # evaluation reads, never writes
+
+
+def test_cached_mean_pooling_equals_the_full_forward(lora_model):
+    body = decoder_body(lora_model)
+    batch = pad_left(ROWS, 0)
+    batch["pool_mask"] = batch["attention_mask"].clone()
+    batch["pool_mask"][:, -1] = 0  # any subset of the attended tokens
+    full = final_token_states(lora_model, batch)
+    torch.testing.assert_close(FrozenPrefixCache(split=2).final_token_states(body, batch), full, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(full, final_token_states(lora_model, pad_left(ROWS, 0)), atol=1e-3)

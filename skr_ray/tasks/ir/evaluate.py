@@ -106,7 +106,8 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     def skr_pair() -> tuple:
         if not skr:
             head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
-            skr["spec"] = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"))
+            skr["spec"] = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"),
+                                      pooling=head_info.get("pooling", "last_token"))
             skr["pair"] = _embed_pair(skr["spec"], corpus, queries, cfg, art)
         return skr["pair"]
 

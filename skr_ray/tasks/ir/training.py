@@ -33,16 +33,18 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    return {"pooling": "last_token", "prompt": cfg.train.embed_prompt, "normalize": True, "options": {},
+    return {"pooling": cfg.train.pooling, "prompt": cfg.train.embed_prompt, "normalize": True, "options": {},
             "documents": cfg.data.modality}
 
 
-def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str) -> torch.Tensor:
+def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str,
+          pooling: str = "last_token") -> torch.Tensor:
     from skr_ray.models.encoding import format_for_embedding
     from skr_ray.models.vision import text_tokenizer
 
-    batch = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt)
-    return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    batch = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
+    extra = {"pool_mask": batch["pool_mask"].to(device)} if "pool_mask" in batch else {}
+    return engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), **extra)
 
 
 def embed_images(engine: Any, processor: Any, refs: list[str], device: Any, prompt: str) -> torch.Tensor:
@@ -60,14 +62,14 @@ def embed_documents(engine: Any, tokenizer: Any, docs: list[str], cfg: SKRConfig
     t = cfg.train
     if cfg.data.modality == "image":
         return embed_images(engine, tokenizer, docs, device, t.embed_prompt)
-    return embed(engine, tokenizer, docs, t.max_length, device, t.embed_prompt)
+    return embed(engine, tokenizer, docs, t.max_length, device, t.embed_prompt, t.pooling)
 
 
 def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
     from skr_ray.tasks.ir.loss import contrastive_loss
 
     t = cfg.train
-    q = embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt)
+    q = embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt, t.pooling)
     p = embed_documents(engine, tokenizer, [p["passage"] for p in chunk], cfg, device)
     negatives = [n for pair in chunk for n in pair.get("negatives", [])]
     negative_ids = [i for pair in chunk for i in pair.get("negative_ids", [])]
@@ -96,7 +98,7 @@ def validate(engine: Any, tokenizer: Any, pairs: list[dict], cfg: SKRConfig, dev
     qs, ps = [], []
     for i in range(0, len(pairs), t.batch_size):
         chunk = pairs[i : i + t.batch_size]
-        qs.append(embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt))
+        qs.append(embed(engine, tokenizer, [p["query"] for p in chunk], t.max_query_length, device, t.embed_prompt, t.pooling))
         ps.append(embed_documents(engine, tokenizer, [p["passage"] for p in chunk], cfg, device))
     q, p = torch.cat(qs).float(), torch.cat(ps).float()
     losses = [
