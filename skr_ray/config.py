@@ -183,6 +183,9 @@ class TrainConfig:
     hard_negatives: int = 0
     """IR: BM25-mined hard negatives per training query (its top passages that are not its own and not
     near-duplicates of it), added to the in-batch negatives (0 = in-batch only)."""
+    mining_checkpoint: str = ""
+    """IR hard negatives re-mined with this SKR checkpoint (a first-round model's train/checkpoint folder):
+    its own top passages per query, near-duplicates skipped, instead of BM25's; the round trip stays BM25."""
     duplicate_threshold: float = 0.8
     """IR hard negatives: a candidate whose word-set Jaccard with the positive reaches this is skipped."""
     prefix_cache_dir: str = ""
@@ -213,6 +216,8 @@ class TrainConfig:
             raise ConfigError("train.cache_frozen_prefix needs train.lora_layers > 0 (the frozen layers to cache)")
         if self.round_trip_k < 0 or self.hard_negatives < 0:
             raise ConfigError("train.round_trip_k and train.hard_negatives must be >= 0")
+        if self.mining_checkpoint and not self.hard_negatives:
+            raise ConfigError("train.mining_checkpoint re-mines hard negatives: set train.hard_negatives > 0")
         if not 0.0 < self.duplicate_threshold <= 1.0:
             raise ConfigError("train.duplicate_threshold must be in (0, 1]")
         if self.label_kinds:

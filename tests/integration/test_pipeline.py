@@ -154,3 +154,26 @@ def test_training_resumes_from_last_checkpoint(ray_local, pipeline_run, tmp_path
     history = json.loads(art.train_history.read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[:2] == first  # the first two epochs were not redone
+
+
+def test_model_scores_rank_the_corpus_as_the_checkpoint_embeds_it(tiny_model_dir, tmp_path, ray_local):
+    """SKR re-mining (train.mining_checkpoint): a checkpoint's query-passage similarities, encoded on the Ray
+    Data pool, in the corpus' sorted id order and the queries' order."""
+    import numpy as np
+
+    from skr_ray.config import load_config
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.models.encoding import embed_texts
+    from skr_ray.tasks.ir.mining import model_scores
+    from tests.tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tiny_model_dir, tmp_path / "ckpt", seed=3)
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
+                             "evaluate.max_length=64", "evaluate.num_actors=1"])
+    corpus = {"b": "the tax rate fell to 21 percent", "a": "revenue grew in 2019", "c": "leases run seven years"}
+    queries = ["what was the tax rate", "how long do the leases run in years"]
+    got = model_scores(cfg, str(ckpt), queries, corpus, tmp_path / "cache")
+    skr = load_skr_model(ckpt)
+    embed = lambda texts: embed_texts(skr.model, skr.tokenizer, texts, 64, skr.head, "cpu", "e5v").numpy()  # noqa: E731
+    np.testing.assert_allclose(got, embed(queries) @ embed([corpus[d] for d in "abc"]).T, atol=1e-4)
+    assert got.shape == (2, 3) and len(list((tmp_path / "cache").glob("*.npz"))) == 2

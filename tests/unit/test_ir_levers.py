@@ -66,6 +66,16 @@ def test_hard_negatives_skip_the_source_and_its_near_duplicates():
     assert report.skipped_near_duplicates == 1
     plain, _ = mine(pairs, CORPUS, hard_negatives=2, duplicate_threshold=1.0)
     assert plain[0]["negative_ids"][0] == "rev18"  # without the guard the near-copy is the top "negative"
+    # re-mined with a first-round model: its ranking picks the negatives, the guard still applies
+    ids = sorted(CORPUS)  # lease, rev18, rev19, staff, tax
+    model = np.array([[0.9, 0.8, 1.0, 0.1, 0.5]], dtype=np.float32)
+    remined, _ = mine(pairs, CORPUS, hard_negatives=2, duplicate_threshold=0.6, negative_scores=model)
+    assert ids == ["lease", "rev18", "rev19", "staff", "tax"]
+    assert remined[0]["negative_ids"] == ["lease", "tax"]
+    with pytest.raises(ValueError, match="negative_scores"):
+        mine(pairs, CORPUS, hard_negatives=1, negative_scores=model[:, :3])
+    with pytest.raises(ConfigError, match="mining_checkpoint"):
+        TrainConfig(mining_checkpoint="runs/x/train/checkpoint")
 
 
 def test_masked_info_nce_by_hand():

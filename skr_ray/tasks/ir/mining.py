@@ -5,7 +5,8 @@
   or off the passage.
 * Hard negatives (GPL): the BM25 top candidates of a query that are not its passage, skipping passages
   nearly identical to the positive (TAT-QA holds the same table for several years or companies: such a
-  "negative" would often answer the query too).
+  "negative" would often answer the query too). Re-mined once with a first-round SKR model
+  (``train.mining_checkpoint``), the candidates are that model's own top passages instead (GPL, ANCE).
 
 No evaluation file is read here: the corpus is the one the labels were written from.
 """
@@ -64,9 +65,13 @@ def mine(
     hard_negatives: int = 0,
     duplicate_threshold: float = 0.8,
     depth: int = 30,
+    negative_scores: np.ndarray | None = None,
 ) -> tuple[list[dict], MiningReport]:
     """Filter ``pairs`` ({doc_id, query, passage, kind}) by round trip and give each ``negatives``
-    (passage texts) with their ``negative_ids``; returns the kept pairs and what happened."""
+    (passage texts) with their ``negative_ids``; returns the kept pairs and what happened.
+
+    ``negative_scores`` ((Q, N) over the corpus' ids in sorted order, e.g. a first-round SKR model's
+    similarities) ranks the negative candidates in place of BM25; the round trip stays BM25."""
     report = MiningReport(queries=len(pairs), round_trip_k=round_trip_k, hard_negatives=hard_negatives)
     if not pairs or (round_trip_k <= 0 and hard_negatives <= 0):
         report.kept = len(pairs)
@@ -75,6 +80,9 @@ def mine(
     doc_ids = sorted(corpus)
     docs = [corpus[d] for d in doc_ids]
     scores = bm25_ranking([p["query"] for p in pairs], doc_ids, docs)
+    if negative_scores is not None and negative_scores.shape != scores.shape:
+        raise ValueError(f"negative_scores: shape {negative_scores.shape}, expected {scores.shape}")
+    ranking = scores if negative_scores is None else negative_scores
     keep = np.ones(len(pairs), dtype=bool)
     if round_trip_k > 0:
         keep = own_ranks(scores, doc_ids, [p["doc_id"] for p in pairs]) <= round_trip_k
@@ -90,7 +98,7 @@ def mine(
         negatives: list[str] = []
         negative_ids: list[str] = []
         if hard_negatives > 0:
-            for j in np.argsort(-scores[row], kind="stable")[:depth]:
+            for j in np.argsort(-ranking[row], kind="stable")[:depth]:
                 if len(negatives) >= hard_negatives:
                     break
                 if doc_ids[j] == pair["doc_id"]:
@@ -107,3 +115,23 @@ def mine(
     report.dropped_per_kind = dict(sorted(dropped_kinds.items()))
     log.info("label-free mining: %s", report)
     return out, report
+
+
+def model_scores(cfg, checkpoint: str, queries: list[str], corpus: dict[str, str], cache_dir) -> np.ndarray:
+    """(Q, N) cosine similarities of ``queries`` to the corpus' passages (ids in sorted order) under an SKR
+    checkpoint, encoded on the Ray Data encoder pool (cached by content like evaluation's embeddings)."""
+    import json
+    from pathlib import Path
+
+    from skr_ray.evaluate.encode import EncoderSpec, encode_texts
+
+    info = json.loads((Path(checkpoint) / "head.json").read_text())
+    spec = EncoderSpec("mining", checkpoint=str(checkpoint), prompt=info.get("prompt", "plain"),
+                       pooling=info.get("pooling", "last_token"))
+    doc_ids = sorted(corpus)
+    d, d_ids, _ = encode_texts(corpus, spec, cfg, Path(cache_dir), "corpus")
+    q, q_ids, _ = encode_texts({f"q{i}": text for i, text in enumerate(queries)}, spec, cfg, Path(cache_dir), "queries")
+    d = d[np.argsort(np.array(d_ids))]  # encode_texts returns length order
+    q = q[np.argsort(np.array([int(i[1:]) for i in q_ids]))]
+    assert sorted(d_ids) == doc_ids
+    return (q @ d.T).astype(np.float32)

@@ -26,8 +26,16 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
     if t.label_kinds:
         train = [p for p in train if p.kind in t.label_kinds]
     corpus = label_corpus(art.labels_dir) if (t.round_trip_k or t.hard_negatives) else {}
-    mined, report = mine([asdict(p) for p in train], corpus, t.round_trip_k, t.hard_negatives, t.duplicate_threshold)
+    negative_scores = None
+    if t.mining_checkpoint and t.hard_negatives:  # re-mined once with a first-round SKR model
+        from skr_ray.tasks.ir.mining import model_scores
+
+        negative_scores = model_scores(cfg, t.mining_checkpoint, [p.query for p in train], corpus,
+                                       art.train_dir / "mining_cache")
+    mined, report = mine([asdict(p) for p in train], corpus, t.round_trip_k, t.hard_negatives, t.duplicate_threshold,
+                         negative_scores=negative_scores)
     write_json(art.train_dir / "examples.json", {"train_before_filter": len(train), **as_dict(report),
+                                                 "negatives_from": t.mining_checkpoint or "bm25",
                                                  "validation": len(val)})
     return mined, [asdict(p) for p in val]
 
