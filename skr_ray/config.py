@@ -89,6 +89,9 @@ class AnnotateConfig:
     max_input_tokens: int = 384
     """Paragraph tokens kept in the prompt."""
     max_new_tokens: int = 48
+    reuse_opening: bool = True
+    """Run the prompts' shared opening (system turn, worked example) through the model once per actor and
+    start every batch from its KV cache: same labels, only each row's own tokens computed."""
     questions_per_doc: int = 1
     """Labels per paragraph; the first is greedy, further ones are sampled."""
     sample_temperature: float = 0.8

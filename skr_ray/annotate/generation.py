@@ -1,9 +1,21 @@
-"""Batched, left-padded chat generation with the base model's own LM head."""
+"""Batched, left-padded chat generation with the base model's own LM head.
+
+Every prompt of a self-annotation batch opens the same way (system turn, worked example). With a shared
+opening the engine runs it through the model once, keeps its KV cache, and starts each batch from a copy:
+rows are laid out as ``opening | padding | own turn`` with the padding masked, so positions (taken from
+the attention mask) and greedy outputs are those of the plain left-padded batch, at the cost of only the
+rows' own tokens.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 _STOP_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 
@@ -24,6 +36,8 @@ class GenerationEngine:
         self.max_input_tokens = max_input_tokens
         self.max_new_tokens = max_new_tokens
         self.device = device
+        self._openings: dict[tuple[int, ...], object] = {}  # opening tokens -> its KV cache (batch of one)
+        self.opening_fallbacks = 0  # batches whose prompts did not start with the given opening
 
     def truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -36,6 +50,41 @@ class GenerationEngine:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n"
 
+    def render_opening(self, messages: list[dict[str, str]]) -> str:
+        """The text every prompt ``render(messages[:-1] + [own turn])`` starts with: all turns but the last."""
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=False)
+        return "".join(m["content"] + "\n\n" for m in messages[:-1])
+
+    def _opening_cache(self, opening: tuple[int, ...]) -> object:
+        if opening not in self._openings:
+            ids = torch.tensor([opening], device=self.device)
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            self._openings[opening] = out.past_key_values
+        return self._openings[opening]
+
+    def _with_opening(self, rows: list[list[int]], opening: str, copies: int) -> dict | None:
+        """Inputs for generate() that start from the opening's cached KV, or None when a row does not start
+        with the opening's tokens (then the plain batch is used)."""
+        head = self.tokenizer(opening, add_special_tokens=False)["input_ids"]
+        n = len(head)
+        if not head or any(len(r) <= n or r[:n] != head for r in rows):
+            self.opening_fallbacks += 1
+            return None
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(r) for r in rows) - n
+        ids = torch.full((len(rows), n + width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :n] = torch.tensor(head)
+        mask[:, :n] = 1
+        for i, r in enumerate(rows):
+            own = r[n:]
+            ids[i, n + width - len(own) :] = torch.tensor(own)
+            mask[i, n + width - len(own) :] = 1
+        cache = copy.deepcopy(self._opening_cache(tuple(head)))
+        cache.batch_repeat_interleave(len(rows) * copies)  # generate() repeats the rows, not the cache
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
+
     @torch.inference_mode()
     def generate(
         self,
@@ -43,14 +92,23 @@ class GenerationEngine:
         num_return_sequences: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        opening: str | None = None,
     ) -> list[list[str]]:
-        """Completions per prompt; greedy when temperature == 0, else seeded sampling."""
+        """Completions per prompt; greedy when temperature == 0, else seeded sampling.
+
+        ``opening`` (``render_opening``): the prompts' common start, computed once and reused from its KV cache.
+        """
         if not prompts:
             return []
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # cut padding
-        batch = self.tokenizer(
-            [prompts[i] for i in order], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.device)
+        batch = None
+        if opening:
+            rows = self.tokenizer([prompts[i] for i in order], add_special_tokens=False)["input_ids"]
+            batch = self._with_opening(rows, opening, num_return_sequences)
+        if batch is None:
+            batch = self.tokenizer(
+                [prompts[i] for i in order], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
         kwargs: dict = {
             "max_new_tokens": self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,

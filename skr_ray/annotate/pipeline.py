@@ -91,11 +91,13 @@ class SelfAnnotator:
         outs: list[list[str]] = [[] for _ in texts]
         cut = [self.engine.truncate(t) for t in texts]
         for kind in self.kinds:
-            prompts = [self.engine.render(build_kind_messages(t, kind)) for t in cut]
-            greedy = self.engine.generate(prompts)
+            messages = [build_kind_messages(t, kind) for t in cut]
+            prompts = [self.engine.render(m) for m in messages]
+            opening = self.engine.render_opening(messages[0]) if a.reuse_opening and messages else None
+            greedy = self.engine.generate(prompts, opening=opening)
             if a.questions_per_doc > 1:
                 extra = self.engine.generate(
-                    prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed
+                    prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed, opening=opening
                 )
                 greedy = [o + e for o, e in zip(greedy, extra)]
             outs = [o + g for o, g in zip(outs, greedy)]

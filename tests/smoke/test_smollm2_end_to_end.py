@@ -56,3 +56,21 @@ def test_smollm2_annotate_train_evaluate(ray_local, small_beir, tmp_path):
     assert set(metrics) == {"base", "skr", "bm25"}
     for row in metrics.values():
         assert 0 < row["mrr"] <= 1
+
+
+def test_smollm2_labels_from_the_cached_opening_equal_the_plain_batch():
+    """annotate.reuse_opening: the shared opening's KV cache changes the cost, not the greedy labels."""
+    from skr_ray.annotate.generation import GenerationEngine
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.tasks.ir.prompts import build_kind_messages
+
+    cfg = load_config(None, [])
+    model, tok = load_backbone(cfg.model)
+    engine = GenerationEngine(model, tok, cfg.annotate.max_input_tokens, cfg.annotate.max_new_tokens)
+    texts = [json.loads(l)["text"] for l in (demo_dir() / "corpus.jsonl").read_text().splitlines()][:8]
+    messages = [build_kind_messages(engine.truncate(t), "question") for t in texts]
+    prompts = [engine.render(m) for m in messages]
+    plain = engine.generate(prompts)
+    cached = engine.generate(prompts, opening=engine.render_opening(messages[0]))
+    assert cached == plain
+    assert sum(q[0].endswith("?") for q in plain) >= 6 and engine.opening_fallbacks == 0

@@ -80,6 +80,29 @@ def test_generation_batched_equals_single(tiny):
     assert [len(s) for s in sampled] == [3, 3]
 
 
+def test_generation_from_the_cached_opening_equals_the_plain_batch(tiny):
+    from skr_ray.tasks.ir.prompts import build_kind_messages
+
+    model, tok = tiny
+    engine = GenerationEngine(model, tok, max_input_tokens=32, max_new_tokens=8)
+    texts = ["revenue rose", "the debt fell sharply in 2023", "tax", "leases run for seven years in total",
+             "the group revenue rose", "cash fell", "staff numbers grew by ten percent in 2024", "debt"]
+    for kind in ("question", "keywords"):
+        messages = [build_kind_messages(t, kind) for t in texts]
+        prompts = [engine.render(m) for m in messages]
+        opening = engine.render_opening(messages[0])
+        assert all(p.startswith(opening) for p in prompts) and len(opening) > 100
+        plain = engine.generate(prompts)
+        cached = engine.generate(prompts, opening=opening)
+        assert cached == plain and any(c[0] for c in cached)
+        assert engine.generate(prompts[2:3], opening=opening) == plain[2:3]  # the cache is copied, not consumed
+    assert len(engine._openings) == 2 and engine.opening_fallbacks == 0
+    sampled = engine.generate(prompts[:2], num_return_sequences=3, temperature=0.8, seed=1, opening=opening)
+    assert [len(s) for s in sampled] == [3, 3]
+    assert engine.generate(["no shared start"], opening=opening) == engine.generate(["no shared start"])
+    assert engine.opening_fallbacks == 1  # a prompt without the opening falls back to the plain batch
+
+
 def test_truncate_by_tokens(tiny):
     _, tok = tiny
     engine = GenerationEngine(None, tok, max_input_tokens=3, max_new_tokens=1)
