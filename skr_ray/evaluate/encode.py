@@ -56,6 +56,7 @@ class TextEncoder:
             self.tokenizer, self.head = skr.tokenizer, skr.head
         else:
             self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
+            self.prefix = _base_prefix_cache(self.cfg, self.model, prefix_cache_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
@@ -121,6 +122,27 @@ def _training_prefix_cache(cfg: SKRConfig, checkpoint: str, model: Any, director
         return None
     cache = FrozenPrefixCache(split, folder, persist=False)
     log.info("encoding over %d cached frozen-prefix states of training (%s)", cache.loaded, folder)
+    return cache
+
+
+def _base_prefix_cache(cfg: SKRConfig, model: Any, directory: str | None) -> Any:
+    """For the untouched base model (base, e5v, head_only systems): the frozen-prefix states a top-window
+    training run stored are the base model's own lower layers, so inputs training saw run only the top ones."""
+    from skr_ray.models.backbone import model_id
+    from skr_ray.models.encoding import decoder_body
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
+
+    t = cfg.train
+    if not directory or not (t.cache_frozen_prefix and t.lora_layers > 0) or cfg.data.modality == "image":
+        return None
+    n_layers = len(decoder_body(model).layers)
+    if t.lora_layers >= n_layers:
+        return None
+    folder = cache_directory(directory, model_id(cfg.model), n_layers - t.lora_layers, cfg.model.dtype)
+    if not any(folder.glob("shard-*.pt")):
+        return None
+    cache = FrozenPrefixCache(n_layers - t.lora_layers, folder, persist=False)
+    log.info("base model: encoding over %d cached frozen-prefix states of training (%s)", cache.loaded, folder)
     return cache
 
 

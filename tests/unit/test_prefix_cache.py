@@ -126,6 +126,14 @@ def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_
     assert cached_encoder.prefix.hits == 3 and cached_encoder.prefix.misses == 1
     assert len(list(folder.glob("shard-*.pt"))) == 1  # evaluation reads, never writes
 
+    # the untouched base model (e5v, base, head_only systems) reads the same lower-layer states
+    e5v = {"name": "e5v", "prompt": "e5v", "pooling": pooling}
+    base_cached = TextEncoder(cfg.to_dict(), e5v, 1, prefix_cache_root(cfg))
+    assert base_cached.prefix is not None
+    np.testing.assert_allclose(base_cached(batch)["embedding"], TextEncoder(cfg.to_dict(), e5v, 1)(batch)["embedding"],
+                               atol=1e-4)
+    assert base_cached.prefix.hits == 3
+
 
 def test_cached_mean_pooling_equals_the_full_forward(lora_model):
     body = decoder_body(lora_model)
