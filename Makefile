@@ -28,7 +28,7 @@ tesseract:
 	@tesseract --version | head -1
 
 run: install
-	$(VENV)/bin/skr run $(ARGS)
+	$(VENV)/bin/skr run -c configs/demo.yaml $(ARGS)
 
 test: install
 	$(PY) -m pytest -q --durations=10 tests

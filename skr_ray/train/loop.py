@@ -132,7 +132,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         order = list(range(len(train_examples)))
         rng.shuffle(order)
         engine.train()
-        t0, losses = time.perf_counter(), []
+        t0, losses, first_step = time.perf_counter(), [], 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=rank != 0,
                    mininterval=10)
         for step in bar:
@@ -142,6 +142,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
+            if step == 0:
+                first_step = time.perf_counter() - t0
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         elapsed = time.perf_counter() - t0
         metrics = {
@@ -150,6 +152,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "samples_per_s": steps_per_epoch * bs * world / elapsed,
             "epoch_seconds": elapsed,
         }
+        if steps_per_epoch > 1:  # without the first step (lazy set-up, cold caches), as a plain loop is timed
+            metrics["steady_samples_per_s"] = (steps_per_epoch - 1) * bs * world / max(elapsed - first_step, 1e-9)
         engine.eval()
         metrics.update(hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info))
         engine.train()
