@@ -1,4 +1,4 @@
-"""`skr annotate|train|evaluate|run [--config FILE] [key.sub=value ...]`."""
+"""`skr annotate|train|evaluate|run|plan [--config FILE ...] [key.sub=value ...]`."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ def run_pipeline(cfg: SKRConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skr", description=__doc__)
-    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "serve", "submit", "status", "logs", "stop"])
-    parser.add_argument("--config", "-c", default=None, help="YAML config file")
+    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "plan", "serve", "submit",
+                                            "status", "logs", "stop"])
+    parser.add_argument("--config", "-c", action="append", default=None,
+                        help="YAML config file; repeat to layer files (a preset, then a cluster overlay)")
+    parser.add_argument("--json", action="store_true", help="plan: print the plan as JSON")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
     parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
                         help="serve: a model id and its checkpoint or run folder (repeatable)")
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
+    configs = args.config or []
+    if args.command in ("serve", "submit", "status", "logs", "stop"):
+        if len(configs) > 1:
+            print(f"skr {args.command}: one --config file (got {len(configs)})", file=sys.stderr)
+            return 2
+        args.config = configs[0] if configs else None
     if args.command in ("submit", "status", "logs", "stop"):
         from skr_ray.jobs_client import jobs_main
 
@@ -78,13 +87,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main(args.config, args.model, args.port, args.host, args.no_auth)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config or None, args.overrides)
     except ConfigError as exc:
         print(f"skr: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
         print(cfg.to_yaml())
         return 0
+    if args.command == "plan":
+        from skr_ray.plan import run_plan
+
+        try:
+            text, fits = run_plan(cfg, as_json=args.json)
+        except ConfigError as exc:
+            print(f"skr: plan: {exc}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0 if fits else 1
     from skr_ray.artifacts import StageError, StageInputError
     from skr_ray.corpus import CorpusError
     from skr_ray.models.backbone import ModelLoadError

@@ -39,6 +39,9 @@ class ModelConfig:
     """Where dequantized GGUF weights are cached as safetensors (default ``~/.cache/skr_ray``)."""
     threads: int = 0
     """Torch intra-op threads per model replica; 0 = CPUs of the machine / replicas."""
+    card: str = ""
+    """`skr plan` before the weights are downloaded: the shape card of a known backbone (skr_ray.plan.CARDS,
+    e.g. gemma-3-27b-it); a config.json in ``name_or_path`` wins over it."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -169,6 +172,14 @@ class TrainConfig:
     memory: tokens x hidden size per cached input)."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage (0-3)."""
+    offload_optimizer: bool = False
+    """ZeRO >= 1: keep the optimizer states (and fp32 master weights) in CPU memory (DeepSpeed CPU Adam)."""
+    offload_params: bool = False
+    """ZeRO-3: keep the partitioned parameters in CPU memory, fetched layer by layer for each pass."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step. The contrastive pool stays one micro-batch x workers."""
+    gpus_per_worker: float = 1.0
+    """GPUs per Ray Train worker on a GPU cluster (1 = one process per GPU, as DeepSpeed expects)."""
     val_fraction: float = 0.1
     """Share of self-labelled pairs held out for validation (split by document id)."""
     max_length: int = 256
@@ -227,6 +238,14 @@ class TrainConfig:
             from skr_ray.tasks.ir.labels import check_kinds
 
             check_kinds(self.label_kinds)
+        if self.offload_params and self.zero_stage != 3:
+            raise ConfigError("train.offload_params needs train.zero_stage=3 (only ZeRO-3 partitions parameters)")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ConfigError("train.offload_optimizer needs train.zero_stage >= 1")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("train.gradient_accumulation_steps must be >= 1")
+        if self.gpus_per_worker <= 0:
+            raise ConfigError("train.gpus_per_worker must be > 0")
         if self.cache_frozen_prefix and self.zero_stage == 3:
             raise ConfigError("train.cache_frozen_prefix does not work with train.zero_stage=3 (partitioned layers)")
 
@@ -400,6 +419,21 @@ class RayConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """The GPUs a run is planned for (`skr plan`; configs/presets/cluster-*.yaml)."""
+
+    nodes: int = 1
+    gpus_per_node: int = 1
+    gpu_memory_gb: float = 80.0
+    cpu_memory_gb: float = 0.0
+    """Per node, for CPU offload; 0 = not checked."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.gpus_per_node < 1 or self.gpu_memory_gb <= 0:
+            raise ConfigError("cluster: nodes, gpus_per_node and gpu_memory_gb must be positive")
+
+
+@dataclass
 class SKRConfig:
     """The whole run."""
 
@@ -414,6 +448,7 @@ class SKRConfig:
     ad: ADConfig = field(default_factory=ADConfig)
     od: ODConfig = field(default_factory=ODConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_SYSTEMS:
@@ -549,19 +584,23 @@ def from_dict(data: dict[str, Any]) -> SKRConfig:
     return _build(SKRConfig, data or {}, "")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SKRConfig:
-    """Defaults <- YAML file <- dotted overrides, validated."""
+def load_config(
+    path: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None, overrides: list[str] | None = None
+) -> SKRConfig:
+    """Defaults <- YAML file(s), later ones over earlier ones (a preset, then a cluster overlay) <- dotted
+    overrides, validated."""
     data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+    paths = [] if path is None else list(path) if isinstance(path, (list, tuple)) else [path]
+    for one in paths:
+        one = Path(one)
+        if not one.is_file():
+            raise ConfigError(f"config file not found: {one}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(one.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {one} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded
+            raise ConfigError(f"config file {one} must hold a mapping at the top level")
+        data = _merge(data, loaded)
     data = _merge(data, parse_overrides(overrides or []))
     return from_dict(data)

@@ -121,7 +121,9 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
             "prefix_cache_dir": prefix_cache_root(cfg),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu,
+            **({"resources_per_worker": {"GPU": cfg.train.gpus_per_worker}} if use_gpu else {})),
         run_config=ray.train.RunConfig(
             name="reexpression" if objective == "head" else "sft",
             storage_path=str(storage),

@@ -166,6 +166,15 @@ def test_deepspeed_config():
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["optimizer"]["params"]["lr"] == 3e-4
     assert ds["bf16"]["enabled"] is False  # no bf16 on CPU
+    big = build_deepspeed_config(TrainConfig(batch_size=2, zero_stage=3, offload_optimizer=True, offload_params=True,
+                                             gradient_accumulation_steps=8), world_size=16, use_gpu=True, bf16=True)
+    assert big["train_batch_size"] == 2 * 16 * 8 and big["gradient_accumulation_steps"] == 8
+    assert big["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert big["zero_optimization"]["offload_param"]["device"] == "cpu" and big["bf16"]["enabled"] is True
+    from skr_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="offload_params"):
+        TrainConfig(zero_stage=2, offload_params=True)
 
 
 def test_mean_and_echo_pooling_choose_the_states_they_average(tiny):
