@@ -92,6 +92,14 @@ class AnnotateConfig:
     max_input_tokens: int = 384
     """Paragraph tokens kept in the prompt."""
     max_new_tokens: int = 48
+    engine: str = "hf"
+    """hf: transformers generate in a Ray Data actor pool (default; CPU or GPU). vllm: vLLM through
+    ray.data.llm on GPU nodes (the ``vllm`` extra), same labels schema, provenance and resume."""
+    max_model_len: int = 0
+    """vllm: the engine's context (0 = the model's); a prompt that leaves no room for max_new_tokens is
+    counted as status too_long and skipped, with either engine."""
+    tensor_parallel_size: int = 1
+    """vllm: GPUs one engine replica spans (a model bigger than one GPU)."""
     reuse_opening: bool = True
     """Run the prompts' shared opening (system turn, worked example) through the model once per actor and
     start every batch from its KV cache: same labels, only each row's own tokens computed."""
@@ -119,6 +127,10 @@ class AnnotateConfig:
             raise ConfigError("annotate.num_actors must be >= 1")
         if self.batch_size < 1:
             raise ConfigError("annotate.batch_size must be >= 1")
+        if self.engine not in ("hf", "vllm"):
+            raise ConfigError(f"annotate.engine must be hf or vllm, got {self.engine!r}")
+        if self.tensor_parallel_size < 1 or self.max_model_len < 0:
+            raise ConfigError("annotate.tensor_parallel_size must be >= 1 and annotate.max_model_len >= 0")
         if self.questions_per_doc < 1:
             raise ConfigError("annotate.questions_per_doc must be >= 1")
         from skr_ray.tasks.ir.labels import check_kinds

@@ -36,6 +36,9 @@ class GenerationEngine:
         self.max_input_tokens = max_input_tokens
         self.max_new_tokens = max_new_tokens
         self.device = device
+        config = getattr(model, "config", None)
+        text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+        self.context = int(getattr(text, "max_position_embeddings", 0) or 0)  # 0 = unknown: never too long
         self._openings: dict[tuple[int, ...], object] = {}  # opening tokens -> its KV cache (batch of one)
         self.opening_fallbacks = 0  # batches whose prompts did not start with the given opening
 
@@ -44,6 +47,13 @@ class GenerationEngine:
         if len(ids) <= self.max_input_tokens:
             return text
         return self.tokenizer.decode(ids[: self.max_input_tokens])
+
+    def too_long(self, prompts: list[str]) -> list[bool]:
+        """Prompts that leave no room for ``max_new_tokens`` in the model's context."""
+        if not self.context:
+            return [False] * len(prompts)
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        return [n + self.max_new_tokens > self.context for n in lengths]
 
     def render(self, messages: list[dict[str, str]]) -> str:
         if self.tokenizer.chat_template:

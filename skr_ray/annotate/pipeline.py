@@ -31,6 +31,10 @@ from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_l
 log = logging.getLogger(__name__)
 
 
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room for the generation budget in the model's context."""
+
+
 class SelfAnnotator:
     """Ray Data UDF: loads one model replica in __init__, labels a batch of documents in __call__."""
 
@@ -93,6 +97,12 @@ class SelfAnnotator:
         for kind in self.kinds:
             messages = [build_kind_messages(t, kind) for t in cut]
             prompts = [self.engine.render(m) for m in messages]
+            too_long = self.engine.too_long(prompts)
+            if any(too_long):  # counted with status too_long; never sent to the model
+                if len(texts) == 1:
+                    raise PromptTooLong(f"prompt longer than the model's context ({self.engine.context} tokens "
+                                        f"with {a.max_new_tokens} new)")
+                raise PromptTooLong("a prompt of this batch is too long")  # _label retries row by row
             opening = self.engine.render_opening(messages[0]) if a.reuse_opening and messages else None
             greedy = self.engine.generate(prompts, opening=opening)
             if a.questions_per_doc > 1:
@@ -132,8 +142,9 @@ class SelfAnnotator:
         try:
             for i, out in zip(todo, self._generate([texts[i] for i in todo])):
                 outputs[i] = out
-        except Exception:  # noqa: BLE001 - isolate the failing row, keep the rest
-            log.exception("batch generation failed; retrying rows one by one")
+        except Exception as exc:  # noqa: BLE001 - isolate the failing row, keep the rest
+            if not isinstance(exc, PromptTooLong):
+                log.exception("batch generation failed; retrying rows one by one")
             for i in todo:
                 try:
                     outputs[i] = self._generate([texts[i]])[0]
@@ -148,6 +159,8 @@ class SelfAnnotator:
                 kind = self.kinds[k // per_kind]
                 if i not in outputs:
                     raw, label, status = "", "", "empty_input"
+                elif isinstance(result, PromptTooLong):
+                    raw, label, status = str(result), "", "too_long"
                 elif isinstance(result, Exception):
                     raw, label, status = f"{type(result).__name__}: {result}", "", "error"
                 else:
@@ -360,6 +373,15 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
     existing = read_labels(art.labels_dir)
     done_ids = sorted(set(existing[DOC_ID].to_pylist()))
+    if a.engine == "vllm" and cfg.data.modality != "image":
+        from skr_ray.annotate.vllm_engine import annotate_with_vllm
+
+        Artifacts.write_config(art.annotate_dir, cfg)
+        done = set(zip(existing[DOC_ID].to_pylist(), existing["label_index"].to_pylist()))
+        art.labels_dir.mkdir(parents=True, exist_ok=True)
+        _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
+        done_ids = sorted({d for d, _ in done})
+        return _finish(cfg, art, total, done_ids, start)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
         ds = ds.map_batches(_drop_done, fn_kwargs={"done": done_ids})
@@ -387,6 +409,13 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         )
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         _drain(ds, remaining)  # the actors write the label files; the driver only follows progress
+    del ray  # imported for its side effect of being initialised above
+    return _finish(cfg, art, total, done_ids, start)
+
+
+def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], start: float) -> dict[str, Any]:
+    """Summary of what is on disk, marked done when every document has its labels."""
+    a = cfg.annotate
     table = read_labels(art.labels_dir)
     summary = summarize(table, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
     generated = journal_counts(art.annotate_journal)
@@ -401,11 +430,13 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         }
     )
     write_json(art.annotate_summary, summary)
+    if a.engine == "vllm" and summary["label_rows"] < summary["expected_label_rows"]:
+        raise StageError(f"annotation wrote {summary['label_rows']} of {summary['expected_label_rows']} label rows; "
+                         "re-run to resume")
     if summary["documents_labelled"] < total:
         raise StageError(
             f"annotation wrote {summary['documents_labelled']} of {total} documents; re-run to resume"
         )
     Artifacts.mark_done(art.annotate_dir, {"documents": total})
     log.info("annotation done: %s", json.dumps(summary))
-    del ray  # imported for its side effect of being initialised above
     return summary

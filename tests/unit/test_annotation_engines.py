@@ -1,0 +1,88 @@
+"""Both annotation engines: prompts longer than the context get status too_long (never a crash), and the
+vLLM path's prompts and label rows are the HF path's (its engine itself runs only on GPUs: test marked gpu)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from skr_ray.config import load_config
+from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
+
+LONG = "revenue " * 4200  # more tokens than the tiny model's 4,096-token context
+
+
+def _cfg(tiny_model_dir, tmp_path, *extra):
+    return load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path}",
+                              "annotate.max_input_tokens=5000", "annotate.max_new_tokens=8",
+                              "annotate.label_kinds=[question,keywords]", *extra])
+
+
+def test_hf_engine_counts_a_prompt_longer_than_the_context_as_too_long(tiny_model_dir, tmp_path):
+    from skr_ray.annotate.pipeline import SelfAnnotator, read_labels
+
+    cfg = _cfg(tiny_model_dir, tmp_path)
+    annotator = SelfAnnotator(cfg.to_dict(), 1)
+    out = annotator({DOC_ID: np.array(["short", "long", "empty"]),
+                     TEXT: np.array(["revenue rose in 2019", LONG, " "], dtype=object)})
+    statuses = dict(zip(zip(out[DOC_ID], range(6)), out["status"]))
+    assert [s for (d, _), s in statuses.items() if d == "long"] == ["too_long", "too_long"]
+    assert all(s not in ("too_long", "error") for (d, _), s in statuses.items() if d == "short")
+    table = read_labels(tmp_path / "annotate" / "labels")
+    assert table.schema.names == LABEL_SCHEMA.names and len(table) == 6
+    long_rows = [r for r in table.to_pylist() if r[DOC_ID] == "long"]
+    assert all("context" in r["raw_output"] and r["label"] == "" for r in long_rows)
+
+
+def test_vllm_path_builds_the_hf_prompts_and_writes_the_same_label_rows(tiny_model_dir, tmp_path):
+    from skr_ray.annotate.generation import GenerationEngine
+    from skr_ray.annotate.pipeline import read_labels
+    from skr_ray.annotate.vllm_engine import ERROR_COLUMN, LabelWriter, PromptBuilder, requests, sampling_params
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.tasks.ir.prompts import build_kind_messages
+
+    cfg = _cfg(tiny_model_dir, tmp_path, "annotate.engine=vllm", "annotate.questions_per_doc=2")
+    todo = requests(["a", "b", "c"], ["revenue rose in 2019", LONG, ""], ["question", "keywords"], 2,
+                    done={("a", 0)})
+    assert len(todo) == 11 and [r["label_index"] for r in todo if r[DOC_ID] == "a"] == [1, 2, 3]
+    assert [(r["kind"], r["sampled"]) for r in todo if r[DOC_ID] == "b"] == [
+        ("question", False), ("question", True), ("keywords", False), ("keywords", True)]
+    assert sampling_params(cfg, False, 0)["temperature"] == 0.0 and sampling_params(cfg, True, 3)["seed"] == 3
+
+    batch = {k: np.array([r[k] for r in todo], dtype=object) for k in todo[0]}
+    prepared = PromptBuilder(cfg.to_dict(), str(tiny_model_dir))(batch)
+    model, tok = load_backbone(cfg.model)
+    engine = GenerationEngine(model, tok, 5000, 8)
+    assert prepared["prompt"][0] == engine.render(build_kind_messages("revenue rose in 2019", "question"))
+    assert [bool(x) for x in prepared["too_long"]] == [False] * 3 + [True] * 4 + [False] * 4
+    assert [bool(x) for x in prepared["empty"]] == [False] * 7 + [True] * 4
+
+    # the engine's answers (one failed row) and the skipped rows go through the same writer
+    generated = np.array(["What did revenue do in 2019?", "", "revenue 2019"] + [""] * 8, dtype=object)
+    errors = np.array(["", "RuntimeError: engine failed"] + [""] * 9, dtype=object)
+    out = LabelWriter(cfg.to_dict(), "tiny")({**prepared, "generated_text": generated, ERROR_COLUMN: errors})
+    assert out["status"][:3] == ["ok", "error", "ok"]
+    assert out["status"][3:7] == ["too_long"] * 4 and out["status"][7:] == ["empty_input"] * 4
+    table = read_labels(tmp_path / "annotate" / "labels")
+    assert table.schema.names == LABEL_SCHEMA.names and len(table) == 11
+    row = table.to_pylist()[0]
+    assert row["label"] == "What did revenue do in 2019?" and row["label_kind"] == "question"
+    assert '"engine": "vllm"' in row["generation"] and row["model_id"] == "tiny"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None,
+                    reason="needs CUDA and vLLM (pip install 'skr_ray[vllm]')")
+def test_vllm_engine_annotates_and_resumes_on_a_gpu(tiny_model_dir, tmp_path, ray_local):
+    from skr_ray.annotate.pipeline import read_labels, run_annotation
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "data.max_docs=6",
+                             "annotate.engine=vllm", "annotate.max_new_tokens=8", "annotate.max_model_len=512"])
+    summary = run_annotation(cfg)
+    assert summary["documents_labelled"] == 6 and summary["label_rows"] == 6
+    table = read_labels(tmp_path / "annotate" / "labels")
+    assert "error" not in table["status"].to_pylist() and '"engine": "vllm"' in table["generation"][0].as_py()
+    assert run_annotation(cfg)["labelled_this_run"] == 0  # done: a re-run labels nothing
