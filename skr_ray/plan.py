@@ -424,7 +424,7 @@ def plan_annotation(cfg: SKRConfig, shape: ModelShape | None = None, gpu: bool =
 
 
 def _gib(n: int) -> str:
-    return f"{n / GiB:,.1f} GiB"
+    return f"{n / GiB:,.1f} GiB" if n >= GiB / 10 else f"{n / 1024**2:,.0f} MiB"
 
 
 def render(cfg: SKRConfig, shape: ModelShape, annotation: dict[str, Any], training: dict[str, Any]) -> str:
