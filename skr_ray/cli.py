@@ -44,11 +44,13 @@ def run_pipeline(cfg: SKRConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skr", description=__doc__)
-    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "plan", "serve", "submit",
-                                            "status", "logs", "stop"])
+    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "plan", "compare", "serve",
+                                            "submit", "status", "logs", "stop"])
     parser.add_argument("--config", "-c", action="append", default=None,
                         help="YAML config file; repeat to layer files (a preset, then a cluster overlay)")
     parser.add_argument("--json", action="store_true", help="plan: print the plan as JSON")
+    parser.add_argument("--metric", default=None, help="compare: the metric charted (default: MRR, AUPRC or mean IoU)")
+    parser.add_argument("--out", default=None, help="compare: folder for compare.md and compare.png (default: .)")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
     parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
                         help="serve: a model id and its checkpoint or run folder (repeatable)")
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
+    if args.command == "compare":  # positional arguments are run folders here, not overrides
+        from skr_ray.compare import compare_main
+
+        return compare_main(args.overrides, args.metric, args.out)
     configs = args.config or []
     if args.command in ("serve", "submit", "status", "logs", "stop"):
         if len(configs) > 1:
