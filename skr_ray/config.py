@@ -92,6 +92,10 @@ class AnnotateConfig:
     max_input_tokens: int = 384
     """Paragraph tokens kept in the prompt."""
     max_new_tokens: int = 48
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path=""))
+    """The annotator: a model block like the top-level ``model`` (the learner). Empty name_or_path = the learner
+    labels its own data (SKR); a bigger model here writes the labels a smaller learner re-expresses
+    (27B labels -> 4B learner). Label rows record both model ids."""
     engine: str = "hf"
     """hf: transformers generate in a Ray Data actor pool (default; CPU or GPU). vllm: vLLM through
     ray.data.llm on GPU nodes (the ``vllm`` extra), same labels schema, provenance and resume."""
@@ -594,6 +598,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> SKRConfig:
     return _build(SKRConfig, data or {}, "")
+
+
+def annotator_model(cfg: "SKRConfig") -> ModelConfig:
+    """The model that writes the self-labels: ``annotate.model`` when set, else the learner ``model``."""
+    return cfg.annotate.model if cfg.annotate.model.name_or_path else cfg.model
 
 
 def load_config(

@@ -25,5 +25,6 @@ LABEL_SCHEMA = pa.schema(
         ("annotated_at", pa.string()),
         ("node_id", pa.string()),  # Ray node of the actor that wrote the row (multi-node provenance)
         ("label_kind", pa.string()),  # IR: question | keywords | statement (annotate.label_kinds)
+        ("learner_model_id", pa.string()),  # the model trained on the labels (model_id: the one that wrote them)
     ]
 )

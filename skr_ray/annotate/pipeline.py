@@ -47,9 +47,12 @@ class SelfAnnotator:
 
         self.cfg = from_dict(cfg_dict)
         self.task = get_task(self.cfg.task)
-        set_threads(self.cfg.model, replicas)
+        from skr_ray.config import annotator_model
+
+        annotator = annotator_model(self.cfg)  # the learner itself unless annotate.model is set
+        set_threads(annotator, replicas)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, tokenizer = load_backbone(self.cfg.model, device=device)
+        model, tokenizer = load_backbone(annotator, device=device)
         a = self.cfg.annotate
         self.images = self.cfg.data.modality == "image"
         if self.images:  # image documents: the question is written from the image alone
@@ -68,7 +71,8 @@ class SelfAnnotator:
         # k-th label of a document: kind label_kinds[k // questions_per_doc], greedy first then sampled
         self.kinds = ["question"] if self.images else list(a.label_kinds)
         self.filters = {k: kind_filter(k, base_filter) for k in self.kinds}
-        self.model_id = model_id(self.cfg.model)
+        self.model_id = model_id(annotator)
+        self.learner_id = model_id(self.cfg.model)
         self.prompt_versions = {k: IMAGE_PROMPT_VERSION if self.images else kind_prompt_version(k) for k in self.kinds}
         self.node_id = _node_id()
         art = Artifacts(self.cfg.output_dir)
@@ -176,6 +180,7 @@ class SelfAnnotator:
                 rows["prompt_version"].append(self.prompt_versions[kind])
                 rows["label_kind"].append(kind)
                 rows["model_id"].append(self.model_id)
+                rows["learner_model_id"].append(self.learner_id)
                 rows["generation"].append(self.gen_params)
                 rows["annotated_at"].append(now)
                 rows["node_id"].append(self.node_id)
@@ -418,6 +423,11 @@ def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], sta
     a = cfg.annotate
     table = read_labels(art.labels_dir)
     summary = summarize(table, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
+    from skr_ray.config import annotator_model
+    from skr_ray.models.backbone import model_id
+
+    summary["annotator_model_id"] = model_id(annotator_model(cfg))
+    summary["learner_model_id"] = model_id(cfg.model)
     generated = journal_counts(art.annotate_journal)
     summary.update(
         {

@@ -97,7 +97,10 @@ class LabelWriter:
                               echo_of=tuple(self.task.example_labels))
         self.filters = {k: kind_filter(k, base) for k in a.label_kinds}
         self.versions = {k: kind_prompt_version(k) for k in a.label_kinds}
+        from skr_ray.models.backbone import model_id as id_of
+
         self.model_id, self.node_id = model_id, _node_id()
+        self.learner_id = id_of(self.cfg.model)
         self.labels_dir = Artifacts(self.cfg.output_dir).labels_dir
         self.labels_dir.mkdir(parents=True, exist_ok=True)
         self.generation = json.dumps({"engine": "vllm", "max_new_tokens": a.max_new_tokens,
@@ -130,7 +133,7 @@ class LabelWriter:
                                 (TEXT, text), ("raw_output", raw), ("label", label), ("status", status),
                                 ("task", self.task.name), ("prompt_version", self.versions[kind]),
                                 ("model_id", self.model_id), ("generation", self.generation), ("annotated_at", now),
-                                ("node_id", self.node_id), ("label_kind", kind)):
+                                ("node_id", self.node_id), ("label_kind", kind), ("learner_model_id", self.learner_id)):
                 rows[name].append(value)
         if n:
             write_label_file(self.labels_dir, rows)
@@ -149,10 +152,12 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
 
     if importlib.util.find_spec("vllm") is None:
         raise RuntimeError("annotate.engine=vllm needs vLLM on the GPU nodes: pip install 'skr_ray[vllm]'")
+    from skr_ray.config import annotator_model
     from skr_ray.models.backbone import materialize, model_id
 
     a = cfg.annotate
-    model_dir = materialize(cfg.model)
+    annotator = annotator_model(cfg)
+    model_dir = materialize(annotator)
     rows = ds.take_all()
     todo = requests([str(r[DOC_ID]) for r in rows], ["" if r[TEXT] is None else str(r[TEXT]) for r in rows],
                     list(a.label_kinds), a.questions_per_doc, done)
@@ -171,7 +176,7 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
         vLLMEngineProcessorConfig(
             model_source=str(model_dir),
             engine_kwargs={"max_model_len": a.max_model_len or context_length(model_dir),
-                           "tensor_parallel_size": a.tensor_parallel_size, "dtype": cfg.model.dtype},
+                           "tensor_parallel_size": a.tensor_parallel_size, "dtype": annotator.dtype},
             batch_size=a.batch_size,
             concurrency=a.num_actors,
             should_continue_on_error=True,
@@ -183,6 +188,6 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
                                                  "generated_text") if k in r},
     )
     generated = processor(runnable)
-    writer = {"fn_constructor_kwargs": {"cfg_dict": cfg_dict, "model_id": model_id(cfg.model)},
+    writer = {"fn_constructor_kwargs": {"cfg_dict": cfg_dict, "model_id": model_id(annotator)},
               "batch_size": a.batch_size * a.rows_per_file_batches, "concurrency": 1, "num_cpus": 0.5}
     return generated.map_batches(LabelWriter, **writer).union(skipped.map_batches(LabelWriter, **writer))

@@ -86,3 +86,27 @@ def test_vllm_engine_annotates_and_resumes_on_a_gpu(tiny_model_dir, tmp_path, ra
     table = read_labels(tmp_path / "annotate" / "labels")
     assert "error" not in table["status"].to_pylist() and '"engine": "vllm"' in table["generation"][0].as_py()
     assert run_annotation(cfg)["labelled_this_run"] == 0  # done: a re-run labels nothing
+
+
+def test_a_separate_annotator_writes_the_labels_the_learner_trains_on(tiny_model_dir, tiny_judge_model_dir, tmp_path):
+    """annotate.model: a different model writes the labels; rows record both ids; training reads them as usual."""
+    from skr_ray.annotate.pipeline import SelfAnnotator, read_labels
+    from skr_ray.config import annotator_model
+    from skr_ray.models.backbone import model_id
+
+    texts = np.array(["revenue rose in 2019", "the tax rate fell to 21 percent", "leases run for seven years"],
+                     dtype=object)
+    batch = {DOC_ID: np.array(["a", "b", "c"]), TEXT: texts}
+    own = _cfg(tiny_model_dir, tmp_path / "own", "annotate.max_new_tokens=12", "annotate.label_kinds=[question]")
+    other = _cfg(tiny_model_dir, tmp_path / "other", "annotate.max_new_tokens=12", "annotate.label_kinds=[question]",
+                 f"annotate.model.name_or_path={tiny_judge_model_dir}")
+    assert annotator_model(own) is own.model and annotator_model(other).name_or_path == str(tiny_judge_model_dir)
+    SelfAnnotator(own.to_dict(), 1)(batch)
+    SelfAnnotator(other.to_dict(), 1)(batch)
+    mine = read_labels(tmp_path / "own" / "annotate" / "labels").to_pylist()
+    theirs = read_labels(tmp_path / "other" / "annotate" / "labels").to_pylist()
+    learner, annotator = model_id(own.model), model_id(annotator_model(other))
+    assert learner != annotator
+    assert {(r["model_id"], r["learner_model_id"]) for r in mine} == {(learner, learner)}
+    assert {(r["model_id"], r["learner_model_id"]) for r in theirs} == {(annotator, learner)}
+    assert [r["raw_output"] for r in mine] != [r["raw_output"] for r in theirs]  # another model wrote them

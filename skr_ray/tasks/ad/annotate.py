@@ -162,14 +162,18 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     Artifacts.write_config(art.annotate_dir, cfg)
     if todo:
         now = datetime.now(timezone.utc).isoformat()
-        provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(cfg.model),
+        from dataclasses import replace
+
+        from skr_ray.config import annotator_model
+
+        provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(annotator_model(cfg)),
                       "generation": made_with, "annotated_at": now}
         items = [asdict(p) | provenance for p in todo]
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         if cfg.ad.label_source == "source":
             write_source_labels(items, art.labels_dir)
-        else:
-            _judge(cfg, items, art)
+        else:  # the judge is the annotator (annotate.model, else the learner)
+            _judge(replace(cfg, model=annotator_model(cfg)), items, art)
     rows = read_judgements(art.labels_dir)
     summary = summarize(rows, len(pairs))
     summary.update({"label_source": cfg.ad.label_source, "questions": len(questions), "questions_dir": str(qdir),

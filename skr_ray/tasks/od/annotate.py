@@ -68,8 +68,11 @@ def make_asker(cfg: SKRConfig, device: str = "cpu", checkpoint: str | None = Non
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.tasks.od.ask import ModelAsker
 
-    model, processor = load_backbone(cfg.model, device=device)
-    return ModelAsker(model, processor, model_id(cfg.model), cfg.od.max_new_tokens, cfg.od.target, device)
+    from skr_ray.config import annotator_model
+
+    annotator = annotator_model(cfg)  # the learner itself unless annotate.model is set
+    model, processor = load_backbone(annotator, device=device)
+    return ModelAsker(model, processor, model_id(annotator), cfg.od.max_new_tokens, cfg.od.target, device)
 
 
 def needs_similarity(cfg: SKRConfig) -> bool:
