@@ -1,15 +1,17 @@
-"""Read corpora (BEIR jsonl, parquet, folders of .txt) and BEIR evaluation sets.
+"""Read corpora (BEIR jsonl, parquet, folders of .txt, PDFs) and BEIR evaluation sets.
 
 Inputs are checked before any model is loaded; a bad file fails with its path, line and field.
-Rows keep their ids end to end: ``doc_id`` is the corpus ``_id`` (or the .txt file stem).
+Rows keep their ids end to end: ``doc_id`` is the corpus ``_id`` (or the .txt file stem, or ``<pdf stem>#<page>``
+for a PDF's pages, whose text layer is extracted with pypdfium2).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from skr_ray.schema import DOC_ID, TEXT
 if TYPE_CHECKING:
     import ray.data
 
+log = logging.getLogger(__name__)
+
 
 class CorpusError(ValueError):
     """The input data is missing or malformed; the message names the file, row and field."""
@@ -34,8 +38,10 @@ def demo_dir() -> Path:
 
 @dataclass(frozen=True)
 class CorpusSource:
-    kind: str  # jsonl | parquet | txt
+    kind: str  # jsonl | parquet | txt | pdf
     paths: list[Path]
+    problems: list[str] = field(default_factory=list)
+    """Files left out, each with its path and why (pdf: unreadable documents)."""
 
 
 def resolve_corpus(spec: str) -> CorpusSource:
@@ -48,7 +54,9 @@ def resolve_corpus(spec: str) -> CorpusSource:
             return CorpusSource("jsonl", [path])
         if path.suffix == ".parquet":
             return CorpusSource("parquet", [path])
-        raise CorpusError(f"unsupported corpus file {path}: expected .jsonl or .parquet")
+        if path.suffix.lower() == ".pdf":
+            return _pdf_source([path])
+        raise CorpusError(f"unsupported corpus file {path}: expected .jsonl, .parquet or .pdf")
     if (path / "corpus.jsonl").is_file():
         return CorpusSource("jsonl", [path / "corpus.jsonl"])
     parquet = sorted(path.glob("*.parquet"))
@@ -57,7 +65,45 @@ def resolve_corpus(spec: str) -> CorpusSource:
     txt = sorted(path.glob("*.txt"))
     if txt:
         return CorpusSource("txt", txt)
-    raise CorpusError(f"{path} holds no corpus.jsonl, *.parquet or *.txt files")
+    pdfs = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
+    if pdfs:
+        return _pdf_source(pdfs, path)
+    raise CorpusError(f"{path} holds no corpus.jsonl, *.parquet, *.txt or *.pdf files")
+
+
+def _pdf_source(paths: list[Path], root: Path | None = None) -> CorpusSource:
+    """PDFs as text corpora: one row per page, ``doc_id`` = ``<file stem>#<page>`` (1-based; the same ids the
+    page-image path gives). Unreadable PDFs are left out, each counted with its path."""
+    import pypdfium2 as pdfium
+
+    good, problems = [], []
+    for path in paths:
+        try:
+            pdfium.PdfDocument(str(path)).close()
+            good.append(path)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{path}: not a readable PDF ({exc})")
+    for problem in problems:
+        log.warning("corpus: skipped %s", problem)
+    if not good:
+        raise CorpusError(f"no readable PDF among {len(paths)}: {problems[0]}")
+    return CorpusSource("pdf", good, problems)
+
+
+def pdf_page_texts(path: Path, stem: str) -> list[dict[str, str]]:
+    """The text layer of every page of one PDF (a scanned page without one gives an empty row)."""
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        rows = []
+        for i in range(len(pdf)):
+            page = pdf[i]
+            text = page.get_textpage().get_text_range()
+            rows.append({DOC_ID: f"{stem}#{i + 1}", TEXT: text.replace("\r\n", "\n").strip()})
+        return rows
+    finally:
+        pdf.close()
 
 
 def iter_jsonl(path: Path, fields: tuple[str, ...] = ("_id", "text")) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -120,6 +166,12 @@ def validate_corpus(source: CorpusSource) -> int:
                     raise CorpusError(f"{path}: missing column '{field}' (has {sorted(names)})")
             _check_unique_ids(path, id_field, seen)
             total += meta.num_rows
+        elif source.kind == "pdf":
+            import pypdfium2 as pdfium
+
+            pdf = pdfium.PdfDocument(str(path))
+            total += len(pdf)
+            pdf.close()
         else:
             total += 1
     if total == 0:
@@ -156,9 +208,16 @@ def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.
         ds = ray.data.read_json(paths, lines=True)
     elif source.kind == "parquet":
         ds = ray.data.read_parquet(paths)
+    elif source.kind == "pdf":
+        root = Path(spec).expanduser()
+        items = [{"path": str(p), "stem": p.stem if root.is_file() else str(p.relative_to(root).with_suffix(""))}
+                 for p in source.paths]
+        ds = ray.data.from_items(items).flat_map(
+            lambda row: [{DOC_ID: r[DOC_ID], TEXT: r[TEXT][:max_chars]} for r in pdf_page_texts(Path(row["path"]),
+                                                                                                row["stem"])])
     else:
         ds = ray.data.read_binary_files(paths, include_paths=True).map(_txt_rows)
-    if source.kind != "txt":
+    if source.kind not in ("txt", "pdf"):
         ds = ds.map_batches(_normalize_batch, fn_kwargs={"max_chars": max_chars})
     if max_docs and max_docs < rows:
         ds = ds.limit(max_docs)

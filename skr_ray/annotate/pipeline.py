@@ -359,10 +359,13 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
         log.info("annotation already complete in %s; skipping", art.annotate_dir)
         return json.loads(art.annotate_summary.read_text())
+    unreadable: list[str] = []
     if cfg.data.modality == "image":
         pages = _image_corpus(cfg)  # fail on bad input before starting Ray
     else:
-        validate_corpus(resolve_corpus(cfg.data.unlabeled))  # fail on bad input before starting Ray
+        source = resolve_corpus(cfg.data.unlabeled)
+        validate_corpus(source)  # fail on bad input before starting Ray
+        unreadable = list(source.problems)
     ensure_ray(cfg.ray)
     start = time.perf_counter()
     a = cfg.annotate
@@ -386,7 +389,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
         done_ids = sorted({d for d, _ in done})
-        return _finish(cfg, art, total, done_ids, start)
+        return _finish(cfg, art, total, done_ids, start, unreadable)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
         ds = ds.map_batches(_drop_done, fn_kwargs={"done": done_ids})
@@ -415,10 +418,11 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         _drain(ds, remaining)  # the actors write the label files; the driver only follows progress
     del ray  # imported for its side effect of being initialised above
-    return _finish(cfg, art, total, done_ids, start)
+    return _finish(cfg, art, total, done_ids, start, unreadable)
 
 
-def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], start: float) -> dict[str, Any]:
+def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], start: float,
+            unreadable: list[str] = ()) -> dict[str, Any]:
     """Summary of what is on disk, marked done when every document has its labels."""
     a = cfg.annotate
     table = read_labels(art.labels_dir)
@@ -428,6 +432,8 @@ def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], sta
 
     summary["annotator_model_id"] = model_id(annotator_model(cfg))
     summary["learner_model_id"] = model_id(cfg.model)
+    if unreadable:  # input files left out (e.g. corrupt PDFs), each with its path
+        summary["unreadable_files"] = list(unreadable)
     generated = journal_counts(art.annotate_journal)
     summary.update(
         {

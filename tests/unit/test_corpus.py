@@ -91,3 +91,28 @@ def test_qrels_score_that_is_not_a_number(tmp_path):
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\trelevant\n")
     with pytest.raises(CorpusError, match=r"test.tsv:2: score 'relevant' is not a number"):
         read_eval_set(str(tmp_path), 1000)
+
+
+def test_pdfs_as_a_text_corpus_one_row_per_page_and_corrupt_files_counted(tmp_path, ray_local):
+    from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
+    from tests.tiny import text_pdf
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "annual.pdf").write_bytes(text_pdf(["Revenue rose in 2019 to 5.2 million.",
+                                                    "The tax rate fell to 21 percent."]))
+    (tmp_path / "reports" / "q3.pdf").write_bytes(text_pdf(["Leases run for seven years."]))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 cut off here")
+    source = resolve_corpus(str(tmp_path))
+    assert source.kind == "pdf" and len(source.paths) == 2
+    assert len(source.problems) == 1 and "broken.pdf" in source.problems[0]
+    assert validate_corpus(source) == 3  # pages
+    ds, rows = read_corpus(str(tmp_path), max_chars=20)
+    got = {r["doc_id"]: r["text"] for r in ds.take_all()}
+    assert rows == 3 and got == {"annual#1": "Revenue rose in 2019", "annual#2": "The tax rate fell to",
+                                 "reports/q3#1": "Leases run for seven"}
+    single = resolve_corpus(str(tmp_path / "annual.pdf"))
+    assert single.kind == "pdf" and validate_corpus(single) == 2
+    (tmp_path / "only-bad").mkdir()
+    (tmp_path / "only-bad" / "x.pdf").write_bytes(b"not a pdf")
+    with pytest.raises(CorpusError, match="x.pdf"):
+        resolve_corpus(str(tmp_path / "only-bad"))
