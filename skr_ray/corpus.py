@@ -118,9 +118,9 @@ def iter_jsonl(path: Path, fields: tuple[str, ...] = ("_id", "text")) -> Iterato
                 raise CorpusError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise CorpusError(f"{path}:{line_no}: expected a JSON object")
-            for field in fields:
-                if field not in row:
-                    raise CorpusError(f"{path}:{line_no}: missing field '{field}'")
+            for name in fields:
+                if name not in row:
+                    raise CorpusError(f"{path}:{line_no}: missing field '{name}'")
             if "text" in fields and not isinstance(row["text"], str):
                 raise CorpusError(f"{path}:{line_no}: field 'text' must be a string")
             yield line_no, row
@@ -161,9 +161,9 @@ def validate_corpus(source: CorpusSource) -> int:
                 raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
             names = set(meta.schema.names)
             id_field = "_id" if "_id" in names else DOC_ID
-            for field in (id_field, TEXT):
-                if field not in names:
-                    raise CorpusError(f"{path}: missing column '{field}' (has {sorted(names)})")
+            for column in (id_field, TEXT):
+                if column not in names:
+                    raise CorpusError(f"{path}: missing column '{column}' (has {sorted(names)})")
             _check_unique_ids(path, id_field, seen)
             total += meta.num_rows
         elif source.kind == "pdf":
