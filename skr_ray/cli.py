@@ -30,7 +30,12 @@ def _stage(name: str, cfg: SKRConfig) -> dict:
     stage = get_task(cfg.task).stage(name)
     if stage is None:
         raise ValueError(f"task {cfg.task!r} has no stage {name!r}")
-    return stage(cfg)
+    result = stage(cfg)
+    if cfg.tracking.mlflow_uri:
+        from skr_ray.tracking import log_stage
+
+        log_stage(cfg, name, result)
+    return result
 
 
 def run_pipeline(cfg: SKRConfig) -> dict:

@@ -435,6 +435,17 @@ class RayConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking (off unless mlflow_uri is set)."""
+
+    mlflow_uri: str = ""
+    """MLflow tracking URI: file:/path (a local store, offline) or http(s)://server; empty = off."""
+    experiment: str = "skr_ray"
+    run_name: str = ""
+    """Default: the output folder's name."""
+
+
+@dataclass
 class ClusterConfig:
     """The GPUs a run is planned for (`skr plan`; configs/presets/cluster-*.yaml)."""
 
@@ -465,6 +476,7 @@ class SKRConfig:
     od: ODConfig = field(default_factory=ODConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_SYSTEMS:

@@ -53,7 +53,7 @@ def pipeline_run(ray_local, tiny_model_dir, tmp_path_factory):
     from tests.tiny import run_with_eval_hidden
 
     out = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(tiny_model_dir, out, f"data.eval={out / 'evalset'}")
+    cfg = tiny_config(tiny_model_dir, out, f"data.eval={out / 'evalset'}", f"tracking.mlflow_uri=file:{out / 'mlruns'}")
     return cfg, run_with_eval_hidden(cfg)
 
 
@@ -127,6 +127,22 @@ def test_evaluation_report(pipeline_run):
     # the demo evaluates on the corpus it annotated: its 24 annotated passages are marked as seen
     assert f"- 24 of {len(ev.corpus)} candidates were also in the unlabeled corpus" in report
     assert (art.evaluate_dir / "recall_at_k.png").stat().st_size > 10_000
+
+
+def test_the_run_is_tracked_in_mlflow(pipeline_run):
+    """tracking.mlflow_uri: params, per-epoch training metrics and the evaluation metrics of the run that wrote them."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, _ = pipeline_run
+    art = Artifacts(cfg.output_dir)
+    client = MlflowClient(tracking_uri=cfg.tracking.mlflow_uri)
+    run = client.get_run((art.root / "mlflow_run_id").read_text())
+    assert run.data.params["train.num_workers"] == "2"
+    history = json.loads((art.train_dir / "history.json").read_text())
+    losses = sorted(client.get_metric_history(run.info.run_id, "train.train_loss"), key=lambda m: m.step)
+    assert [m.value for m in losses] == pytest.approx([h["train_loss"] for h in history])
+    metrics = json.loads(art.metrics.read_text())
+    assert run.data.metrics["eval.skr.mrr"] == pytest.approx(metrics["skr"]["mrr"])
 
 
 def test_rerun_skips_finished_stages(pipeline_run):
