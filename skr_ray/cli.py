@@ -47,10 +47,14 @@ def run_pipeline(cfg: SKRConfig) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+COMMANDS = ["annotate", "train", "evaluate", "run", "config", "plan", "compare", "serve", "submit", "status", "logs",
+            "stop"]
+CONFIG_COMMANDS = ("annotate", "train", "evaluate", "run", "config", "plan")  # overrides are config keys
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skr", description=__doc__)
-    parser.add_argument("command", choices=["annotate", "train", "evaluate", "run", "config", "plan", "compare", "serve",
-                                            "submit", "status", "logs", "stop"])
+    parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--config", "-c", action="append", default=None,
                         help="YAML config file; repeat to layer files (a preset, then a cluster overlay)")
     parser.add_argument("--json", action="store_true", help="plan: print the plan as JSON")
@@ -71,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="submit: an environment variable for the job (repeatable)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
     if args.command == "compare":  # positional arguments are run folders here, not overrides

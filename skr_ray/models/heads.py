@@ -3,7 +3,7 @@
 ``input_norm="batch"`` standardizes the state per feature (BatchNorm without affine terms). A decoder's
 final-token states share one large common component (SmolLM2-135M: norm ~54, per-feature std < 1 across
 inputs); the MLP has to pick its signal out of the small variations around it. Standardizing them is
-what lets a head learn on a few hundred self-labels (see README, AD).
+what lets a head learn on a few hundred self-labels (see docs/tasks/ad.md).
 """
 
 from __future__ import annotations
