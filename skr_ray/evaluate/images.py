@@ -15,21 +15,50 @@ log = logging.getLogger(__name__)
 def read_image_eval_set(spec: str, max_queries: int = 0) -> EvalSet:
     """``corpus.jsonl`` rows ``{"_id", "image"}`` (paths relative to the set), ``queries.jsonl``, ``qrels/test.tsv``.
 
-    The returned corpus maps each id to its image path (the encoders load it).
+    ``image`` may name a PDF: ``report.pdf#3`` is its third page; a whole ``report.pdf`` becomes one document per
+    page with ids ``<_id>#<page>`` (1-based, as qrels name them). The returned corpus maps each id to its image
+    reference (a path, or ``path#page=N``; the encoders load it).
     """
+    from skr_ray.tasks.od.pages import PageRef, ref_to_text
+
     root = Path(spec).expanduser().resolve()
     corpus_path = root / "corpus.jsonl"
     if not corpus_path.is_file():
         raise CorpusError(f"image evaluation set needs {corpus_path}")
     corpus: dict[str, str] = {}
     for line_no, row in iter_jsonl(corpus_path, fields=("_id", "image")):
-        path = root / str(row["image"])
+        name, _, page = str(row["image"]).partition("#")
+        path = root / name
         if not path.is_file():
             raise CorpusError(f"{corpus_path}:{line_no}: image {row['image']!r} not found")
-        corpus[str(row["_id"])] = str(path)
+        doc_id = str(row["_id"])
+        if path.suffix.lower() != ".pdf":
+            corpus[doc_id] = str(path)
+            continue
+        pages = _pdf_page_count(path, f"{corpus_path}:{line_no}")
+        if page:
+            if not page.isdigit() or not 1 <= int(page) <= pages:
+                raise CorpusError(f"{corpus_path}:{line_no}: {row['image']!r}: {path.name} has pages 1..{pages}")
+            corpus[doc_id] = ref_to_text(PageRef(doc_id, str(path), int(page) - 1))
+        else:
+            for i in range(pages):
+                corpus[f"{doc_id}#{i + 1}"] = ref_to_text(PageRef(f"{doc_id}#{i + 1}", str(path), i))
     if not corpus:
         raise CorpusError(f"{corpus_path} is empty")
     return with_queries(root, corpus, max_queries)
+
+
+def _pdf_page_count(path: Path, where: str) -> int:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CorpusError(f"{where}: {path.name} is not a readable PDF ({exc})") from None
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
 
 
 def ocr_texts(corpus: dict[str, str], cache: Path) -> dict[str, str]:

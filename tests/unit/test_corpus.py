@@ -116,3 +116,23 @@ def test_pdfs_as_a_text_corpus_one_row_per_page_and_corrupt_files_counted(tmp_pa
     (tmp_path / "only-bad" / "x.pdf").write_bytes(b"not a pdf")
     with pytest.raises(CorpusError, match="x.pdf"):
         resolve_corpus(str(tmp_path / "only-bad"))
+
+
+def test_image_eval_sets_may_name_pdf_pages(tmp_path):
+    from skr_ray.evaluate.images import read_image_eval_set
+    from skr_ray.tasks.od.pages import load_page
+    from tests.tiny import text_pdf
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "report.pdf").write_bytes(text_pdf(["Revenue rose.", "Tax fell.", "Leases."]))
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "r", "image": "report.pdf"}\n'
+                                           '{"_id": "second", "image": "report.pdf#2"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "what fell?"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tr#2\t1\n")
+    evalset = read_image_eval_set(str(tmp_path))
+    assert sorted(evalset.corpus) == ["r#1", "r#2", "r#3", "second"] and evalset.qrels == {"q1": {"r#2"}}
+    assert evalset.corpus["second"] == evalset.corpus["r#2"]
+    assert load_page(evalset.corpus["r#3"]).size[0] > 100  # rendered with pypdfium2
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "x", "image": "report.pdf#9"}\n')
+    with pytest.raises(CorpusError, match="pages 1..3"):
+        read_image_eval_set(str(tmp_path))
