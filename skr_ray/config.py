@@ -314,6 +314,14 @@ class ADConfig:
     """Random other passages per question."""
     max_passage_tokens: int = 192
     """Passage tokens shown to the model (judging, training and evaluation alike)."""
+    ontopic_sources: list[str] = field(default_factory=list)
+    """On-topic negatives (a question about the passage that it does not answer), made label-free from each
+    self-written question and its own passage: 'rewrite' (the annotator rewrites the question, checked) and/or
+    'rules' (ad.rules perturbations). Empty = none (other-passage negatives only)."""
+    ontopic_negatives: int = 2
+    """On-topic negatives per question (drawn from what the sources made; the ratio to own/hard/easy pairs)."""
+    rules: list[str] = field(default_factory=lambda: ["number", "name", "negation", "entity"])
+    """Rule perturbations for ontopic_sources=[rules]: number, name, negation, entity."""
     max_new_tokens: int = 12
     """Generation budget of a yes/no answer: the verdict word plus enough of the reason to catch a
     contradiction ("No, the question can be answered ..." is excluded as contradictory)."""
@@ -345,7 +353,14 @@ class ADConfig:
             raise ConfigError(f"ad.head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.label_source not in AD_LABEL_SOURCES:
             raise ConfigError(f"ad.label_source must be one of {AD_LABEL_SOURCES}, got {self.label_source!r}")
-        for key in ("max_questions", "hard_negatives", "easy_negatives"):
+        bad = [s for s in self.ontopic_sources if s not in ("rewrite", "rules")]
+        if bad:
+            raise ConfigError(f"ad.ontopic_sources: unknown {bad}; known: rewrite, rules")
+        from skr_ray.tasks.ad.ontopic import RULES
+
+        if [r for r in self.rules if r not in RULES]:
+            raise ConfigError(f"ad.rules: unknown {[r for r in self.rules if r not in RULES]}; known: {list(RULES)}")
+        for key in ("max_questions", "hard_negatives", "easy_negatives", "ontopic_negatives"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"ad.{key} must be >= 0")
         if self.pos_weight < 0:

@@ -74,7 +74,8 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
 
 
 def write_source_labels(items: list[dict[str, Any]], labels_dir: Path) -> Path:
-    """'source' self-labels: the question's own passage is answerable (1), the other passages are not (0).
+    """'source' self-labels: the question's own passage is answerable (1), the other passages are not (0), and
+    neither is its own passage for an on-topic variant of the question (rewrite, rule_*: 0).
 
     The question was written by the model for its own passage (IR self-annotation), so the label is the
     model's own output, not a human one. Written like judged rows (same columns), in one file.
@@ -83,7 +84,9 @@ def write_source_labels(items: list[dict[str, Any]], labels_dir: Path) -> Path:
 
     rows = []
     for item in items:
-        if item["kind"] not in ("own", "hard", "easy"):
+        from skr_ray.tasks.ad.ontopic import ONTOPIC_KINDS
+
+        if item["kind"] not in ("own", "hard", "easy", *ONTOPIC_KINDS):
             raise ValueError(f"pair {item['pair_id']}: kind {item['kind']!r} has no source label")
         rows.append(item | {"raw_output": "", "answer": int(item["kind"] == "own"), "p_yes": float("nan"),
                             "status": "ok", "seconds": 0.0})
@@ -117,6 +120,32 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
     ds.write_parquet(str(art.labels_dir), min_rows_per_file=1)
 
 
+def _ontopic(cfg: SKRConfig, questions: list[tuple[str, str]], passages: dict[str, str], art: Artifacts
+             ) -> tuple[list[tuple[int, str, str]], Counter]:
+    """On-topic variants of the questions (skr_ray.tasks.ad.ontopic) from the configured sources."""
+    from skr_ray.tasks.ad.ontopic import model_rewrites, rule_negatives
+
+    if cfg.data.modality == "image" and cfg.ad.ontopic_sources:
+        raise ValueError("ad.ontopic_sources works on text passages (data.modality=text)")
+    out: list[tuple[int, str, str]] = []
+    statuses: Counter = Counter()
+    if "rules" in cfg.ad.ontopic_sources:
+        found, counts = rule_negatives(questions, passages, list(cfg.ad.rules), cfg.seed)
+        out += found
+        statuses.update(counts)
+    if "rewrite" in cfg.ad.ontopic_sources:
+        import hashlib
+
+        from skr_ray.config import annotator_model
+        from skr_ray.models.backbone import model_id
+
+        key = hashlib.sha256(repr((questions, model_id(annotator_model(cfg)))).encode()).hexdigest()[:12]
+        found, counts = model_rewrites(cfg, questions, passages, art.annotate_dir / f"rewrites-{key}.parquet")
+        out += found
+        statuses.update(counts)
+    return out, statuses
+
+
 def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.annotate.pipeline import read_labels
     from skr_ray.models.backbone import model_id
@@ -145,9 +174,12 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
         from skr_ray.evaluate.images import ocr_texts
 
         search = ocr_texts(passages, art.annotate_dir / "ocr.json")
-    pairs = build_pairs(questions, passages, cfg.ad.hard_negatives, cfg.ad.easy_negatives, cfg.seed, search)
-    log.info("%d questions x (1 own + %d hard + %d easy) -> %d pairs over %d passages",
-             len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives, len(pairs), len(passages))
+    ontopic, ontopic_statuses = _ontopic(cfg, questions, passages, art)
+    pairs = build_pairs(questions, passages, cfg.ad.hard_negatives, cfg.ad.easy_negatives, cfg.seed, search,
+                        ontopic, cfg.ad.ontopic_negatives)
+    log.info("%d questions x (1 own + %d hard + %d easy + up to %d on-topic) -> %d pairs over %d passages",
+             len(questions), cfg.ad.hard_negatives, cfg.ad.easy_negatives,
+             cfg.ad.ontopic_negatives if ontopic else 0, len(pairs), len(passages))
 
     existing = read_judgements(art.labels_dir)
     made_with = generation_params(cfg)
@@ -177,6 +209,9 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     rows = read_judgements(art.labels_dir)
     summary = summarize(rows, len(pairs))
     summary.update({"label_source": cfg.ad.label_source, "questions": len(questions), "questions_dir": str(qdir),
+                    "pairs_by_kind": dict(sorted(Counter(p.kind for p in pairs).items())),
+                    "ontopic_sources": list(cfg.ad.ontopic_sources), "ontopic_statuses": dict(sorted(
+                        ontopic_statuses.items())),
                     "resumed_from_pairs": len(done),
                     "seconds": round(time.perf_counter() - start, 1)})
     write_json(art.annotate_summary, summary)

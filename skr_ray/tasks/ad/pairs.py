@@ -22,7 +22,7 @@ class QAPair:
     query: str
     doc_id: str
     passage: str
-    kind: str  # own | hard | easy (training pairs); test (evaluation pairs)
+    kind: str  # own | hard | easy | rewrite | rule_* (training pairs); test (evaluation pairs)
     label: int = -1  # evaluation label; -1 for unlabelled training pairs
 
 
@@ -37,12 +37,15 @@ def build_pairs(
     easy: int,
     seed: int,
     search: dict[str, str] | None = None,
+    ontopic: list[tuple[int, str, str]] | None = None,
+    ontopic_per_question: int = 0,
 ) -> list[QAPair]:
     """questions: (source doc id, question) -> own pair + ``hard`` BM25 neighbours + ``easy`` random docs.
 
     BM25 ranks the question against every passage except its source (against ``search[doc]`` instead of the
     passage when given: image documents are searched by their OCR text); random negatives are drawn
-    from what is left, so a passage appears at most once per question.
+    from what is left, so a passage appears at most once per question. ``ontopic`` (question index, kind,
+    text) adds up to ``ontopic_per_question`` of each question's on-topic variants, paired with its own passage.
     """
     import numpy as np
 
@@ -56,6 +59,9 @@ def build_pairs(
     texts = search if search is not None else corpus
     scores = bm25_scores([q for _, q in questions], [texts[d] for d in doc_ids]) if hard else None
     rng = random.Random(seed)
+    by_question: dict[int, list[tuple[str, str]]] = {}
+    for index, kind, text in ontopic or []:
+        by_question.setdefault(index, []).append((kind, text))
     pairs: list[QAPair] = []
     for row, (doc_id, question) in enumerate(questions):
         qid = f"{doc_id}#{row}"
@@ -73,6 +79,10 @@ def build_pairs(
             chosen.append((d, "easy"))
         for d, kind in chosen:
             pairs.append(QAPair(_pair_id(qid, d), qid, question, d, corpus[d], kind))
+        variants = by_question.get(row, [])
+        for k, (kind, text) in enumerate(rng.sample(variants, min(ontopic_per_question, len(variants)))):
+            vid = f"{qid}~{kind}{k}"
+            pairs.append(QAPair(_pair_id(vid, doc_id), vid, text, doc_id, corpus[doc_id], kind))
     return pairs
 
 
