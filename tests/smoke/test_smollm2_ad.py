@@ -21,6 +21,8 @@ def test_smollm2_ad_end_to_end(ray_local, tmp_path):
         "task=ad", f"output_dir={tmp_path}", "data.max_docs=4", "annotate.batch_size=8",
         "ad.hard_negatives=1", "ad.easy_negatives=1", "ad.max_passage_tokens=96",
         "train.epochs=1", "train.batch_size=4", "train.val_fraction=0.2",
+        # top-6 LoRA over the cached frozen prefix (configs/tatqa_ad.yaml's CPU setting): the same code paths
+        "train.lora_layers=6", "train.cache_frozen_prefix=true", "train.gradient_checkpointing=false",
         "evaluate.systems=[base,skr]", "evaluate.max_pairs=10", "evaluate.batch_size=10",
     ])
     result = run_pipeline(cfg)

@@ -39,6 +39,7 @@ def test_smollm2_annotate_train_evaluate(ray_local, small_beir, tmp_path):
         f"output_dir={tmp_path}", f"data.unlabeled={small_beir}", f"data.eval={small_beir}",
         "data.max_docs=8", "annotate.batch_size=8", "train.epochs=1", "train.batch_size=4",
         "train.max_length=96", "evaluate.systems=[base,skr,bm25]", "evaluate.max_length=96",
+        "train.lora_layers=6", "train.cache_frozen_prefix=true", "train.gradient_checkpointing=false",  # demo.yaml's
     ])
     result = run_pipeline(cfg)
 
