@@ -27,8 +27,12 @@ LOOSE_FILTERS = [
 ]
 
 
-def build_tiny_model(target: Path, seed: int = 0) -> Path:
-    """Write a 2-layer Llama (hidden 32) and its tokenizer to ``target``; returns the folder."""
+FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gemma3_text")
+
+
+def build_tiny_model(target: Path, seed: int = 0, family: str = "llama") -> Path:
+    """Write a 2-layer decoder (hidden 32) of ``family`` (FAMILIES; Llama by default) and its tokenizer to
+    ``target``; returns the folder."""
     import torch
 
     words: set[str] = set()
@@ -49,13 +53,19 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    shape = dict(
         vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"],
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
+    if family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**shape))
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        extra = {"gemma3_text": {"head_dim": 8, "sliding_window": 64}, "phi3": {"sliding_window": None}}.get(family, {})
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **shape, **extra))
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
