@@ -156,7 +156,7 @@ def card_shape(name: str) -> ModelShape:
 
 
 def _tower(c: dict[str, Any], vocab: int = 0, tied: bool = True) -> TowerShape:
-    hidden = c.get("hidden_size") or c.get("embed_dim") or c["n_embd"]
+    hidden = c.get("embed_dim") or c.get("hidden_size") or c["n_embd"]  # Qwen2-VL's vision hidden_size is its output
     heads = c.get("num_attention_heads") or c.get("num_heads") or 1
     layers = c.get("num_hidden_layers") or c.get("depth") or c.get("n_layer")
     inter = c.get("intermediate_size") or int(hidden * c.get("mlp_ratio", 4))

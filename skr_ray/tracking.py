@@ -40,6 +40,11 @@ def _numbers(tree: dict[str, Any], prefix: str) -> dict[str, float]:
 def _client(cfg: SKRConfig) -> tuple[Any, str]:
     """(MlflowClient, run id) of this output folder's MLflow run, created on first use."""
     uri = cfg.tracking.mlflow_uri
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError("tracking.mlflow_uri is set but MLflow is not installed: pip install 'skr_ray[tracking]'"
+                           ) from exc
     if uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         Path(uri[len("file:"):]).expanduser().mkdir(parents=True, exist_ok=True)
