@@ -92,3 +92,26 @@ def test_family_trains_exports_and_reloads(family, stage, family_models, labels,
         assert [h["epoch"] for h in again] == [0, 1] and again[0] == history[0]
         assert json.loads((art.checkpoint_dir / "state.json").read_text())["resumed_at_epochs"] == [1]
         assert _reloaded_val_loss(longer) == pytest.approx(again[-1]["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_gemma3_vision_trains_under_zero3_and_reloads(ray_local, tiny_vlm_dir, tmp_path):
+    """The vision-language family: image IR (question text vs page image) with 2 workers under ZeRO-3."""
+    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.train.trainer import run_training
+    from tests.pages import make_pages
+
+    pages = make_pages(tmp_path / "pages", n=12, seed=5)
+    cfg = load_config(None, ["task=ir", "data.modality=image", f"model.name_or_path={tiny_vlm_dir}",
+                             f"output_dir={tmp_path / 'run'}", f"data.unlabeled={pages}", "annotate.max_new_tokens=8",
+                             "train.zero_stage=3", "train.num_workers=2", "train.batch_size=2", "train.epochs=1",
+                             "train.val_fraction=0.5", "train.lr=1e-3", *LOOSE_FILTERS])
+    run_annotation(cfg)
+    result = run_training(cfg)
+    art = Artifacts(cfg.output_dir)
+    history = json.loads(art.train_history.read_text())
+    assert result["workers"] == 2 and json.loads((art.checkpoint_dir / "head.json").read_text())["documents"] == "image"
+    assert "val_loss" in history[-1], history
+    skr = load_skr_model(art.checkpoint_dir)
+    assert all(p.numel() > 0 for n, p in skr.model.named_parameters() if "lora_" in n)
+    assert _reloaded_val_loss(cfg) == pytest.approx(history[-1]["val_loss"], rel=1e-4, abs=1e-5)
