@@ -145,9 +145,13 @@ async def _guard(request: Request, call_next: Any) -> Any:
 @serve.ingress(api)
 class Api:
     def __init__(self, backbones: dict[str, DeploymentHandle], entries: dict[str, ModelEntry],
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], bases: dict[str, Any] | None = None) -> None:
         self.backbones = backbones
         self.entries = entries
+        # Token counts for the limits are taken here, with each base model's own tokenizer: one backbone call per
+        # request instead of two (loaded on first use; without it the backbone counts).
+        self.bases = bases or {}
+        self.tokenizers: dict[str, Any] = {}
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         self.max_inputs = int(options.get("max_inputs_per_request", 256))
         self.max_image_bytes = int(options.get("max_image_bytes", 20 * 2**20))
@@ -215,7 +219,29 @@ class Api:
             if len(t) > self.max_input_chars:
                 raise _fail(400, f"input[{i}] has {len(t)} characters; the limit is {self.max_input_chars}",
                             "input_too_long")
+        import asyncio
+
+        tokenizer = await asyncio.to_thread(self._tokenizer, entry.backbone)
+        if tokenizer is not None:
+            return await asyncio.to_thread(
+                lambda: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
         return await self._bounded(self.backbones[entry.backbone].count_tokens.remote(texts), "count_tokens", entry.id)
+
+    def _tokenizer(self, backbone: str) -> Any:
+        """The base model's text tokenizer (what the backbone counts with), or None to let the backbone count."""
+        if backbone not in self.tokenizers:
+            tokenizer = None
+            base = self.bases.get(backbone)
+            if base is not None:
+                try:
+                    from skr_ray.models.backbone import load_tokenizer, materialize
+
+                    tokenizer = load_tokenizer(materialize(base))
+                    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's text half
+                except Exception:  # noqa: BLE001 - counting falls back to the backbone replica
+                    log.exception("no tokenizer for %s in the ingress; the backbone counts tokens", backbone)
+            self.tokenizers[backbone] = tokenizer
+        return self.tokenizers[backbone]
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -359,7 +385,7 @@ def build_app(args: dict[str, Any]) -> Any:
         own = {k: e for k, e in entries.items() if e.backbone == key}
         name = "SKRBackbone" if n == 0 else f"SKRBackbone{n}"
         backbones[key] = SKRBackbone.options(name=name, **backbone_opts).bind(own, base, args)
-    return Api.options(**ingress_opts).bind(backbones, entries, args)
+    return Api.options(**ingress_opts).bind(backbones, entries, args, dict(bases))
 
 
 def _default_gpus() -> float:
