@@ -33,9 +33,10 @@ def test_annotation_job_spreads_over_two_nodes(two_nodes, tiny_model_dir, tmp_pa
     out = tmp_path / "run"
     job_id, final = submit(
         two_nodes["jobs"], "annotate", None,
-        [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", "data.max_docs=32",
+        # enough blocks that the second node's actor, which starts later, still finds work
+        [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", "data.max_docs=96",
          "annotate.num_actors=2", "annotate.batch_size=4", "annotate.rows_per_file_batches=1",
-         "annotate.max_new_tokens=6"],
+         "annotate.max_new_tokens=12"],
         wait=False,
     )
     from skr_ray.jobs_client import wait_until_done
@@ -44,11 +45,11 @@ def test_annotation_job_spreads_over_two_nodes(two_nodes, tiny_model_dir, tmp_pa
     assert final.endswith("SUCCEEDED"), logs(two_nodes["jobs"], job_id)[-3000:]
     rows = pq.read_table(out / "annotate" / "labels").to_pylist()
     ids = [r["doc_id"] for r in rows]
-    assert len(ids) == 32 and len(set(ids)) == 32  # every input row exactly once
+    assert len(ids) == 96 and len(set(ids)) == 96  # every input row exactly once
     used = {r["node_id"] for r in rows}
     assert used == set(two_nodes["nodes"]), f"rows written by {used}, nodes {two_nodes['nodes']}"
     summary = json.loads((out / "annotate" / "summary.json").read_text())
-    assert summary["documents_labelled"] == 32
+    assert summary["documents_labelled"] == 96
 
 
 def test_skr_cli_status_and_logs(two_nodes, tmp_path):
