@@ -56,7 +56,7 @@ def run_size(size: str, steps: int, seq: int, device: str) -> dict:
     from skr_ray.plan import ModelShape, TowerShape, plan_training, shape_from_config
     from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.tasks.ir.loss import info_nce
-    from skr_ray.train.deepspeed_config import build_deepspeed_config
+    from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
     card = SIZES.get(size, "gemma-3-4b-it")
     tiny = size == "tiny"
@@ -100,8 +100,9 @@ def run_size(size: str, steps: int, seq: int, device: str) -> dict:
         def forward(self, ids, mask):
             return self.head(final_token_states(self.backbone, {"input_ids": ids, "attention_mask": mask}))
 
-    engine, *_ = deepspeed.initialize(model=Wrapped(), config=ds_config,
-                                      model_parameters=[p for p in model.parameters() if p.requires_grad])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=Wrapped(), config=ds_config, model_parameters=trainable,
+                                      optimizer=torch_optimizer(cfg.train, gpu, trainable))
     setup_s = time.perf_counter() - t0
     b, q_len = s.micro_batch, seq // 8
     g = torch.Generator().manual_seed(0)

@@ -64,7 +64,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from skr_ray.models.backbone import load_backbone, set_threads
     from skr_ray.models.checkpoint import ADAPTER, add_lora, save_head
     from skr_ray.tasks import get_task
-    from skr_ray.train.deepspeed_config import build_deepspeed_config
+    from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -94,7 +94,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         log.info("trainable parameters: %d of %d (%.3f%%)", n_train, n_all, 100 * n_train / n_all)
 
     ds_config = build_deepspeed_config(cfg.train, world, use_gpu, bf16=cfg.model.dtype == "bfloat16")
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config,
+                                           optimizer=torch_optimizer(cfg.train, use_gpu, trainable))
 
     train_examples = loop_config["train_examples"]
     val_examples = loop_config["val_examples"]

@@ -10,7 +10,7 @@ from skr_ray.models.backbone import load_backbone
 from skr_ray.models.encoding import embed_texts, format_for_embedding, last_token_pool, tokenize_for_embedding
 from skr_ray.tasks.ir.head import EmbeddingHead
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
-from skr_ray.train.deepspeed_config import build_deepspeed_config
+from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 from skr_ray.train.head_only import apply_head, train_projection_head
 
 
@@ -164,13 +164,17 @@ def test_deepspeed_config():
     ds = build_deepspeed_config(TrainConfig(batch_size=4, zero_stage=2, lr=3e-4), world_size=2, use_gpu=False, bf16=True)
     assert ds["train_batch_size"] == 8 and ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["zero_optimization"]["stage"] == 2
-    assert ds["optimizer"]["params"]["lr"] == 3e-4
+    assert "optimizer" not in ds  # on CPU torch's AdamW: nothing to JIT-compile
+    opt = torch_optimizer(TrainConfig(lr=3e-4), False, [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 3e-4
     assert ds["bf16"]["enabled"] is False  # no bf16 on CPU
     big = build_deepspeed_config(TrainConfig(batch_size=2, zero_stage=3, offload_optimizer=True, offload_params=True,
                                              gradient_accumulation_steps=8), world_size=16, use_gpu=True, bf16=True)
     assert big["train_batch_size"] == 2 * 16 * 8 and big["gradient_accumulation_steps"] == 8
     assert big["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert big["zero_optimization"]["offload_param"]["device"] == "cpu" and big["bf16"]["enabled"] is True
+    assert big["optimizer"]["params"]["lr"] == TrainConfig().lr  # on GPUs DeepSpeed builds its fused Adam
+    assert torch_optimizer(TrainConfig(), True, []) is None
     from skr_ray.config import ConfigError
 
     with pytest.raises(ConfigError, match="offload_params"):
