@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,24 @@ class EncoderSpec:
 
 
 class TextEncoder:
-    """Ray Data UDF: loads the encoder in __init__, embeds a batch of texts in __call__."""
+    """Ray Data UDF: loads the encoder in __init__, embeds a batch of texts in __call__.
 
-    def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any], replicas: int,
+    ``spec`` is one EncoderSpec (as a dict) or a list of them that share their weights (same ``checkpoint``):
+    rows then say which one they are for in a ``job`` column, so one actor pool (one model load) serves the
+    base, E5-V and head-only inputs of an evaluation together.
+    """
+
+    def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any] | list[dict[str, Any]], replicas: int,
                  prefix_cache_dir: str | None = None) -> None:
         import torch
 
         from skr_ray.models.backbone import load_backbone, set_threads
 
         self.cfg = from_dict(cfg_dict)
-        self.spec = EncoderSpec(**spec)
+        self.specs = [EncoderSpec(**s) for s in (spec if isinstance(spec, list) else [spec])]
+        if len({s.checkpoint for s in self.specs}) != 1:
+            raise ValueError("one TextEncoder serves specs with the same weights only")
+        self.spec = self.specs[0]
         set_threads(self.cfg.model, replicas)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.head = None
@@ -68,28 +77,34 @@ class TextEncoder:
 
         texts = [str(t) for t in batch["text"]]
         is_image = [bool(x) for x in batch["image"]] if "image" in batch else [False] * len(texts)
+        jobs = [int(j) for j in batch["job"]] if "job" in batch else [0] * len(texts)
         out: list[torch.Tensor | None] = [None] * len(texts)
-        for image, rows in ((False, [i for i, f in enumerate(is_image) if not f]),
-                            (True, [i for i, f in enumerate(is_image) if f])):
-            if not rows:
-                continue
-            if image:  # image documents (data.modality=image): the text column names the image
-                vectors = embed_images(self.model, self.tokenizer, [load_page(texts[i]) for i in rows], self.head,
-                                       self.device, self.spec.prompt)
-            elif self.prefix is not None:
-                vectors = self._embed_with_prefix([texts[i] for i in rows])
-            else:
-                vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows], self.cfg.evaluate.max_length,
-                                      self.head, self.device, self.spec.prompt, self.spec.pooling)
-            for i, v in zip(rows, vectors):
-                out[i] = v
+        for job in sorted(set(jobs)):
+            spec = self.specs[job]
+            for image in (False, True):
+                rows = [i for i, (f, j) in enumerate(zip(is_image, jobs)) if f == image and j == job]
+                if not rows:
+                    continue
+                if image:  # image documents (data.modality=image): the text column names the image
+                    vectors = embed_images(self.model, self.tokenizer, [load_page(texts[i]) for i in rows], self.head,
+                                           self.device, spec.prompt)
+                elif self.prefix is not None:
+                    vectors = self._embed_with_prefix([texts[i] for i in rows], spec)
+                else:
+                    vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows],
+                                          self.cfg.evaluate.max_length, self.head, self.device, spec.prompt,
+                                          spec.pooling)
+                for i, v in zip(rows, vectors):
+                    out[i] = v
         emb = torch.stack(out)  # (B, D) in the batch's order
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
-        return {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
+        out_batch = {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
+        if "job" in batch:
+            out_batch["job"] = batch["job"]
+        return out_batch
 
-
-    def _embed_with_prefix(self, texts: list[str]) -> Any:
+    def _embed_with_prefix(self, texts: list[str], spec: EncoderSpec) -> Any:
         """embed_texts through the training run's frozen-prefix states: inputs training saw (the unlabeled
         passages, on a dev split over them) run only the top layers; others are computed in full."""
         import torch
@@ -98,7 +113,7 @@ class TextEncoder:
         from skr_ray.models.vision import text_tokenizer
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
-                                      self.spec.prompt, self.spec.pooling)
+                                      spec.prompt, spec.pooling)
         with torch.inference_mode():
             states = self.prefix.final_token_states(decoder_body(self.model), tokens).float()
             return self.head(states) if self.head is not None else states
@@ -164,6 +179,17 @@ def _cache_key(spec: EncoderSpec, texts: dict[str, str], ids: list[str], cfg: SK
     return h.hexdigest()[:16]
 
 
+@dataclass
+class EncodeJob:
+    """Texts (id -> text) to embed with one encoder; ids in ``images`` are image documents (their text names
+    the image). ``label`` names the set in the cache file (eval, selflabels, ...)."""
+
+    texts: dict[str, str]
+    spec: EncoderSpec
+    label: str
+    images: frozenset[str] | set[str] = frozenset()
+
+
 def encode_texts(
     texts: dict[str, str], spec: EncoderSpec, cfg: SKRConfig, cache_dir: Path, label: str,
     images: frozenset[str] | set[str] = frozenset(),
@@ -173,36 +199,62 @@ def encode_texts(
     Ids in ``images`` are image documents: their text names the image file. Results are cached per
     (encoder, text set), so a killed evaluation resumes where it was.
     """
+    return encode_many([EncodeJob(texts, spec, label, images)], cfg, cache_dir)[0]
+
+
+def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[tuple[np.ndarray, list[str], float]]:
+    """:func:`encode_texts` for several jobs, with one Ray Data pass (one actor pool start, one model load) per
+    set of weights instead of one per job: the base, E5-V and head-only inputs of an evaluation share one pass,
+    SKR's evaluation and validation inputs another. Each job is cached on its own, under the key
+    :func:`encode_texts` uses, and the pass's seconds are shared out by the jobs' text counts."""
     import ray.data
 
-    # length-sorted batches (little padding); images in batches of their own
-    ids = sorted(texts, key=lambda i: (i in images, len(texts[i])), reverse=True)
-    key = _cache_key(spec, texts, ids, cfg)
-    cache = cache_dir / f"{spec.name}-{label}-{key}.npz"
-    if cache.is_file():
-        data = np.load(cache, allow_pickle=False)
-        log.info("%s/%s: reusing cached embeddings %s", spec.name, label, cache.name)
-        return data["embedding"], [str(x) for x in data["id"]], float(data["seconds"])
-    start = time.perf_counter()
-    ds = ray.data.from_items([{"id": i, "text": texts[i], "image": i in images} for i in ids])
+    results: list[Any] = [None] * len(jobs)
+    todo: dict[str | None, list[tuple[int, list[str], Path]]] = {}
+    for j, job in enumerate(jobs):
+        # length-sorted batches (little padding); images in batches of their own
+        ids = sorted(job.texts, key=lambda i: (i in job.images, len(job.texts[i])), reverse=True)
+        cache = cache_dir / f"{job.spec.name}-{job.label}-{_cache_key(job.spec, job.texts, ids, cfg)}.npz"
+        if cache.is_file():
+            data = np.load(cache, allow_pickle=False)
+            log.info("%s/%s: reusing cached embeddings %s", job.spec.name, job.label, cache.name)
+            results[j] = (data["embedding"], [str(x) for x in data["id"]], float(data["seconds"]))
+        else:
+            todo.setdefault(job.spec.checkpoint, []).append((j, ids, cache))
     e = cfg.evaluate
-    ds = ds.map_batches(
-        TextEncoder,
-        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": asdict(spec), "replicas": e.num_actors,
-                               "prefix_cache_dir": prefix_cache_root(cfg)},
-        batch_size=e.batch_size,
-        concurrency=e.num_actors,
-        num_cpus=1,
-        num_gpus=1 if _has_gpu() else 0,
-    )
-    rows = ds.take_all()
-    out_ids = [str(r["id"]) for r in rows]
-    emb = np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
-    seconds = time.perf_counter() - start
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, id=np.asarray(out_ids), embedding=emb, seconds=seconds)
-    log.info("%s/%s: encoded %d texts in %.1fs", spec.name, label, len(out_ids), seconds)
-    return emb, out_ids, seconds
+    for members in todo.values():
+        start = time.perf_counter()
+        rows = [{"id": i, "text": jobs[j].texts[i], "image": i in jobs[j].images, "job": k}
+                for k, (j, ids, _) in enumerate(members) for i in ids]
+        ds = ray.data.from_items(rows).map_batches(
+            TextEncoder,
+            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": [asdict(jobs[j].spec) for j, _, _ in members],
+                                   "replicas": e.num_actors, "prefix_cache_dir": prefix_cache_root(cfg)},
+            batch_size=e.batch_size,
+            compute=actor_pool(e.num_actors),
+            num_cpus=1,
+            num_gpus=1 if _has_gpu() else 0,
+        )
+        done = ds.take_all()
+        seconds = time.perf_counter() - start
+        # "id" is unique within a job only: the output's id column comes back with the row's job beside it
+        by_job: dict[int, dict[str, np.ndarray]] = {}
+        for r in done:
+            by_job.setdefault(int(r["job"]), {})[str(r["id"])] = np.asarray(r["embedding"], dtype=np.float32)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for k, (j, ids, cache) in enumerate(members):
+            got = by_job.get(k, {})
+            if len(got) != len(ids):
+                raise RuntimeError(f"{jobs[j].spec.name}/{jobs[j].label}: {len(ids) - len(got)} of {len(ids)} texts "
+                                   "came back without an embedding")
+            out_ids = ids
+            emb = np.stack([got[i] for i in out_ids])
+            share = seconds * len(ids) / len(rows)
+            np.savez(cache, id=np.asarray(out_ids), embedding=emb, seconds=share)
+            log.info("%s/%s: encoded %d texts in %.1fs (one pass of %d texts)", jobs[j].spec.name, jobs[j].label,
+                     len(out_ids), share, len(rows))
+            results[j] = (emb, out_ids, share)
+    return results
 
 
 def _has_gpu() -> bool:

@@ -133,6 +133,17 @@ def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_
     np.testing.assert_allclose(base_cached(batch)["embedding"], TextEncoder(cfg.to_dict(), e5v, 1)(batch)["embedding"],
                                atol=1e-4)
     assert base_cached.prefix.hits == 3
+    # one encoder (one model load) serves several specs with the same weights, each row as its job says
+    plain = {"name": "base", "prompt": "plain", "pooling": pooling}
+    both = TextEncoder(cfg.to_dict(), [e5v, plain], 1)
+    mixed = both({**batch, "job": np.array([0, 1, 1, 0])})
+    alone = {0: TextEncoder(cfg.to_dict(), e5v, 1)(batch)["embedding"],
+             1: TextEncoder(cfg.to_dict(), plain, 1)(batch)["embedding"]}
+    for row, job in enumerate([0, 1, 1, 0]):
+        np.testing.assert_allclose(mixed["embedding"][row], alone[job][row], atol=1e-4)
+    assert list(mixed["job"]) == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="same weights"):
+        TextEncoder(cfg.to_dict(), [spec, plain], 1)
 
 
 def test_cached_mean_pooling_equals_the_full_forward(lora_model):

@@ -16,20 +16,25 @@ import numpy as np
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import SKRConfig
 from skr_ray.corpus import read_eval_set
-from skr_ray.evaluate.encode import EncoderSpec, encode_texts
+from skr_ray.evaluate.encode import EncodeJob, EncoderSpec, encode_many, encode_texts
 from skr_ray.evaluate.metrics import first_relevant_ranks, recall_curve, retrieval_metrics
 from skr_ray.evaluate.report import write_report
 
 log = logging.getLogger(__name__)
 
 
+def _eval_job(spec: EncoderSpec, corpus: dict[str, str], queries: dict[str, str], cfg: SKRConfig) -> EncodeJob:
+    """Candidates and queries together, in one job."""
+    texts = {f"d:{k}": v for k, v in corpus.items()} | {f"q:{k}": v for k, v in queries.items()}
+    images = {f"d:{k}" for k in corpus} if cfg.data.modality == "image" else set()
+    return EncodeJob(texts, spec, "eval", images)
+
+
 def _embed_pair(
     spec: EncoderSpec, corpus: dict[str, str], queries: dict[str, str], cfg: SKRConfig, art: Artifacts
 ) -> tuple[np.ndarray, list[str], np.ndarray, list[str], float]:
-    # One Ray Data pass per system (one actor pool start) for candidates and queries together.
-    texts = {f"d:{k}": v for k, v in corpus.items()} | {f"q:{k}": v for k, v in queries.items()}
-    images = {f"d:{k}" for k in corpus} if cfg.data.modality == "image" else set()
-    emb, ids, seconds = encode_texts(texts, spec, cfg, art.embedding_cache, "eval", images)
+    job = _eval_job(spec, corpus, queries, cfg)
+    emb, ids, seconds = encode_texts(job.texts, spec, cfg, art.embedding_cache, job.label, job.images)
     d_rows = [i for i, x in enumerate(ids) if x.startswith("d:")]
     q_rows = [i for i, x in enumerate(ids) if x.startswith("q:")]
     return (emb[q_rows], [ids[i][2:] for i in q_rows], emb[d_rows], [ids[i][2:] for i in d_rows], seconds)
@@ -105,11 +110,11 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
 
     def skr_pair() -> tuple:
         if not skr:
-            head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
-            skr["spec"] = EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"),
-                                      pooling=head_info.get("pooling", "last_token"))
+            skr["spec"] = _skr_spec(art)
             skr["pair"] = _embed_pair(skr["spec"], corpus, queries, cfg, art)
         return skr["pair"]
+
+    _encode_ahead(cfg, art, systems, corpus, queries)
 
     for name in systems:
         if name in ("bm25", "minilm"):
@@ -150,6 +155,63 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     return results
 
 
+def _skr_spec(art: Artifacts) -> EncoderSpec:
+    head_info = json.loads((art.checkpoint_dir / "head.json").read_text())
+    return EncoderSpec("skr", checkpoint=str(art.checkpoint_dir), prompt=head_info.get("prompt", "plain"),
+                       pooling=head_info.get("pooling", "last_token"))
+
+
+def _encode_ahead(cfg: SKRConfig, art: Artifacts, systems: list[str], corpus: dict[str, str],
+                  queries: dict[str, str]) -> None:
+    """Everything the systems will encode, in one Ray Data pass per set of weights (the base model's, the SKR
+    checkpoint's) rather than one per system and input set: each pass starts an actor pool and loads a model,
+    which on a small evaluation costs more than the encoding. The systems then read their embeddings from the
+    cache these passes fill."""
+    jobs: list[EncodeJob] = []
+    if "base" in systems:
+        jobs.append(_eval_job(_frozen_spec("plain"), corpus, queries, cfg))
+    if "e5v" in systems:
+        jobs.append(_eval_job(_frozen_spec("e5v"), corpus, queries, cfg))
+    if "head_only" in systems:
+        jobs.append(_eval_job(_frozen_spec(cfg.train.embed_prompt), corpus, queries, cfg))
+        if art.is_done(art.annotate_dir):
+            jobs.append(_selflabel_job(cfg, art)[0])
+    if "skr" in systems or "skr_bm25" in systems:
+        jobs.append(_eval_job(_skr_spec(art), corpus, queries, cfg))
+        if "skr_bm25" in systems and not (art.evaluate_dir / "fusion.json").is_file():
+            fusion = _fusion_job(cfg, art, _skr_spec(art))
+            if fusion is not None:
+                jobs.append(fusion[0])
+    unique = {(job.spec, job.label): job for job in jobs}
+    if unique:
+        encode_many(list(unique.values()), cfg, art.embedding_cache)
+
+
+def _selflabel_job(cfg: SKRConfig, art: Artifacts) -> tuple[EncodeJob, int]:
+    """head_only's training inputs: the self-labelled training split's questions and passages, encoded as
+    SKR reads them (same input format, so the comparison isolates LoRA vs frozen backbone)."""
+    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
+
+    train_pairs, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction,
+                                 cfg.train.seed)
+    texts = {f"q{i}": p.query for i, p in enumerate(train_pairs)}
+    texts |= {f"p{i}": p.passage for i, p in enumerate(train_pairs)}
+    images = {f"p{i}" for i in range(len(train_pairs))} if cfg.data.modality == "image" else set()
+    return EncodeJob(texts, _frozen_spec(cfg.train.embed_prompt), "selflabels", images), len(train_pairs)
+
+
+def _fusion_job(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> tuple[EncodeJob, tuple] | None:
+    """skr_bm25's validation inputs (self-labelled validation questions and passages), or None."""
+    from skr_ray.tasks.ir.fusion import validation_texts
+
+    val = validation_texts(cfg, art)
+    if val is None:
+        return None
+    val_queries, val_docs, _ = val
+    texts = {f"q{i}": t for i, t in enumerate(val_queries)} | {f"d{i}": t for i, t in enumerate(val_docs)}
+    return EncodeJob(texts, spec, "fusion"), val
+
+
 def _frozen_spec(prompt: str) -> EncoderSpec:
     """The untouched base model under an input format (plain = 'base' system, e5v = 'e5v' system)."""
     return EncoderSpec("base") if prompt == "plain" else EncoderSpec("e5v", prompt=prompt)
@@ -157,21 +219,15 @@ def _frozen_spec(prompt: str) -> EncoderSpec:
 
 def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
     """Projection head on frozen base states of the self-labelled *training* split."""
-    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
     from skr_ray.train.head_only import train_projection_head
 
     if not art.is_done(art.annotate_dir):
         raise FileNotFoundError(f"head_only needs self-labels; none finished in {art.annotate_dir}")
-    train_pairs, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction, cfg.train.seed)
-    texts = {f"q{i}": p.query for i, p in enumerate(train_pairs)}
-    texts |= {f"p{i}": p.passage for i, p in enumerate(train_pairs)}
-    images = {f"p{i}" for i in range(len(train_pairs))} if cfg.data.modality == "image" else set()
-    # Same input format as SKR, so the comparison isolates LoRA vs frozen backbone.
-    spec = _frozen_spec(cfg.train.embed_prompt)
-    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "selflabels", images)
+    job, n = _selflabel_job(cfg, art)
+    emb, ids, _ = encode_texts(job.texts, job.spec, cfg, art.embedding_cache, job.label, job.images)
     row = {x: i for i, x in enumerate(ids)}
-    q = emb[[row[f"q{i}"] for i in range(len(train_pairs))]]
-    p = emb[[row[f"p{i}"] for i in range(len(train_pairs))]]
+    q = emb[[row[f"q{i}"] for i in range(n)]]
+    p = emb[[row[f"p{i}"] for i in range(n)]]
     return train_projection_head(
         q, p, cfg.evaluate.head_only_epochs, cfg.train.batch_size, cfg.train.temperature, seed=cfg.seed
     )
@@ -181,18 +237,17 @@ def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> dict[st
     """skr_bm25's weight and normalization, chosen on the self-labelled validation split (saved as fusion.json)."""
     from skr_ray.artifacts import write_json
     from skr_ray.evaluate.baselines import bm25_scores
-    from skr_ray.tasks.ir.fusion import choose_weight, validation_texts
+    from skr_ray.tasks.ir.fusion import choose_weight
 
     path = art.evaluate_dir / "fusion.json"
     if path.is_file():
         return json.loads(path.read_text())
-    val = validation_texts(cfg, art)
-    if val is None:
+    fusion = _fusion_job(cfg, art, spec)
+    if fusion is None:
         log.warning("skr_bm25: no self-labelled validation questions; using weight 0.5, z-score")
         return {"weight": 0.5, "normalization": "zscore", "validation_questions": 0}
-    val_queries, val_docs, gold = val
-    texts = {f"q{i}": t for i, t in enumerate(val_queries)} | {f"d{i}": t for i, t in enumerate(val_docs)}
-    emb, ids, _ = encode_texts(texts, spec, cfg, art.embedding_cache, "fusion")
+    job, (val_queries, val_docs, gold) = fusion
+    emb, ids, _ = encode_texts(job.texts, spec, cfg, art.embedding_cache, job.label)
     row = {x: i for i, x in enumerate(ids)}
     q = emb[[row[f"q{i}"] for i in range(len(val_queries))]]
     d = emb[[row[f"d{i}"] for i in range(len(val_docs))]]

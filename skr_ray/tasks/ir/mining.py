@@ -123,14 +123,15 @@ def model_scores(cfg, checkpoint: str, queries: list[str], corpus: dict[str, str
     import json
     from pathlib import Path
 
-    from skr_ray.evaluate.encode import EncoderSpec, encode_texts
+    from skr_ray.evaluate.encode import EncodeJob, EncoderSpec, encode_many
 
     info = json.loads((Path(checkpoint) / "head.json").read_text())
     spec = EncoderSpec("mining", checkpoint=str(checkpoint), prompt=info.get("prompt", "plain"),
                        pooling=info.get("pooling", "last_token"))
     doc_ids = sorted(corpus)
-    d, d_ids, _ = encode_texts(corpus, spec, cfg, Path(cache_dir), "corpus")
-    q, q_ids, _ = encode_texts({f"q{i}": text for i, text in enumerate(queries)}, spec, cfg, Path(cache_dir), "queries")
+    (d, d_ids, _), (q, q_ids, _) = encode_many(  # one pass, one model load, for both
+        [EncodeJob(corpus, spec, "corpus"), EncodeJob({f"q{i}": text for i, text in enumerate(queries)}, spec, "queries")],
+        cfg, Path(cache_dir))
     d = d[np.argsort(np.array(d_ids))]  # encode_texts returns length order
     q = q[np.argsort(np.array([int(i[1:]) for i in q_ids]))]
     assert sorted(d_ids) == doc_ids
