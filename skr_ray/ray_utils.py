@@ -32,3 +32,10 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def actor_pool(size: int) -> object:
+    """A fixed-size Ray Data actor pool for a class UDF (``map_batches(..., compute=actor_pool(n))``)."""
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(size=max(1, int(size)))

@@ -27,6 +27,7 @@ from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +410,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
             fn_constructor_kwargs={"cfg_dict": {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())},
                                    "replicas": a.num_actors},
             batch_size=a.batch_size * a.rows_per_file_batches,
-            concurrency=a.num_actors,
+            compute=actor_pool(a.num_actors),
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
             # one replica per node where possible: multi-node annotation uses every node

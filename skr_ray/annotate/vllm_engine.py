@@ -22,6 +22,7 @@ import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
     cfg_dict = {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())}
     prepared = ray.data.from_items(todo).map_batches(
         PromptBuilder, fn_constructor_kwargs={"cfg_dict": cfg_dict, "model_dir": str(model_dir)},
-        batch_size=256, concurrency=1, num_cpus=1).materialize()
+        batch_size=256, compute=actor_pool(1), num_cpus=1).materialize()
     skipped = prepared.filter(lambda r: bool(r["too_long"]) or bool(r["empty"]))
     runnable = prepared.filter(lambda r: not (bool(r["too_long"]) or bool(r["empty"])))
     log.info("vllm annotation: %d requests, %d skipped (too long for the context or empty)",
@@ -178,7 +179,7 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
             engine_kwargs={"max_model_len": a.max_model_len or context_length(model_dir),
                            "tensor_parallel_size": a.tensor_parallel_size, "dtype": annotator.dtype},
             batch_size=a.batch_size,
-            concurrency=a.num_actors,
+            compute=actor_pool(a.num_actors),
             should_continue_on_error=True,
             chat_template_stage=False,  # the prompt is rendered above, as the HF path renders it
         ),

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,
                                "replicas": a.num_actors},
         batch_size=a.batch_size,
-        concurrency=a.num_actors,
+        compute=actor_pool(a.num_actors),
         num_cpus=a.num_cpus_per_actor,
         num_gpus=gpus,
     )

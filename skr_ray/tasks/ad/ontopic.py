@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+from skr_ray.ray_utils import actor_pool
 
 REWRITE_PROMPT_VERSION = "ad-ontopic-rewrite-v1"
 RULES = ("number", "name", "negation", "entity")
@@ -219,7 +220,7 @@ def model_rewrites(cfg: Any, questions: list[tuple[str, str]], passages: dict[st
         items.sort(key=lambda r: len(r["passage"]), reverse=True)
         ds = ray.data.from_items(items).map_batches(
             Rewriter, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors},
-            batch_size=a.batch_size, concurrency=a.num_actors, num_cpus=a.num_cpus_per_actor)
+            batch_size=a.batch_size, compute=actor_pool(a.num_actors), num_cpus=a.num_cpus_per_actor)
         rows = sorted(ds.take_all(), key=lambda r: r["index"])
         rows = [{k: r[k] for k in ("index", "question", "raw_output", "rewrite", "status")} for r in rows]
         cache.parent.mkdir(parents=True, exist_ok=True)

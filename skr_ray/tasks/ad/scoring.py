@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import from_dict
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def score_pairs(
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": mode, "checkpoint": checkpoint,
                                "replicas": e.num_actors},
         batch_size=e.batch_size,
-        concurrency=e.num_actors,
+        compute=actor_pool(e.num_actors),
         num_cpus=1,
         num_gpus=1 if cluster_gpus() > 0 else 0,
     )

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
                                    "labels_dir": str(labels_dir.resolve()), "journal_dir": str(journal_dir.resolve()),
                                    "checkpoint": checkpoint},
             batch_size=o.pages_per_block,
-            concurrency=a.num_actors,
+            compute=actor_pool(a.num_actors),
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
             **({"scheduling_strategy": "SPREAD"} if a.num_actors > 1 else {}),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def read_pages(cfg: SKRConfig, pages: list[dict[str, Any]], mode: str, checkpoin
     ds = ray.data.from_items(pages).map_batches(
         PageReader, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": mode, "checkpoint": checkpoint,
                                            "replicas": cfg.evaluate.num_actors},
-        batch_size=cfg.evaluate.batch_size, concurrency=cfg.evaluate.num_actors, num_cpus=a.num_cpus_per_actor,
+        batch_size=cfg.evaluate.batch_size, compute=actor_pool(cfg.evaluate.num_actors), num_cpus=a.num_cpus_per_actor,
         num_gpus=gpus)
     values, seconds = {}, []
     for row in ds.iter_rows():
