@@ -64,7 +64,11 @@ def main() -> None:
     plain = plain_loop(cfg, texts)
     ray_rps = ray_path(cfg)  # includes Ray start-up, actor start and model load: the honest end-to-end cost
     shutil.rmtree(out, ignore_errors=True)
-    print(f"rows={len(texts)} batch_size={cfg.annotate.batch_size} actors={args.actors}")
+    import os
+
+    print(f"cores={os.cpu_count()} rows={len(texts)} corpus={cfg.data.unlabeled} batch_size={cfg.annotate.batch_size} "
+          f"actors={args.actors} max_input_tokens={cfg.annotate.max_input_tokens} "
+          f"reuse_opening={cfg.annotate.reuse_opening}")
     print(f"plain HF generate loop : {plain:.3f} rows/s (model already loaded)")
     print(f"Ray Data actor pool    : {ray_rps:.3f} rows/s (incl. Ray start, actor start, model load)")
     print(f"ratio ray/plain        : {ray_rps / plain:.2f}")

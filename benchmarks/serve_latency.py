@@ -70,6 +70,30 @@ def http_embeddings(url: str, model: str, texts: list[str], concurrency: int) ->
     return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200)
 
 
+def handle_embeddings(model: str, texts: list[str], concurrency: int) -> tuple[float, list[float]]:
+    """The backbone deployment called through its Serve handle: no HTTP proxy, no ingress (validation, token
+    count), the same dynamic batching in the replica."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("SKRBackbone", app_name="skr").options(multiplexed_model_id=model)
+
+    def one(text: str) -> float:
+        t = time.perf_counter()
+        handle.embed.remote([text]).result()
+        return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = list(pool.map(one, texts))
+    return len(texts) / (time.perf_counter() - t0), lat
+
+
+def _replica_stats(reset: bool = False) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle("SKRBackbone", app_name="skr").batch_stats.remote(reset).result()
+
+
 def _test_helpers():
     """tests/tiny.py: the random Gemma-3 builder and the real-page reader the tests use."""
     import sys
@@ -176,14 +200,29 @@ def main() -> None:
                          "backbone": backbone}), name="skr", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     if args.ir:
+        import os
+
         http_tps, http_lat, errors = http_embeddings(url, "ir", texts, args.concurrency)
-        print(f"texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
+        http_stats = _replica_stats(reset=True).get("embed", {})
+        handle_tps, handle_lat = handle_embeddings("ir", texts, args.concurrency)
+        handle_stats = _replica_stats(reset=True).get("embed", {})
+        print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
         # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
         print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "
               f"{statistics.median(raw_lat):.3f}s p99 {_pct(raw_lat, 0.99):.3f}s")
         print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s; per-request p50 {statistics.median(http_lat):.3f}s "
               f"p99 {_pct(http_lat, 0.99):.3f}s; errors {errors}")
-        print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}")
+        print(f"backbone handle     : {handle_tps:.2f} texts/s; per-request p50 {statistics.median(handle_lat):.3f}s "
+              f"p99 {_pct(handle_lat, 0.99):.3f}s (no proxy, no ingress)")
+        print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}   handle/raw: {handle_tps / raw_tps:.2f}")
+        # Where a request's time goes: the model's share is what the replica spent in forwards; the rest of the
+        # wall time is the proxy and ingress hop (HTTP run only), queueing for a batch and (de)serialization.
+        for name, tps, st in (("HTTP", http_tps, http_stats), ("handle", handle_tps, handle_stats)):
+            if st.get("batches"):
+                wall = len(texts) / tps
+                print(f"profile {name:6s}: {st['batches']} batches, mean size {st['items'] / st['batches']:.1f}; "
+                      f"model {st['model_s']:.1f}s of {wall:.1f}s wall ({100 * st['model_s'] / wall:.0f}%); "
+                      f"the raw loop needs {len(texts) / raw_tps:.1f}s for the same texts")
     if od:
         detect_latency(url, od, args.pages, args.box_tokens)
 
@@ -221,10 +260,14 @@ def main() -> None:
 
         # Same process, same prompt, one case at a time: the trained head's forward vs base generation.
         head_lat = one_by_one(PairScorer(cfg.to_dict(), "head", ad_ckpt, 1))
+        # the same forward without the head: what the head itself adds on top of its prompt's forward
+        states_lat = one_by_one(PairScorer(cfg.to_dict(), "states", ad_ckpt, 1))
         ntp_lat = one_by_one(PairScorer(cfg.to_dict(), "judge", None, 1))
         p50 = statistics.median
         print(f"classify, {len(pairs)} demo pairs one at a time:")
         print(f"  SKR head, in-process   : p50 {p50(head_lat):.3f}s p99 {_pct(head_lat, 0.99):.3f}s")
+        print(f"  prompt forward, no head: p50 {p50(states_lat):.3f}s p99 {_pct(states_lat, 0.99):.3f}s "
+              f"(the head adds {1000 * (p50(head_lat) - p50(states_lat)):+.1f} ms at p50)")
         print(f"  base NTP, in-process   : p50 {p50(ntp_lat):.3f}s p99 {_pct(ntp_lat, 0.99):.3f}s "
               f"(greedy, up to {cfg.ad.max_new_tokens} new tokens)")
         print(f"  /v1/classify over HTTP : p50 {p50(http_head):.3f}s p99 {_pct(http_head, 0.99):.3f}s")

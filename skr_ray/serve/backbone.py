@@ -201,6 +201,9 @@ class SKRBackbone:
             return await self._load_model(model_id)
 
         self.get_model = serve.multiplexed(max_num_models_per_replica=int(options.get("max_adapters", 4)))(load)
+        # per batched kind: batches run, items in them, seconds in the model (for profiles: what a request
+        # spends outside the forward is proxy, ingress, queueing and serialization)
+        self.stats: dict[str, dict[str, float]] = defaultdict(lambda: {"batches": 0, "items": 0, "model_s": 0.0})
 
     async def _load_model(self, model_id: str) -> _Loaded:
         entry = self.entries[model_id]  # the ingress only forwards known ids
@@ -209,6 +212,25 @@ class SKRBackbone:
 
     async def loaded_models(self) -> list[str]:
         return self.bank.loaded
+
+    async def batch_stats(self, reset: bool = False) -> dict[str, dict[str, float]]:
+        """Batches, items and model seconds per batched kind since start (or the last reset)."""
+        out = {kind: dict(v) for kind, v in self.stats.items()}
+        if reset:
+            self.stats.clear()
+        return out
+
+    async def _timed(self, kind: str, method: Any, items: list[tuple]) -> list[Any]:
+        import time
+
+        start = time.perf_counter()
+        try:
+            return await _per_adapter(method, items)
+        finally:
+            row = self.stats[kind]
+            row["batches"] += 1
+            row["items"] += len(items)
+            row["model_s"] += time.perf_counter() - start
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
         return await asyncio.to_thread(self.bank.count_tokens, texts)  # off the replica's event loop
@@ -240,23 +262,25 @@ class SKRBackbone:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, items: list[tuple[str, str]]) -> list[list[float]]:
-        return await _per_adapter(lambda model_id, rows: self.bank.embed(model_id, [r[0] for r in rows]), items)
+        return await self._timed("embed", lambda model_id, rows: self.bank.embed(model_id, [r[0] for r in rows]),
+                                 items)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, items: list[tuple[str, str, str]]) -> list[float]:
-        return await _per_adapter(self.bank.classify, items)
+        return await self._timed("classify", self.bank.classify, items)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _detect_batch(self, items: list[tuple[str, bytes, str]]) -> list[list[float]]:
-        return await _per_adapter(self.bank.detect, items)
+        return await self._timed("detect", self.bank.detect, items)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _embed_image_batch(self, items: list[tuple[str, bytes]]) -> list[list[float]]:
-        return await _per_adapter(lambda model_id, rows: self.bank.embed_images(model_id, [r[0] for r in rows]), items)
+        return await self._timed("embed_images",
+                                 lambda model_id, rows: self.bank.embed_images(model_id, [r[0] for r in rows]), items)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def _classify_image_batch(self, items: list[tuple[str, bytes, str]]) -> list[float]:
-        return await _per_adapter(self.bank.classify_images, items)
+        return await self._timed("classify_images", self.bank.classify_images, items)
 
 
 async def _per_adapter(method: Any, items: list[tuple]) -> list[Any]:
