@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from skr_ray.artifacts import Artifacts
 from skr_ray.config import load_config
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
+from tests.tiny import FAMILIES, LOOSE_FILTERS
 
 LONG = "revenue " * 4200  # more tokens than the tiny model's 4,096-token context
 
@@ -110,3 +112,26 @@ def test_a_separate_annotator_writes_the_labels_the_learner_trains_on(tiny_model
     assert {(r["model_id"], r["learner_model_id"]) for r in mine} == {(learner, learner)}
     assert {(r["model_id"], r["learner_model_id"]) for r in theirs} == {(annotator, learner)}
     assert [r["raw_output"] for r in mine] != [r["raw_output"] for r in theirs]  # another model wrote them
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_writes_labels_with_its_own_model(family, tmp_path):
+    """The annotation UDF (what each Ray Data actor runs) on every decoder family: its chat template, its
+    shared-opening KV cache, a label file whose rows name that model."""
+    import numpy as np
+
+    from skr_ray.annotate.pipeline import SelfAnnotator, read_labels
+    from skr_ray.models.backbone import model_id
+    from tests.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / family, family=family)
+    cfg = load_config(None, [f"model.name_or_path={model_dir}", f"output_dir={tmp_path / 'run'}",
+                             "annotate.batch_size=3", "annotate.max_new_tokens=6", *LOOSE_FILTERS])
+    out = SelfAnnotator(cfg.to_dict(), 1)({DOC_ID: np.array(["a", "b", "c"]),
+                                           TEXT: np.array(["revenue rose in 2019", "leases run 7 years", ""])})
+    assert list(out[DOC_ID]) == ["a", "b", "c"] and out["status"][2] == "empty_input"
+    table = read_labels(Artifacts(cfg.output_dir).labels_dir, quarantine=False)
+    assert sorted(table[DOC_ID].to_pylist()) == ["a", "b", "c"]
+    assert set(table["model_id"].to_pylist()) == {model_id(cfg.model)}
+    raw = dict(zip(table[DOC_ID].to_pylist(), table["raw_output"].to_pylist()))
+    assert raw["a"] and raw["b"] and raw["c"] == ""  # the model generated for both texts, nothing for the empty one
