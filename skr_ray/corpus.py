@@ -71,18 +71,31 @@ def resolve_corpus(spec: str) -> CorpusSource:
     raise CorpusError(f"{path} holds no corpus.jsonl, *.parquet, *.txt or *.pdf files")
 
 
+def pdf_page_count(path: Path) -> int:
+    """Pages of one PDF; a file pdfium cannot open is a CorpusError naming it (the one place PDFs are counted:
+    text corpora, page-image corpora and image evaluation sets all ask here)."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except Exception as exc:  # noqa: BLE001 - pdfium raises its own error types
+        raise CorpusError(f"{path}: not a readable PDF ({exc})") from None
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
 def _pdf_source(paths: list[Path], root: Path | None = None) -> CorpusSource:
     """PDFs as text corpora: one row per page, ``doc_id`` = ``<file stem>#<page>`` (1-based; the same ids the
     page-image path gives). Unreadable PDFs are left out, each counted with its path."""
-    import pypdfium2 as pdfium
-
     good, problems = [], []
     for path in paths:
         try:
-            pdfium.PdfDocument(str(path)).close()
+            pdf_page_count(path)
             good.append(path)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"{path}: not a readable PDF ({exc})")
+        except CorpusError as exc:
+            problems.append(str(exc))
     for problem in problems:
         log.warning("corpus: skipped %s", problem)
     if not good:
@@ -167,11 +180,7 @@ def validate_corpus(source: CorpusSource) -> int:
             _check_unique_ids(path, id_field, seen)
             total += meta.num_rows
         elif source.kind == "pdf":
-            import pypdfium2 as pdfium
-
-            pdf = pdfium.PdfDocument(str(path))
-            total += len(pdf)
-            pdf.close()
+            total += pdf_page_count(path)
         else:
             total += 1
     if total == 0:

@@ -49,16 +49,12 @@ def read_image_eval_set(spec: str, max_queries: int = 0) -> EvalSet:
 
 
 def _pdf_page_count(path: Path, where: str) -> int:
-    import pypdfium2 as pdfium
+    from skr_ray.corpus import pdf_page_count
 
     try:
-        pdf = pdfium.PdfDocument(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise CorpusError(f"{where}: {path.name} is not a readable PDF ({exc})") from None
-    try:
-        return len(pdf)
-    finally:
-        pdf.close()
+        return pdf_page_count(path)
+    except CorpusError as exc:
+        raise CorpusError(f"{where}: {exc}") from None
 
 
 def ocr_texts(corpus: dict[str, str], cache: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from skr_ray.corpus import CorpusError
+from skr_ray.corpus import CorpusError, pdf_page_count
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,10 @@ def load_page(ref: PageRef | dict[str, Any] | str) -> Any:
 
 
 def _pdf_pages(path: Path, root: Path) -> tuple[list[PageRef], list[str]]:
-    import pypdfium2 as pdfium
-
     try:
-        pdf = pdfium.PdfDocument(str(path))
-        n = len(pdf)
-        pdf.close()
-    except Exception as exc:  # noqa: BLE001
-        return [], [f"{path}: not a readable PDF ({exc})"]
+        n = pdf_page_count(path)
+    except CorpusError as exc:
+        return [], [str(exc)]
     stem = str(path.relative_to(root).with_suffix("")) if path != root else path.stem
     return [PageRef(f"{stem}#{i + 1}", str(path), i) for i in range(n)], []
 
