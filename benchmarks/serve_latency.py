@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch-wait", type=float, default=0.01,
+                        help="the replica's batch_wait_timeout_s: how long a batch waits to fill")
     parser.add_argument("--pairs", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -197,6 +199,7 @@ def main() -> None:
     two_bases = bool(od) and bool(args.ir or args.ad)  # two backbone deployments on a 2-CPU machine
     backbone = {"ray_actor_options": {"num_cpus": 0.5}} if two_bases else {}
     serve.run(build_app({"models": models, "auth": {"disabled": True}, "max_batch_size": args.batch, "max_input_tokens": 4096,
+                         "batch_wait_timeout_s": args.batch_wait,
                          "backbone": backbone}), name="skr", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     if args.ir:
@@ -206,7 +209,8 @@ def main() -> None:
         http_stats = _replica_stats(reset=True).get("embed", {})
         handle_tps, handle_lat = handle_embeddings("ir", texts, args.concurrency)
         handle_stats = _replica_stats(reset=True).get("embed", {})
-        print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} concurrency={args.concurrency}")
+        print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} batch_wait={args.batch_wait}s "
+              f"concurrency={args.concurrency}")
         # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
         print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "
               f"{statistics.median(raw_lat):.3f}s p99 {_pct(raw_lat, 0.99):.3f}s")
