@@ -10,7 +10,6 @@ each (steady state, first step excluded in both) and their ratio, and Ray Train'
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import tempfile
