@@ -179,7 +179,7 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
             engine_kwargs={"max_model_len": a.max_model_len or context_length(model_dir),
                            "tensor_parallel_size": a.tensor_parallel_size, "dtype": annotator.dtype},
             batch_size=a.batch_size,
-            compute=actor_pool(a.num_actors),
+            concurrency=a.num_actors,  # a vLLMEngineProcessorConfig field (it builds the actor pool itself)
             should_continue_on_error=True,
             chat_template_stage=False,  # the prompt is rendered above, as the HF path renders it
         ),
