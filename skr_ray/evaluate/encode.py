@@ -247,13 +247,12 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
             if len(got) != len(ids):
                 raise RuntimeError(f"{jobs[j].spec.name}/{jobs[j].label}: {len(ids) - len(got)} of {len(ids)} texts "
                                    "came back without an embedding")
-            out_ids = ids
-            emb = np.stack([got[i] for i in out_ids])
+            emb = np.stack([got[i] for i in ids])
             share = seconds * len(ids) / len(rows)
-            np.savez(cache, id=np.asarray(out_ids), embedding=emb, seconds=share)
+            np.savez(cache, id=np.asarray(ids), embedding=emb, seconds=share)
             log.info("%s/%s: encoded %d texts in %.1fs (one pass of %d texts)", jobs[j].spec.name, jobs[j].label,
-                     len(out_ids), share, len(rows))
-            results[j] = (emb, out_ids, share)
+                     len(ids), share, len(rows))
+            results[j] = (emb, ids, share)
     return results
 
 

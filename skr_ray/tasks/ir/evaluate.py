@@ -114,7 +114,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             skr["pair"] = _embed_pair(skr["spec"], corpus, queries, cfg, art)
         return skr["pair"]
 
-    _encode_ahead(cfg, art, systems, corpus, queries)
+    prepared = _encode_ahead(cfg, art, systems, corpus, queries)
 
     for name in systems:
         if name in ("bm25", "minilm"):
@@ -132,7 +132,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             from skr_ray.train.head_only import apply_head
 
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec(cfg.train.embed_prompt))
-            head = _train_head_only(cfg, art)
+            head = _train_head_only(cfg, art, prepared.get("selflabels"))
             record(name, apply_head(head, q) @ apply_head(head, d).T, q_ids, d_ids, secs)
         elif name == "skr":
             q, q_ids, d, d_ids, secs = skr_pair()
@@ -142,7 +142,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             from skr_ray.tasks.ir.fusion import fuse
 
             q, q_ids, d, d_ids, secs = skr_pair()
-            choice = _fusion_choice(cfg, art, skr["spec"])
+            choice = _fusion_choice(cfg, art, skr["spec"], prepared)
             context["skr_bm25"] = {k: v for k, v in choice.items() if k != "grid"}
             t0 = time.perf_counter()
             bm25 = bm25_scores([queries[i] for i in q_ids], reference_docs(d_ids))
@@ -162,12 +162,14 @@ def _skr_spec(art: Artifacts) -> EncoderSpec:
 
 
 def _encode_ahead(cfg: SKRConfig, art: Artifacts, systems: list[str], corpus: dict[str, str],
-                  queries: dict[str, str]) -> None:
+                  queries: dict[str, str]) -> dict[str, Any]:
     """Everything the systems will encode, in one Ray Data pass per set of weights (the base model's, the SKR
     checkpoint's) rather than one per system and input set: each pass starts an actor pool and loads a model,
     which on a small evaluation costs more than the encoding. The systems then read their embeddings from the
-    cache these passes fill."""
+    cache these passes fill. Returns the self-label and fusion jobs it built ("selflabels", "fusion"; a
+    key is present when it was prepared), so the systems do not read the labels again."""
     jobs: list[EncodeJob] = []
+    prepared: dict[str, Any] = {}
     if "base" in systems:
         jobs.append(_eval_job(_frozen_spec("plain"), corpus, queries, cfg))
     if "e5v" in systems:
@@ -175,16 +177,19 @@ def _encode_ahead(cfg: SKRConfig, art: Artifacts, systems: list[str], corpus: di
     if "head_only" in systems:
         jobs.append(_eval_job(_frozen_spec(cfg.train.embed_prompt), corpus, queries, cfg))
         if art.is_done(art.annotate_dir):
-            jobs.append(_selflabel_job(cfg, art)[0])
+            prepared["selflabels"] = _selflabel_job(cfg, art)
+            jobs.append(prepared["selflabels"][0])
     if "skr" in systems or "skr_bm25" in systems:
-        jobs.append(_eval_job(_skr_spec(art), corpus, queries, cfg))
+        skr_spec = _skr_spec(art)
+        jobs.append(_eval_job(skr_spec, corpus, queries, cfg))
         if "skr_bm25" in systems and not (art.evaluate_dir / "fusion.json").is_file():
-            fusion = _fusion_job(cfg, art, _skr_spec(art))
-            if fusion is not None:
-                jobs.append(fusion[0])
+            prepared["fusion"] = _fusion_job(cfg, art, skr_spec)
+            if prepared["fusion"] is not None:
+                jobs.append(prepared["fusion"][0])
     unique = {(job.spec, job.label): job for job in jobs}
     if unique:
         encode_many(list(unique.values()), cfg, art.embedding_cache)
+    return prepared
 
 
 def _selflabel_job(cfg: SKRConfig, art: Artifacts) -> tuple[EncodeJob, int]:
@@ -217,13 +222,13 @@ def _frozen_spec(prompt: str) -> EncoderSpec:
     return EncoderSpec("base") if prompt == "plain" else EncoderSpec("e5v", prompt=prompt)
 
 
-def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
+def _train_head_only(cfg: SKRConfig, art: Artifacts, selflabels: tuple[EncodeJob, int] | None = None) -> Any:
     """Projection head on frozen base states of the self-labelled *training* split."""
     from skr_ray.train.head_only import train_projection_head
 
     if not art.is_done(art.annotate_dir):
         raise FileNotFoundError(f"head_only needs self-labels; none finished in {art.annotate_dir}")
-    job, n = _selflabel_job(cfg, art)
+    job, n = selflabels or _selflabel_job(cfg, art)
     emb, ids, _ = encode_texts(job.texts, job.spec, cfg, art.embedding_cache, job.label, job.images)
     row = {x: i for i, x in enumerate(ids)}
     q = emb[[row[f"q{i}"] for i in range(n)]]
@@ -233,7 +238,8 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> Any:
     )
 
 
-def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> dict[str, Any]:
+def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec,
+                   prepared: dict[str, Any] | None = None) -> dict[str, Any]:
     """skr_bm25's weight and normalization, chosen on the self-labelled validation split (saved as fusion.json)."""
     from skr_ray.artifacts import write_json
     from skr_ray.evaluate.baselines import bm25_scores
@@ -242,7 +248,7 @@ def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec) -> dict[st
     path = art.evaluate_dir / "fusion.json"
     if path.is_file():
         return json.loads(path.read_text())
-    fusion = _fusion_job(cfg, art, spec)
+    fusion = prepared["fusion"] if prepared and "fusion" in prepared else _fusion_job(cfg, art, spec)
     if fusion is None:
         log.warning("skr_bm25: no self-labelled validation questions; using weight 0.5, z-score")
         return {"weight": 0.5, "normalization": "zscore", "validation_questions": 0}
