@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -221,8 +222,6 @@ class SKRBackbone:
         return out
 
     async def _timed(self, kind: str, method: Any, items: list[tuple]) -> list[Any]:
-        import time
-
         start = time.perf_counter()
         try:
             return await _per_adapter(method, items)

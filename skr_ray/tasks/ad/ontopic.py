@@ -24,7 +24,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-from skr_ray.ray_utils import actor_pool
 
 REWRITE_PROMPT_VERSION = "ad-ontopic-rewrite-v1"
 RULES = ("number", "name", "negation", "entity")
@@ -218,6 +217,8 @@ def model_rewrites(cfg: Any, questions: list[tuple[str, str]], passages: dict[st
         a = cfg.annotate
         items = [{"index": i, "question": q, "passage": passages[d]} for i, (d, q) in enumerate(questions)]
         items.sort(key=lambda r: len(r["passage"]), reverse=True)
+        from skr_ray.ray_utils import actor_pool
+
         ds = ray.data.from_items(items).map_batches(
             Rewriter, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors},
             batch_size=a.batch_size, compute=actor_pool(a.num_actors), num_cpus=a.num_cpus_per_actor)
