@@ -19,39 +19,51 @@ from pathlib import Path
 import torch
 
 
-def plain_loop(cfg, pairs, steps: int) -> float:
+def plain_loop(cfg, examples: list[dict], head_info: dict, steps: int) -> float:
+    """The loop a user would write by hand: the same model, loss code, batches (same seeded permutation as the
+    Ray Train loop's first epoch), AdamW and gradient clipping, in this process, without Ray or DeepSpeed."""
+    import random
+
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
-    from skr_ray.models.encoding import final_token_states, format_for_embedding
-    from skr_ray.tasks.ir.head import EmbeddingHead
-    from skr_ray.tasks.ir.loss import info_nce
+    from skr_ray.tasks import get_task
+    from skr_ray.train.deepspeed_config import ADAM_BETAS, ADAM_EPS
+    from skr_ray.train.loop import ReexpressionModel, _prefix_cache
 
-    model, tok = load_backbone(cfg.model)
+    task = get_task(cfg.task)
+    hooks = task.training_hooks()
+    torch.manual_seed(cfg.train.seed)
+    backbone, tok = load_backbone(cfg.model)
     if cfg.train.gradient_checkpointing:  # same memory/compute trade-off as the Ray Train loop
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = add_lora(model, cfg.train)
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    backbone = add_lora(backbone, cfg.train)
+    head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone))
     model.train()
-    head = EmbeddingHead(model.config.hidden_size)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=ADAM_BETAS,
+                            eps=ADAM_EPS)
+    order = list(range(len(examples)))
+    random.Random(cfg.train.seed * 1000).shuffle(order)  # epoch 0's permutation in the Ray Train loop
     bs = cfg.train.batch_size
     times = []
-    for step in range(steps + 1):
-        chunk = pairs[(step * bs) % len(pairs) :][:bs]
+    for step in range(steps):
+        chunk = [examples[i] for i in order[step * bs : (step + 1) * bs]]
         t0 = time.perf_counter()
-        q = format_for_embedding(tok, [p.query for p in chunk], cfg.train.max_query_length, cfg.train.embed_prompt)
-        d = format_for_embedding(tok, [p.passage for p in chunk], cfg.train.max_length, cfg.train.embed_prompt)
-        loss = info_nce(head(final_token_states(model, q)), head(final_token_states(model, d)), cfg.train.temperature)
+        loss = hooks.batch_loss(model, tok, chunk, cfg, "cpu", head_info)
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
+        loss.item()
         times.append(time.perf_counter() - t0)
-    return bs * steps / sum(times[1:])
+    return bs * (steps - 1) / sum(times[1:])
 
 
 def main() -> None:
     from skr_ray.artifacts import Artifacts
     from skr_ray.config import load_config
-    from skr_ray.tasks.ir.pairs import load_pairs
+    from skr_ray.tasks import get_task
     from skr_ray.train.trainer import run_training
 
     parser = argparse.ArgumentParser()
@@ -64,8 +76,11 @@ def main() -> None:
     shutil.copytree(Path(args.labels) / "annotate", out / "annotate")
     cfg = load_config(None, [f"output_dir={out}", "train.epochs=1", f"train.max_steps_per_epoch={args.steps}",
                              "train.val_fraction=0.0", *args.overrides])
-    pairs = load_pairs(Artifacts(out).labels_dir)
-    plain = plain_loop(cfg, pairs, args.steps)
+    hooks = get_task(cfg.task).training_hooks()
+    pairs, _ = hooks.load_examples(cfg, Artifacts(out))
+    if len(pairs) < args.steps * cfg.train.batch_size:
+        parser.error(f"{len(pairs)} training pairs give fewer than {args.steps} steps of {cfg.train.batch_size}")
+    plain = plain_loop(cfg, pairs, hooks.head_info(cfg, pairs), args.steps)
     info = run_training(cfg)
     final = info["final"]
     ray_sps = final.get("steady_samples_per_s", final["samples_per_s"])

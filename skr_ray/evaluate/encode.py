@@ -93,7 +93,7 @@ class TextEncoder:
                 else:
                     vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows],
                                           self.cfg.evaluate.max_length, self.head, self.device, spec.prompt,
-                                          spec.pooling)
+                                          spec.pooling, group_by_length=True)
                 for i, v in zip(rows, vectors):
                     out[i] = v
         emb = torch.stack(out)  # (B, D) in the batch's order

@@ -132,6 +132,42 @@ def final_token_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
     return pool_states(out.last_hidden_state, batch["attention_mask"], batch.get("pool_mask"))
 
 
+FORWARD_OVERHEAD_TOKENS = 64
+"""What one extra forward pass costs on top of its tokens, in tokens (per-call work that does not scale with the
+batch: Python over every layer, small-matrix inefficiency). Sets how eagerly ``length_groups`` splits a batch."""
+
+
+def length_groups(lengths: list[int], overhead: int = FORWARD_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Row indices of a batch cut into forward passes of similar length, cheapest first to last.
+
+    A left-padded batch costs ``rows x longest row`` tokens; cut into groups of neighbouring lengths it costs
+    the sum of each group's, plus ``overhead`` tokens per extra pass. Exact over the sorted lengths (dynamic
+    programming, O(n^2): a served or encoded batch has tens of rows).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest cover of the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):  # rows i..j-1 (sorted) in one pass, padded to the longest of them
+            cost = best[i] + (j - i) * longest + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def split_batch(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    """The given rows of a left-padded batch, with the columns that are padding in all of them cut off."""
+    index = torch.tensor(rows, dtype=torch.long)
+    width = int(batch["attention_mask"][index].sum(dim=1).max())
+    return {k: v[index][:, v.shape[1] - width :] for k, v in batch.items()}
+
+
 @torch.inference_mode()
 def embed_texts(
     model: PreTrainedModel,
@@ -142,13 +178,25 @@ def embed_texts(
     device: str | torch.device = "cpu",
     prompt: str = "plain",
     pooling: str = "last_token",
+    group_by_length: bool = False,
 ) -> torch.Tensor:
-    """(N, D) float32 embeddings for one batch of texts (of a vision-language backbone too: text only)."""
+    """(N, D) float32 embeddings for one batch of texts (of a vision-language backbone too: text only).
+
+    ``group_by_length``: run the batch as forward passes over rows of similar length (:func:`length_groups`)
+    instead of one pass padded to its longest row: same embeddings, fewer padded tokens computed.
+    """
     from skr_ray.models.vision import text_tokenizer
 
     tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
-    batch = {k: v.to(device) for k, v in tokens.items()}
-    states = final_token_states(model, batch).float()
-    if head is not None:
-        states = head(states)
-    return states
+    lengths = tokens["attention_mask"].sum(dim=1).tolist()
+    groups = length_groups(lengths) if group_by_length and len(texts) > 1 else [list(range(len(texts)))]
+    out: torch.Tensor | None = None
+    for rows in groups:
+        part = split_batch(tokens, rows) if len(groups) > 1 else tokens
+        states = final_token_states(model, {k: v.to(device) for k, v in part.items()}).float()  # (b, D)
+        if head is not None:
+            states = head(states)
+        if out is None:
+            out = states.new_empty((len(texts), states.shape[-1]))
+        out[torch.tensor(rows, device=states.device)] = states
+    return out

@@ -105,7 +105,7 @@ class AdapterBank:
             self.model.set_adapter(model_id)
             emb = embed_texts(self.model, self.tokenizer, texts, entry.max_length, self.heads[model_id],
                               self.device, entry.head_info.get("prompt", "plain"),
-                              entry.head_info.get("pooling", "last_token"))
+                              entry.head_info.get("pooling", "last_token"), group_by_length=True)
         return emb.cpu().tolist()
 
     @torch.inference_mode()

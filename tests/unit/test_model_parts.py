@@ -7,7 +7,8 @@ import torch
 from skr_ray.annotate.generation import GenerationEngine
 from skr_ray.config import ModelConfig, TrainConfig
 from skr_ray.models.backbone import load_backbone
-from skr_ray.models.encoding import embed_texts, format_for_embedding, last_token_pool, tokenize_for_embedding
+from skr_ray.models.encoding import (embed_texts, format_for_embedding, last_token_pool, length_groups,
+                                     tokenize_for_embedding)
 from skr_ray.tasks.ir.head import EmbeddingHead
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
 from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
@@ -57,6 +58,25 @@ def test_embedding_does_not_depend_on_batch_padding(tiny):
     batched = embed_texts(model, tok, ["revenue rose", "the group revenue rose sharply in 2023 and 2024"], 32)
     assert alone.shape == (1, model.config.hidden_size)
     torch.testing.assert_close(alone[0], batched[0], atol=1e-4, rtol=1e-4)
+
+
+def test_length_groups_cut_padding_exactly():
+    # short and long rows apart once a pass's overhead is less than the padding it saves
+    assert length_groups([5, 100, 6, 98, 50], overhead=64) == [[0, 2], [4, 3, 1]]
+    assert length_groups([5, 100, 6, 98, 50], overhead=0) == [[0], [2], [4], [3], [1]]  # free passes: no padding
+    assert length_groups([10, 10, 10, 10], overhead=0) == [[0, 1, 2, 3]]  # no padding: one pass
+    assert length_groups([5, 100], overhead=1000) == [[0, 1]]  # passes dearer than padding: one pass
+    assert sorted(i for g in length_groups(list(range(1, 17)), 8) for i in g) == list(range(16))
+
+
+def test_embedding_grouped_by_length_matches_one_padded_pass(tiny):
+    model, tok = tiny
+    texts = ["revenue rose", "the group revenue rose sharply in 2023 and 2024 " * 6, "debt fell",
+             "cash and cash equivalents at the end of the year " * 3]
+    one = embed_texts(model, tok, texts, 96)
+    grouped = embed_texts(model, tok, texts, 96, group_by_length=True)
+    assert len(length_groups(format_for_embedding(tok, texts, 96)["attention_mask"].sum(1).tolist())) > 1
+    torch.testing.assert_close(grouped, one, atol=1e-4, rtol=1e-4)  # same rows, same order
 
 
 def test_info_nce_prefers_aligned_pairs():
