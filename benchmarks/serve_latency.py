@@ -176,7 +176,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batch-wait", type=float, default=0.01,
-                        help="the replica's batch_wait_timeout_s: how long a batch waits to fill")
+                        help="the replica's batch_wait_timeout_s: how long a batch waits to fill while it idles")
+    parser.add_argument("--max-batch-wait", type=float, default=0.2,
+                        help="max_batch_wait_s: the longest wait while it is saturated (= --batch-wait: fixed)")
     parser.add_argument("--pairs", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -199,7 +201,7 @@ def main() -> None:
     two_bases = bool(od) and bool(args.ir or args.ad)  # two backbone deployments on a 2-CPU machine
     backbone = {"ray_actor_options": {"num_cpus": 0.5}} if two_bases else {}
     serve.run(build_app({"models": models, "auth": {"disabled": True}, "max_batch_size": args.batch, "max_input_tokens": 4096,
-                         "batch_wait_timeout_s": args.batch_wait,
+                         "batch_wait_timeout_s": args.batch_wait, "max_batch_wait_s": args.max_batch_wait,
                          "backbone": backbone}), name="skr", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     if args.ir:
@@ -209,7 +211,7 @@ def main() -> None:
         http_stats = _replica_stats(reset=True).get("embed", {})
         handle_tps, handle_lat = handle_embeddings("ir", texts, args.concurrency)
         handle_stats = _replica_stats(reset=True).get("embed", {})
-        print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} batch_wait={args.batch_wait}s "
+        print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} batch_wait={args.batch_wait}s max_batch_wait={args.max_batch_wait}s "
               f"concurrency={args.concurrency}")
         # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
         print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "

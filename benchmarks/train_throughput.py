@@ -1,6 +1,8 @@
 """Re-expression training throughput: Ray Train + DeepSpeed vs a plain PyTorch loop.
 
-Same self-labelled pairs, same model, LoRA, batch size and sequence lengths; prints samples/s of
+Same self-labelled examples in the same batches, same model, LoRA, loss, batch size and sequence lengths (the
+plain loop runs each batch as one padded pass, as one writes it by hand; the Ray Train loop as configured,
+``train.group_by_length`` included); prints samples/s of
 each (steady state, first step excluded in both) and their ratio, and Ray Train's start-up separately
 (worker group, model load, DeepSpeed init, checkpoint export: everything outside the steps).
 
@@ -38,7 +40,7 @@ def plain_loop(cfg, examples: list[dict], head_info: dict, steps: int) -> float:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = add_lora(backbone, cfg.train)
     head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
-    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone))
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone))  # one padded pass per batch
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=ADAM_BETAS,
@@ -88,7 +90,8 @@ def main() -> None:
 
     print(f"cores={os.cpu_count()} pairs={len(pairs)} batch_size={cfg.train.batch_size} steps={args.steps} "
           f"zero_stage={cfg.train.zero_stage} lora_layers={cfg.train.lora_layers or 'all'} "
-          f"max_length={cfg.train.max_length}")
+          f"max_length={cfg.train.max_length} group_by_length={cfg.train.group_by_length} (Ray Train path; the plain "
+          "loop runs one padded pass per batch)")
     print(f"plain PyTorch loop      : {plain:.3f} samples/s (first step excluded)")
     print(f"Ray Train + DeepSpeed   : {ray_sps:.3f} samples/s (first step excluded)")
     print(f"ratio ray+ds/plain      : {ray_sps / plain:.2f}")

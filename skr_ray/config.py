@@ -176,6 +176,9 @@ class TrainConfig:
     """IR embedding from the last layer: last_token (the final token's state), mean (mean over the input's
     tokens) or echo (the text twice, plain format instead of embed_prompt; mean over the second copy, whose
     states have seen the whole text; twice the tokens)."""
+    group_by_length: bool = True
+    """Run each training batch's texts as forward passes over rows of similar length instead of one pass padded
+    to its longest row: the same loss and gradients (up to float rounding), fewer padded tokens computed."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward: ~1/5 of the activation memory for ~30% more compute."""
     lora_layers: int = 0

@@ -364,7 +364,9 @@ def build_app(args: dict[str, Any]) -> Any:
 
     Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys), max_request_bytes (413 above, from
     the Content-Length header), request_timeout_s (504 after), max_batch_size, max_image_batch_size,
-    batch_wait_timeout_s, max_adapters (LRU bound per replica), max_input_chars, max_input_tokens,
+    batch_wait_timeout_s (a batch's wait to fill on an idle replica), max_batch_wait_s (its longest wait on a
+    saturated one, 0.2 s; equal to batch_wait_timeout_s: a fixed wait), max_adapters (LRU bound per replica),
+    max_input_chars, max_input_tokens,
     max_inputs_per_request, max_image_bytes, max_image_pixels, backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.
@@ -377,6 +379,9 @@ def build_app(args: dict[str, Any]) -> Any:
     backbone_opts.setdefault("ray_actor_options", {"num_cpus": 1, "num_gpus": _default_gpus()})
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
+    # The ingress logs every request; the backbone's own line per internal call would only repeat it, at a cost in
+    # CPU (written, then streamed to the driver) that a replica sharing a few cores with the proxy pays per request.
+    backbone_opts.setdefault("logging_config", {"enable_access_log": False})
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
     ingress_opts.setdefault("max_ongoing_requests", 256)
     ingress_opts.setdefault("max_queued_requests", 1024)  # beyond this the proxy answers 503 at once

@@ -181,6 +181,26 @@ class _Loaded:
             log.exception("unloading %s failed", self.entry.id)
 
 
+class AdaptiveBatchWait:
+    """How long a dynamic batch waits to fill: ``floor`` while the replica idles, up to ``ceiling`` while it is
+    saturated (the next batch started on the heels of the last), as ``share`` of the last batch's model time.
+
+    Under load on a few shared cores the HTTP proxy and ingress deliver requests one by one while the model
+    runs, so a batch that starts at once holds one or two of them; waiting a fraction of a forward costs a busy
+    replica nothing and fills its batches. A lone request on an idle replica still waits only ``floor``.
+    """
+
+    def __init__(self, floor: float, ceiling: float, share: float = 0.25) -> None:
+        self.floor, self.ceiling, self.share = floor, max(floor, ceiling), share
+        self.last_end = float("-inf")
+
+    def after(self, start: float, end: float) -> float:
+        """The wait for the next batch, given the one that ran from ``start`` to ``end``."""
+        busy = start - self.last_end < (end - start)  # it started before the replica had idled as long as it ran
+        self.last_end = end
+        return min(self.ceiling, max(self.floor, self.share * (end - start))) if busy else self.floor
+
+
 @serve.deployment(name="SKRBackbone")
 class SKRBackbone:
     def __init__(self, entries: dict[str, ModelEntry], base: ModelConfig, options: dict[str, Any]) -> None:
@@ -191,12 +211,16 @@ class SKRBackbone:
         self.entries = entries
         self.bank = AdapterBank(base, device)
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
-        for batched in (self._embed_batch, self._classify_batch):
-            batched.set_max_batch_size(int(options.get("max_batch_size", 16)))
-            batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
-        for batched in (self._detect_batch, self._classify_image_batch, self._embed_image_batch):
-            batched.set_max_batch_size(int(options.get("max_image_batch_size", 4)))
-            batched.set_batch_wait_timeout_s(float(options.get("batch_wait_timeout_s", 0.01)))
+        floor = float(options.get("batch_wait_timeout_s", 0.01))
+        ceiling = float(options.get("max_batch_wait_s", 0.2))
+        self.batched = {"embed": self._embed_batch, "classify": self._classify_batch, "detect": self._detect_batch,
+                        "classify_images": self._classify_image_batch, "embed_images": self._embed_image_batch}
+        self.waits = {kind: AdaptiveBatchWait(floor, ceiling) for kind in self.batched}
+        for kind, batched in self.batched.items():
+            text = kind in ("embed", "classify")
+            batched.set_max_batch_size(int(options.get("max_batch_size" if text else "max_image_batch_size",
+                                                       16 if text else 4)))
+            batched.set_batch_wait_timeout_s(floor)
         # LRU bound on adapters per replica, from config (the decorator wraps the bound loader).
         async def load(model_id: str) -> _Loaded:
             return await self._load_model(model_id)
@@ -226,10 +250,12 @@ class SKRBackbone:
         try:
             return await _per_adapter(method, items)
         finally:
+            end = time.perf_counter()
             row = self.stats[kind]
             row["batches"] += 1
             row["items"] += len(items)
-            row["model_s"] += time.perf_counter() - start
+            row["model_s"] += end - start
+            self.batched[kind].set_batch_wait_timeout_s(self.waits[kind].after(start, end))
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
         return await asyncio.to_thread(self.bank.count_tokens, texts)  # off the replica's event loop

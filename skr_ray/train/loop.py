@@ -22,11 +22,13 @@ log = logging.getLogger(__name__)
 class ReexpressionModel(nn.Module):
     """PEFT backbone -> final-token state -> task head (the LM head is bypassed)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, prefix_cache: Any = None) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, prefix_cache: Any = None,
+                 group_by_length: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.prefix_cache = prefix_cache  # FrozenPrefixCache when only the top layers train
+        self.group_by_length = group_by_length  # text batches as passes over rows of similar length
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 pool_mask: torch.Tensor | None = None, **images: torch.Tensor) -> torch.Tensor:
@@ -35,8 +37,6 @@ class ReexpressionModel(nn.Module):
         With ``labels`` (an answer-as-text SFT baseline) the backbone's own next-token loss is returned instead.
         ``pool_mask`` (mean and echo pooling) selects the tokens whose states are averaged.
         """
-        from skr_ray.models.encoding import decoder_body, final_token_states
-
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if pool_mask is not None:
             batch["pool_mask"] = pool_mask
@@ -46,11 +46,27 @@ class ReexpressionModel(nn.Module):
             from skr_ray.models.vision import image_final_states
 
             return self.head(image_final_states(self.backbone, {**batch, **images}))  # (B, out)
+        groups = None
+        if self.group_by_length and input_ids.shape[0] > 1:
+            from skr_ray.models.encoding import length_groups
+
+            groups = length_groups(attention_mask.sum(dim=1).tolist())
+        if groups is None or len(groups) == 1:
+            return self.head(self._text_states(batch))  # (B, D)
+        from skr_ray.models.encoding import split_batch
+
+        # Same states as one padded pass (attention never crosses rows), fewer padded tokens; the head sees the
+        # whole batch in its order (a BatchNorm head's statistics are the batch's).
+        parts = torch.cat([self._text_states(split_batch(batch, rows)) for rows in groups])  # (B, D) grouped
+        flat = torch.tensor([i for rows in groups for i in rows], device=parts.device)
+        return self.head(parts[torch.argsort(flat)])  # (B, D)
+
+    def _text_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from skr_ray.models.encoding import decoder_body, final_token_states
+
         if self.prefix_cache is not None:
-            states = self.prefix_cache.final_token_states(decoder_body(self.backbone), batch)
-        else:
-            states = final_token_states(self.backbone, batch)
-        return self.head(states)  # (B, D)
+            return self.prefix_cache.final_token_states(decoder_body(self.backbone), batch)
+        return final_token_states(self.backbone, batch)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -86,7 +102,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
     if loop_config.get("head_init") is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
         head.load_state_dict(loop_config["head_init"])
-    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir"))).to(device)
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir")),
+                              group_by_length=cfg.train.group_by_length).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
         n_train = sum(p.numel() for p in trainable)

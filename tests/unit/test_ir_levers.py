@@ -130,3 +130,36 @@ def test_training_embeds_with_the_configured_pooling(tiny_model_dir, pooling):
     assert not torch.allclose(got, last, atol=1e-3)
     with pytest.raises(ConfigError, match="pooling"):
         TrainConfig(pooling="max")
+
+
+@pytest.mark.parametrize("cached_prefix", [False, True])
+def test_training_grouped_by_length_gives_the_padded_batch_loss_and_gradients(tiny_model_dir, cached_prefix):
+    from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.encoding import format_for_embedding, length_groups
+    from skr_ray.models.prefix_cache import FrozenPrefixCache
+    from skr_ray.tasks.ir.head import EmbeddingHead
+    from skr_ray.train.loop import ReexpressionModel
+
+    model, tok = load_backbone(ModelConfig(name_or_path=str(tiny_model_dir)))
+    torch.manual_seed(0)
+    n_layers = model.config.num_hidden_layers
+    backbone = add_lora(model, TrainConfig(lora_dropout=0.0, lora_layers=1 if cached_prefix else 0))
+    head = EmbeddingHead(model.config.hidden_size)
+    texts = ["revenue rose", "the group's revenue rose sharply in 2023 and again in 2024 " * 4, "debt fell",
+             "cash at the end of the year was higher than at its start " * 2]
+    batch = format_for_embedding(tok, texts, 96, "e5v")
+    assert len(length_groups(batch["attention_mask"].sum(1).tolist())) > 1  # the batch really is cut
+    runs = []
+    for grouped in (False, True):
+        prefix = FrozenPrefixCache(n_layers - 1) if cached_prefix else None
+        engine = ReexpressionModel(backbone, head, prefix, group_by_length=grouped)
+        engine.zero_grad()
+        out = engine(batch["input_ids"], batch["attention_mask"])  # (B, D)
+        out.pow(2).sum().backward()
+        grads = [p.grad.clone() for p in engine.parameters() if p.requires_grad]
+        runs.append((out.detach(), grads))
+    torch.testing.assert_close(runs[1][0], runs[0][0], atol=1e-5, rtol=1e-4)  # same rows, same order
+    for grouped, padded in zip(runs[1][1], runs[0][1]):
+        torch.testing.assert_close(grouped, padded, atol=1e-4, rtol=1e-3)
