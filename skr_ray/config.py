@@ -79,7 +79,8 @@ class AnnotateConfig:
     """Self-annotation: the base model writes labels through its normal generation."""
 
     num_actors: int = 1
-    """Model replicas in the Ray Data actor pool."""
+    """Model replicas in the Ray Data actor pool; 0 = one per GPU, or on CPUs one per ``num_cpus_per_actor`` CPUs
+    (as many as half the cluster's memory holds)."""
     num_gpus_per_actor: float = -1.0
     """GPUs per replica; -1 = 1 when the cluster has GPUs, else 0."""
     num_cpus_per_actor: float = 1.0
@@ -127,8 +128,8 @@ class AnnotateConfig:
     """Keep only the first of identical questions (others get status 'duplicate')."""
 
     def __post_init__(self) -> None:
-        if self.num_actors < 1:
-            raise ConfigError("annotate.num_actors must be >= 1")
+        if self.num_actors < 0:
+            raise ConfigError("annotate.num_actors must be >= 0 (0 = one replica per GPU or per CPU share)")
         if self.batch_size < 1:
             raise ConfigError("annotate.batch_size must be >= 1")
         if self.engine not in ("hf", "vllm"):
@@ -278,6 +279,8 @@ class EvaluateConfig:
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     batch_size: int = 16
     num_actors: int = 1
+    """Encoder replicas in the Ray Data actor pool; 0 = one per GPU, or on CPUs one per CPU (as many as half the
+    cluster's memory holds)."""
     max_length: int = 256
     """Tokens per candidate when encoding."""
     head_only_epochs: int = 20
@@ -291,6 +294,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.max_pages < 0:
             raise ConfigError("evaluate.max_pages must be >= 0")
+        if self.num_actors < 0:
+            raise ConfigError("evaluate.num_actors must be >= 0 (0 = one replica per GPU or per CPU)")
         if self.max_pairs < 0:
             raise ConfigError("evaluate.max_pairs must be >= 0")
         if not self.ks or min(self.ks) < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from skr_ray.config import RayConfig
+from skr_ray.config import ModelConfig, RayConfig, SKRConfig, annotator_model
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +39,31 @@ def actor_pool(size: int) -> object:
     import ray.data
 
     return ray.data.ActorPoolStrategy(size=max(1, int(size)))
+
+
+def replica_pool(requested: int, cpus_per_replica: float, gpus_per_replica: float, model: ModelConfig) -> int:
+    """Model replicas of an actor pool: ``requested`` when > 0; 0 = one per GPU on a cluster with GPUs, else one
+    per ``cpus_per_replica`` CPUs of the cluster (each replica then runs ``cores / replicas`` torch threads: on a
+    small model, two one-thread processes do more work than one two-thread process), as many as half the
+    cluster's memory holds copies of the model."""
+    import ray
+
+    from skr_ray.models.backbone import materialize
+
+    if requested > 0:
+        return requested
+    resources = ray.cluster_resources()
+    if gpus_per_replica > 0:
+        return max(1, int(resources.get("GPU", 0.0) // gpus_per_replica))
+    by_cpu = int(resources.get("CPU", 1.0) // max(cpus_per_replica, 1e-6))
+    weights = sum(f.stat().st_size for f in materialize(model).glob("*.safetensors"))
+    by_memory = int(0.5 * resources.get("memory", 0.0) // weights) if weights else by_cpu
+    return max(1, min(by_cpu, by_memory))
+
+
+def annotation_pool(cfg: SKRConfig) -> tuple[int, float]:
+    """(model replicas, GPUs per replica) of an annotation actor pool, ``annotate.num_actors`` = 0 resolved
+    (:func:`replica_pool`; the annotator's weights count for memory)."""
+    a = cfg.annotate
+    gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+    return replica_pool(a.num_actors, a.num_cpus_per_actor, gpus, annotator_model(cfg)), gpus

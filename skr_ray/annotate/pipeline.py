@@ -354,7 +354,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
 
-    from skr_ray.ray_utils import cluster_gpus, ensure_ray
+    from skr_ray.ray_utils import annotation_pool, ensure_ray
 
     art = Artifacts(cfg.output_dir)
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
@@ -397,7 +397,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     Artifacts.write_config(art.annotate_dir, cfg)
     remaining = total - len(done_ids)
     if remaining > 0:
-        gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+        actors, gpus = annotation_pool(cfg)
         ds = ds.map_batches(_add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
         # Small blocks: each finished block is written at once, so a killed run loses little.
         ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
@@ -408,13 +408,13 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
             SelfAnnotator,
             # actors write under output_dir: absolute, since their working directory is not ours
             fn_constructor_kwargs={"cfg_dict": {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())},
-                                   "replicas": a.num_actors},
+                                   "replicas": actors},
             batch_size=a.batch_size * a.rows_per_file_batches,
-            compute=actor_pool(a.num_actors),
+            compute=actor_pool(actors),
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
             # one replica per node where possible: multi-node annotation uses every node
-            **({"scheduling_strategy": "SPREAD"} if a.num_actors > 1 else {}),
+            **({"scheduling_strategy": "SPREAD"} if actors > 1 else {}),
         )
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         _drain(ds, remaining)  # the actors write the label files; the driver only follows progress

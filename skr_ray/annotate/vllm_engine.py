@@ -22,7 +22,7 @@ import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
-from skr_ray.ray_utils import actor_pool
+from skr_ray.ray_utils import actor_pool, cluster_gpus
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,8 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
             engine_kwargs={"max_model_len": a.max_model_len or context_length(model_dir),
                            "tensor_parallel_size": a.tensor_parallel_size, "dtype": annotator.dtype},
             batch_size=a.batch_size,
-            concurrency=a.num_actors,  # a vLLMEngineProcessorConfig field (it builds the actor pool itself)
+            # a vLLMEngineProcessorConfig field (it builds the actor pool itself); 0 = every GPU's share
+            concurrency=a.num_actors or max(1, int(cluster_gpus() // a.tensor_parallel_size)),
             should_continue_on_error=True,
             chat_template_stage=False,  # the prompt is rendered above, as the HF path renders it
         ),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.ray_utils import actor_pool
+from skr_ray.ray_utils import actor_pool, replica_pool
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,8 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
         else:
             todo.setdefault(job.spec.checkpoint, []).append((j, ids, cache))
     e = cfg.evaluate
+    gpus = 1 if _has_gpu() else 0
+    actors = replica_pool(e.num_actors, 1, gpus, cfg.model) if todo else 1
     for members in todo.values():
         start = time.perf_counter()
         rows = [{"id": i, "text": jobs[j].texts[i], "image": i in jobs[j].images, "job": k}
@@ -229,11 +231,11 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
         ds = ray.data.from_items(rows).map_batches(
             TextEncoder,
             fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "spec": [asdict(jobs[j].spec) for j, _, _ in members],
-                                   "replicas": e.num_actors, "prefix_cache_dir": prefix_cache_root(cfg)},
+                                   "replicas": actors, "prefix_cache_dir": prefix_cache_root(cfg)},
             batch_size=e.batch_size,
-            compute=actor_pool(e.num_actors),
+            compute=actor_pool(actors),
             num_cpus=1,
-            num_gpus=1 if _has_gpu() else 0,
+            num_gpus=gpus,
         )
         done = ds.take_all()
         seconds = time.perf_counter() - start

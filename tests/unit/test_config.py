@@ -76,3 +76,22 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["train.epochs=2", "annotate.batch_size=4"])
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_annotation_pool_auto_sizes_by_gpus_cpus_and_memory(tiny_model_dir, monkeypatch):
+    import ray
+
+    from skr_ray.config import load_config
+    from skr_ray.ray_utils import annotation_pool
+
+    weights = sum(f.stat().st_size for f in tiny_model_dir.glob("*.safetensors"))
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "annotate.num_actors=0"])
+    resources = {"CPU": 4.0, "memory": 100.0 * weights}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(resources))
+    assert annotation_pool(cfg) == (4, 0.0)  # one single-threaded replica per CPU
+    resources["memory"] = 5.0 * weights
+    assert annotation_pool(cfg) == (2, 0.0)  # half the memory holds two copies of the model
+    resources.update({"GPU": 3.0, "memory": 100.0 * weights})
+    assert annotation_pool(cfg) == (3, 1.0)  # one per GPU
+    fixed = load_config(None, [f"model.name_or_path={tiny_model_dir}", "annotate.num_actors=2"])
+    assert annotation_pool(fixed) == (2, 1.0)

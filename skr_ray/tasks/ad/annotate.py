@@ -102,19 +102,19 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
     """'judge' self-labels: the base model's greedy yes/no answer to every pair, on a Ray Data actor pool."""
     import ray.data
 
-    from skr_ray.ray_utils import cluster_gpus
+    from skr_ray.ray_utils import annotation_pool
     from skr_ray.tasks.ad.scoring import PairScorer
 
     items.sort(key=lambda r: len(r["passage"]) + len(r["query"]), reverse=True)  # little padding
     a = cfg.annotate
-    gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+    actors, gpus = annotation_pool(cfg)
     ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
     ds = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,
-                               "replicas": a.num_actors},
+                               "replicas": actors},
         batch_size=a.batch_size,
-        compute=actor_pool(a.num_actors),
+        compute=actor_pool(actors),
         num_cpus=a.num_cpus_per_actor,
         num_gpus=gpus,
     )

@@ -217,11 +217,12 @@ def model_rewrites(cfg: Any, questions: list[tuple[str, str]], passages: dict[st
         a = cfg.annotate
         items = [{"index": i, "question": q, "passage": passages[d]} for i, (d, q) in enumerate(questions)]
         items.sort(key=lambda r: len(r["passage"]), reverse=True)
-        from skr_ray.ray_utils import actor_pool
+        from skr_ray.ray_utils import actor_pool, annotation_pool
 
+        actors, gpus = annotation_pool(cfg)
         ds = ray.data.from_items(items).map_batches(
-            Rewriter, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors},
-            batch_size=a.batch_size, compute=actor_pool(a.num_actors), num_cpus=a.num_cpus_per_actor)
+            Rewriter, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": actors},
+            batch_size=a.batch_size, compute=actor_pool(actors), num_cpus=a.num_cpus_per_actor, num_gpus=gpus)
         rows = sorted(ds.take_all(), key=lambda r: r["index"])
         rows = [{k: r[k] for k in ("index", "question", "raw_output", "rewrite", "status")} for r in rows]
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -154,21 +154,23 @@ def score_pairs(
     """Score rows (dicts with pair_id, query, passage, ...) on a Ray Data actor pool; input order kept."""
     import ray.data
 
-    from skr_ray.ray_utils import cluster_gpus
+    from skr_ray.ray_utils import cluster_gpus, replica_pool
 
     if not rows:
         return []
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["passage"]) + len(rows[i]["query"]), reverse=True)
     e = cfg.evaluate
+    gpus = 1 if cluster_gpus() > 0 else 0
+    actors = replica_pool(e.num_actors, 1, gpus, cfg.model)
     ds = ray.data.from_items([rows[i] for i in order])
     ds = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": mode, "checkpoint": checkpoint,
-                               "replicas": e.num_actors},
+                               "replicas": actors},
         batch_size=e.batch_size,
-        compute=actor_pool(e.num_actors),
+        compute=actor_pool(actors),
         num_cpus=1,
-        num_gpus=1 if cluster_gpus() > 0 else 0,
+        num_gpus=gpus,
     )
     by_id = {r["pair_id"]: r for r in ds.take_all()}
     return [by_id[r["pair_id"]] for r in rows]

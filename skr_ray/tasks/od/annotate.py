@@ -176,7 +176,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     from tqdm.auto import tqdm
 
     from skr_ray.annotate.pipeline import journal_counts
-    from skr_ray.ray_utils import cluster_gpus
+    from skr_ray.ray_utils import annotation_pool
 
     labels_dir, journal_dir = out_dir / "labels", out_dir / "journal"
     for stale in labels_dir.glob("*.parquet.tmp") if labels_dir.is_dir() else []:
@@ -193,18 +193,18 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     calls, seconds = 0, 0.0
     if todo:
         a, o = cfg.annotate, cfg.od
-        gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+        actors, gpus = annotation_pool(cfg)
         ds = ray.data.from_items(todo).repartition(target_num_rows_per_block=o.pages_per_block)
         ds = ds.map_batches(
             PageSearcher,
-            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": a.num_actors,
+            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": actors,
                                    "labels_dir": str(labels_dir.resolve()), "journal_dir": str(journal_dir.resolve()),
                                    "checkpoint": checkpoint},
             batch_size=o.pages_per_block,
-            compute=actor_pool(a.num_actors),
+            compute=actor_pool(actors),
             num_cpus=a.num_cpus_per_actor,
             num_gpus=gpus,
-            **({"scheduling_strategy": "SPREAD"} if a.num_actors > 1 else {}),
+            **({"scheduling_strategy": "SPREAD"} if actors > 1 else {}),
         )
         with tqdm(total=len(todo), desc=desc, unit="page", mininterval=10) as bar:
             for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
