@@ -189,7 +189,9 @@ def embed_texts(
 
     tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
     lengths = tokens["attention_mask"].sum(dim=1).tolist()
-    groups = length_groups(lengths) if group_by_length and len(texts) > 1 else [list(range(len(texts)))]
+    groups = length_groups(lengths) if group_by_length and len(texts) > 1 else []
+    if len(groups) <= 1:  # one pass over the batch as it is (a single group lists its rows sorted by length)
+        groups = [list(range(len(texts)))]
     out: torch.Tensor | None = None
     for rows in groups:
         part = split_batch(tokens, rows) if len(groups) > 1 else tokens

@@ -77,6 +77,10 @@ def test_embedding_grouped_by_length_matches_one_padded_pass(tiny):
     grouped = embed_texts(model, tok, texts, 96, group_by_length=True)
     assert len(length_groups(format_for_embedding(tok, texts, 96)["attention_mask"].sum(1).tolist())) > 1
     torch.testing.assert_close(grouped, one, atol=1e-4, rtol=1e-4)  # same rows, same order
+    few = ["the group revenue rose sharply in 2023", "debt fell", "revenue rose"]  # one group: rows stay in order
+    assert len(length_groups(format_for_embedding(tok, few, 96)["attention_mask"].sum(1).tolist())) == 1
+    torch.testing.assert_close(embed_texts(model, tok, few, 96, group_by_length=True), embed_texts(model, tok, few, 96),
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_info_nce_prefers_aligned_pairs():
