@@ -3,6 +3,8 @@ or the mean over the input (``mean``) or over a repeated copy of it (``echo``)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -168,6 +170,19 @@ def split_batch(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, to
     return {k: v[index][:, v.shape[1] - width :] for k, v in batch.items()}
 
 
+def states_by_length(states_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                     batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``states_of(batch)`` (rows -> (B, D)) computed as passes over rows of similar length (:func:`length_groups`),
+    the rows back in the batch's order; one pass over the batch as it is when no cut pays. Differentiable."""
+    mask = batch["attention_mask"]
+    groups = length_groups(mask.sum(dim=1).tolist()) if mask.shape[0] > 1 else []
+    if len(groups) <= 1:
+        return states_of(batch)
+    parts = torch.cat([states_of(split_batch(batch, rows)) for rows in groups])  # (B, D), grouped order
+    flat = torch.tensor([i for rows in groups for i in rows], device=parts.device)
+    return parts[torch.argsort(flat)]  # (B, D), the batch's order
+
+
 @torch.inference_mode()
 def embed_texts(
     model: PreTrainedModel,
@@ -188,17 +203,8 @@ def embed_texts(
     from skr_ray.models.vision import text_tokenizer
 
     tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
-    lengths = tokens["attention_mask"].sum(dim=1).tolist()
-    groups = length_groups(lengths) if group_by_length and len(texts) > 1 else []
-    if len(groups) <= 1:  # one pass over the batch as it is (a single group lists its rows sorted by length)
-        groups = [list(range(len(texts)))]
-    out: torch.Tensor | None = None
-    for rows in groups:
-        part = split_batch(tokens, rows) if len(groups) > 1 else tokens
-        states = final_token_states(model, {k: v.to(device) for k, v in part.items()}).float()  # (b, D)
-        if head is not None:
-            states = head(states)
-        if out is None:
-            out = states.new_empty((len(texts), states.shape[-1]))
-        out[torch.tensor(rows, device=states.device)] = states
-    return out
+    def states_of(part: dict[str, torch.Tensor]) -> torch.Tensor:
+        return final_token_states(model, {k: v.to(device) for k, v in part.items()}).float()  # (b, D)
+
+    states = states_by_length(states_of, tokens) if group_by_length else states_of(tokens)
+    return head(states) if head is not None else states

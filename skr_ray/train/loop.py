@@ -46,20 +46,11 @@ class ReexpressionModel(nn.Module):
             from skr_ray.models.vision import image_final_states
 
             return self.head(image_final_states(self.backbone, {**batch, **images}))  # (B, out)
-        groups = None
-        if self.group_by_length and input_ids.shape[0] > 1:
-            from skr_ray.models.encoding import length_groups
+        if self.group_by_length:  # same states as one padded pass (attention never crosses rows)
+            from skr_ray.models.encoding import states_by_length
 
-            groups = length_groups(attention_mask.sum(dim=1).tolist())
-        if groups is None or len(groups) == 1:
-            return self.head(self._text_states(batch))  # (B, D)
-        from skr_ray.models.encoding import split_batch
-
-        # Same states as one padded pass (attention never crosses rows), fewer padded tokens; the head sees the
-        # whole batch in its order (a BatchNorm head's statistics are the batch's).
-        parts = torch.cat([self._text_states(split_batch(batch, rows)) for rows in groups])  # (B, D) grouped
-        flat = torch.tensor([i for rows in groups for i in rows], device=parts.device)
-        return self.head(parts[torch.argsort(flat)])  # (B, D)
+            return self.head(states_by_length(self._text_states, batch))  # the head sees the whole batch, in order
+        return self.head(self._text_states(batch))  # (B, D)
 
     def _text_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from skr_ray.models.encoding import decoder_body, final_token_states
