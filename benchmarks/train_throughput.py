@@ -29,7 +29,7 @@ def plain_loop(cfg, examples: list[dict], head_info: dict, steps: int) -> float:
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.tasks import get_task
-    from skr_ray.train.deepspeed_config import ADAM_BETAS, ADAM_EPS
+    from skr_ray.train.deepspeed_config import ADAM_BETAS, ADAM_EPS, GRADIENT_CLIPPING
     from skr_ray.train.loop import ReexpressionModel, _prefix_cache
 
     task = get_task(cfg.task)
@@ -55,7 +55,7 @@ def plain_loop(cfg, examples: list[dict], head_info: dict, steps: int) -> float:
         loss = hooks.batch_loss(model, tok, chunk, cfg, "cpu", head_info)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, GRADIENT_CLIPPING)
         opt.step()
         loss.item()
         times.append(time.perf_counter() - t0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from skr_ray.config import ModelConfig, RayConfig, SKRConfig, annotator_model
+from skr_ray.config import AnnotateConfig, ModelConfig, RayConfig, SKRConfig, annotator_model
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,14 @@ def replica_pool(requested: int, cpus_per_replica: float, gpus_per_replica: floa
     return max(1, min(by_cpu, by_memory))
 
 
+def actor_gpus(a: AnnotateConfig) -> float:
+    """GPUs per model replica: ``annotate.num_gpus_per_actor``, or where it is -1 one when the cluster has GPUs."""
+    return a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+
+
 def annotation_pool(cfg: SKRConfig) -> tuple[int, float]:
     """(model replicas, GPUs per replica) of an annotation actor pool, ``annotate.num_actors`` = 0 resolved
     (:func:`replica_pool`; the annotator's weights count for memory)."""
     a = cfg.annotate
-    gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+    gpus = actor_gpus(a)
     return replica_pool(a.num_actors, a.num_cpus_per_actor, gpus, annotator_model(cfg)), gpus

@@ -174,8 +174,7 @@ def states_by_length(states_of: Callable[[dict[str, torch.Tensor]], torch.Tensor
                      batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``states_of(batch)`` (rows -> (B, D)) computed as passes over rows of similar length (:func:`length_groups`),
     the rows back in the batch's order; one pass over the batch as it is when no cut pays. Differentiable."""
-    mask = batch["attention_mask"]
-    groups = length_groups(mask.sum(dim=1).tolist()) if mask.shape[0] > 1 else []
+    groups = length_groups(batch["attention_mask"].sum(dim=1).tolist())
     if len(groups) <= 1:
         return states_of(batch)
     parts = torch.cat([states_of(split_batch(batch, rows)) for rows in groups])  # (B, D), grouped order

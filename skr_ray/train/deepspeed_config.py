@@ -10,6 +10,8 @@ from skr_ray.config import TrainConfig
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+GRADIENT_CLIPPING = 1.0
+"""Max global gradient norm per step."""
 
 
 def uses_torch_optimizer(cfg: TrainConfig, use_gpu: bool) -> bool:
@@ -42,7 +44,7 @@ def build_deepspeed_config(cfg: TrainConfig, world_size: int, use_gpu: bool, bf1
             "type": "AdamW",
             "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "betas": list(ADAM_BETAS), "eps": ADAM_EPS},
         },
-        "gradient_clipping": 1.0,
+        "gradient_clipping": GRADIENT_CLIPPING,
         "zero_optimization": zero,
         "bf16": {"enabled": bool(use_gpu and bf16)},
         "steps_per_print": 1_000_000_000,

@@ -65,14 +65,14 @@ def read_pages(cfg: SKRConfig, pages: list[dict[str, Any]], mode: str, checkpoin
     """page id -> state (D,) or box (4,), and seconds per page; ``cache`` (a .json file) is reused if complete."""
     import ray.data
 
-    from skr_ray.ray_utils import cluster_gpus, replica_pool
+    from skr_ray.ray_utils import actor_gpus, replica_pool
 
     if cache.is_file():
         data = json.loads(cache.read_text())
         if set(data["values"]) >= {p["page_id"] for p in pages}:
             return {k: np.asarray(v, dtype=np.float32) for k, v in data["values"].items()}, data["seconds_per_page"]
     a = cfg.annotate
-    gpus = a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)
+    gpus = actor_gpus(a)
     actors = replica_pool(cfg.evaluate.num_actors, a.num_cpus_per_actor, gpus, cfg.model)
     ds = ray.data.from_items(pages).map_batches(
         PageReader, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": mode, "checkpoint": checkpoint,
