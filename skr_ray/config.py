@@ -227,7 +227,8 @@ class TrainConfig:
     or re-run training starts without recomputing them; empty = OUTPUT_DIR/cache/frozen_prefix."""
     keep: str = "last"
     """Which epoch's model becomes the run's checkpoint: 'last', or 'best_val_loss' (the epoch with the
-    lowest loss on the self-labelled validation split; early stopping without stopping)."""
+    lowest loss on the self-labelled validation split; early stopping without stopping). A fitted starting head
+    (ad/od.head_init=probe) makes the untrained model a candidate too, as epoch -1."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.zero_stage <= 3:
@@ -329,7 +330,8 @@ class ADConfig:
     ontopic_negatives: int = 2
     """On-topic negatives per question (drawn from what the sources made; the ratio to own/hard/easy pairs)."""
     rules: list[str] = field(default_factory=lambda: ["number", "name", "negation", "entity"])
-    """Rule perturbations for ontopic_sources=[rules]: number, name, negation, entity."""
+    """Rule perturbations for ontopic_sources=[rules]: number, name, negation, entity, swap (another name or number
+    of the same passage; see skr_ray.tasks.ad.ontopic)."""
     max_new_tokens: int = 12
     """Generation budget of a yes/no answer: the verdict word plus enough of the reason to catch a
     contradiction ("No, the question can be answered ..." is excluded as contradictory)."""

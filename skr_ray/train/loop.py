@@ -18,6 +18,8 @@ from skr_ray.config import from_dict
 
 log = logging.getLogger(__name__)
 
+INITIAL_EPOCH = -1  # history entry of the model before any training step (a fitted starting head)
+
 
 class ReexpressionModel(nn.Module):
     """PEFT backbone -> final-token state -> task head (the LM head is bypassed)."""
@@ -69,7 +71,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
     from skr_ray.models.backbone import load_backbone, set_threads
-    from skr_ray.models.checkpoint import ADAPTER, add_lora, save_head
+    from skr_ray.models.checkpoint import add_lora
     from skr_ray.tasks import get_task
     from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
@@ -135,6 +137,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from tqdm.auto import tqdm
 
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=float("inf"))
+    if (start_epoch == 0 and loop_config.get("head_init") is not None and val_examples
+            and cfg.train.keep == "best_val_loss"):
+        # A fitted starting head (e.g. AD's probe) with LoRA at its identity start is a model in its own
+        # right: epoch -1, kept when no training epoch validates better, so SKR never ends below its start.
+        engine.eval()
+        metrics = {"epoch": INITIAL_EPOCH, **hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info)}
+        engine.train()
+        if "threshold" in metrics:
+            head_info["threshold"] = metrics["threshold"]
+        history.append(metrics)
+        if rank == 0:
+            log.info("before training (the fitted starting head): %s", json.dumps(metrics))
+        if metrics.get("val_loss", float("inf")) < best_loss:
+            best_loss = metrics["val_loss"]
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as tmp:
+                    _save_loadable(Path(tmp), backbone, head, head_info, INITIAL_EPOCH, history, resumes)
+                    export_checkpoint(Path(tmp), Path(loop_config["storage"]) / BEST, cfg)
 
     for epoch in range(start_epoch, cfg.train.epochs):
         rng = random.Random(cfg.train.seed * 1000 + epoch)  # same permutation on every worker
@@ -173,16 +193,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tmp_path = Path(tmp)
             engine.save_checkpoint(str(tmp_path / "deepspeed"), tag="state", exclude_frozen_parameters=True)
             if rank == 0:
-                backbone.save_pretrained(str(tmp_path / ADAPTER))
-                save_head(tmp_path, head, head_info)
-                (tmp_path / "state.json").write_text(json.dumps(
-                    {"epoch": epoch, "history": history, "resumed_at_epochs": resumes}, indent=2))
+                _save_loadable(tmp_path, backbone, head, head_info, epoch, history, resumes)
                 log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
             if metrics.get("val_loss", float("inf")) < best_loss:
                 best_loss = metrics["val_loss"]
                 if rank == 0 and cfg.train.keep == "best_val_loss":  # loadable parts only, no optimizer
                     export_checkpoint(tmp_path, Path(loop_config["storage"]) / BEST, cfg)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _save_loadable(path: Path, backbone: nn.Module, head: nn.Module, head_info: dict, epoch: int,
+                   history: list[dict], resumes: list[int]) -> None:
+    """The parts a checkpoint is loaded from: adapter, head (with its info) and the training state."""
+    from skr_ray.models.checkpoint import ADAPTER, save_head
+
+    backbone.save_pretrained(str(path / ADAPTER))
+    save_head(path, head, head_info)
+    (path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history, "resumed_at_epochs": resumes},
+                                                indent=2))
 
 
 def _prefix_cache(cfg: Any, backbone: nn.Module, root: str | None = None) -> Any:

@@ -37,9 +37,10 @@ def plot_history(history: list[dict[str, Any]], path: Path, kept: int | None = N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] + 1 for h in history]
+    epochs = [h["epoch"] + 1 for h in history]  # 0: the fitted starting head, before any step
+    trained = [h for h in history if "train_loss" in h]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    ax[0].plot([h["epoch"] + 1 for h in trained], [h["train_loss"] for h in trained], marker="o", label="train")
     if all("val_loss" in h for h in history):
         ax[0].plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     ax[0].set(xlabel="epoch", ylabel="training loss", title="loss")

@@ -98,7 +98,9 @@ def test_checkpoints_and_thresholds(ad_run):
     assert 0.0 <= info["threshold"] <= 1.0
     assert info["pos_weight"] > 0
     history = json.loads(art.train_history.read_text())
-    assert [h["epoch"] for h in history] == [0, 1]
+    # epoch -1: the probe-started head before any LoRA step, a candidate for keep=best_val_loss
+    assert [h["epoch"] for h in history] == [-1, 0, 1]
+    assert "train_loss" not in history[0] and all("train_loss" in h for h in history[1:])
     assert all("val_loss" in h and "threshold" in h for h in history)
     best = min(history, key=lambda h: h["val_loss"])
     done = json.loads((art.train_dir / "_SUCCESS").read_text())

@@ -50,6 +50,25 @@ def test_rule_perturbations_change_what_the_passage_does_not_contain():
         perturb("shuffle", q, PASSAGE, pools, rng)
 
 
+def test_swap_puts_another_name_or_number_of_the_same_passage_in_the_question():
+    pools = Pools.of({"rhine": PASSAGE, **OTHER})
+    seen = set()
+    for seed in range(20):
+        text, status = perturb("swap", "What did the Congress of Vienna make the Rhine in 1815?", PASSAGE, pools,
+                               random.Random(seed))
+        assert status == "ok"
+        seen.add(text)
+    # every swap uses the passage's own vocabulary: a year for the year, a name of this passage for a name
+    assert "What did the Congress of Vienna make the Rhine in 1900?" in seen
+    assert any("Swiss Alps" in t or "North Sea" in t for t in seen)
+    for text in seen:
+        words_out = {w for w in text.rstrip("?").split()[1:] if w[0].isupper() or w[0].isdigit()}
+        assert all(w in PASSAGE for w in words_out), text
+        assert not any(n in text for n in ("Warsaw", "Vistula", "Danube", "1945"))
+    assert perturb("swap", "Where does the Danube flow from?", PASSAGE, pools, random.Random(0)) == ("", "no_name")
+    assert perturb("swap", "When was it built?", PASSAGE, pools, random.Random(0)) == ("", "no_name")
+
+
 def test_on_topic_pairs_join_the_own_passage_with_label_zero(tmp_path):
     import pyarrow.parquet as pq
 

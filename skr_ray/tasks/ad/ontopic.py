@@ -12,7 +12,10 @@ question and its own passage:
 * **rule perturbations**: ``number`` swaps a number or year of the question for one from other passages that
   this passage does not contain; ``name`` swaps a capitalised name likewise; ``negation`` negates the question's
   auxiliary ("was" -> "was not"); ``entity`` asks the question about another passage's entity in place of the
-  passage's own subject.
+  passage's own subject; ``swap`` puts another name or number *of the same passage* in place of one the
+  question has (a year for a year), so every word of the question is still the passage's while the relation
+  it asks about is one the passage does not state -- the kind of negative crowd workers write (an entity swap).
+  Unlike the other rules its label can be wrong (when the passage says the same of both), so it is a setting.
 
 Each pair records which source made it (its ``kind``); the label of every on-topic pair is 0.
 """
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REWRITE_PROMPT_VERSION = "ad-ontopic-rewrite-v1"
-RULES = ("number", "name", "negation", "entity")
+RULES = ("number", "name", "negation", "entity", "swap")
 ONTOPIC_KINDS = ("rewrite", *(f"rule_{r}" for r in RULES))
 
 STOPWORDS = frozenset(
@@ -105,23 +108,53 @@ class Pools:
         for text in passages.values():
             numbers.update(NUMBER.findall(text))
             names.update(n for n in _names(text) if len(n) > 2)
-        years = sorted(n for n in numbers if re.fullmatch(r"1[5-9]\d\d|20\d\d", n))
+        years = sorted(n for n in numbers if _is_year(n))
         return cls(sorted(n for n in numbers if n not in years), years, sorted(names))
+
+
+def _is_year(number: str) -> bool:
+    return re.fullmatch(r"1[5-9]\d\d|20\d\d", number) is not None
+
+
+def _replace_number(question: str, old: str, new: str) -> str:
+    return re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w.])", new, question, count=1)
+
+
+def _swap_in_passage(question: str, passage: str, rng: random.Random) -> tuple[str, str]:
+    """Another name or number of this passage in place of one of the question's (which the passage has)."""
+    passage_lower = passage.lower()
+    found = [("name", n) for n in _names(question) if n.lower() in passage_lower]
+    found += [("number", n) for n in NUMBER.findall(question) if n in passage]
+    if not found:
+        return "", "no_name"
+    kind, old = rng.choice(found)
+    if kind == "name":
+        options = sorted({n for n in _names(passage) if len(n) > 2 and n not in question
+                          and n.lower() not in old.lower() and old.lower() not in n.lower()})
+    else:
+        options = sorted({n for n in NUMBER.findall(passage) if n != old and n not in question
+                          and _is_year(n) == _is_year(old)})
+    if not options:
+        return "", "no_replacement"
+    new = rng.choice(options)
+    return (question.replace(old, new, 1) if kind == "name" else _replace_number(question, old, new)), "ok"
 
 
 def perturb(rule: str, question: str, passage: str, pools: Pools, rng: random.Random) -> tuple[str, str]:
     """(perturbed question, 'ok') or ('', why not) for one rule."""
     passage_lower = passage.lower()
+    if rule == "swap":
+        return _swap_in_passage(question, passage, rng)
     if rule == "number":
         found = NUMBER.findall(question)
         if not found:
             return "", "no_number"
         old = rng.choice(found)
-        pool = pools.years if re.fullmatch(r"1[5-9]\d\d|20\d\d", old) else pools.numbers
+        pool = pools.years if _is_year(old) else pools.numbers
         options = [n for n in pool if n != old and n not in passage]
         if not options:
             return "", "no_replacement"
-        return re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w.])", rng.choice(options), question, count=1), "ok"
+        return _replace_number(question, old, rng.choice(options)), "ok"
     if rule in ("name", "entity"):
         found = _names(question)
         if rule == "entity":  # the passage's own subject: its most frequent name that the question mentions

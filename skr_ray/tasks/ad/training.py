@@ -24,7 +24,7 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
 
     rows = [r for r in read_judgements(art.labels_dir, quarantine=False) if r["status"] == "ok"]
     examples = [{"query": r["query"], "passage": r["passage"], "label": int(r["answer"]),
-                 "query_id": r["query_id"]} for r in rows]
+                 "query_id": r["query_id"], "kind": r.get("kind", "")} for r in rows]
     train = [e for e in examples if _val_bucket(e["query_id"], cfg.train.seed) >= cfg.train.val_fraction]
     val = [e for e in examples if _val_bucket(e["query_id"], cfg.train.seed) < cfg.train.val_fraction]
     return train, val
