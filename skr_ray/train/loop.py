@@ -138,7 +138,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=float("inf"))
     if (start_epoch == 0 and loop_config.get("head_init") is not None and val_examples
-            and cfg.train.keep == "best_val_loss"):
+            and cfg.train.keep == "best_val_loss" and cfg.train.keep_start):
         # A fitted starting head (e.g. AD's probe) with LoRA at its identity start is a model in its own
         # right: epoch -1, kept when no training epoch validates better, so SKR never ends below its start.
         engine.eval()

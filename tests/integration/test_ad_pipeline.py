@@ -57,6 +57,7 @@ def ad_run(ray_local, tiny_judge_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ad-run")
     # SKR's head starts from a probe on frozen states; the lowest-validation-loss epoch is kept
     cfg = ad_config(tiny_judge_model_dir, out, "ad.head_init=probe", "train.keep=best_val_loss",
+                    "train.keep_start=true",
                     f"data.eval={out / 'evalset'}")
     return cfg, run_with_eval_hidden(cfg)
 

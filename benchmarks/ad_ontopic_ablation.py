@@ -1,0 +1,134 @@
+"""Which self-labelled negatives teach answerability: head-only probes fitted on subsets of one run's pairs.
+
+One AD run annotated with every on-topic source (e.g. ``ad.ontopic_sources=[rewrite,rules]``, all rules and a
+high ``ad.ontopic_negatives``) holds every kind of pair. Its frozen base states are computed once (and cached
+in the run, as the head-only system caches them); then a head is fitted on the states of each subset of pair
+kinds and scored on the labelled evaluation pairs (AUROC, AUPRC) and on the run's self-labelled validation
+split. Fitting a head takes seconds, so every row of the ablation comes from the same questions, the same
+states and the same evaluation pairs.
+
+    python benchmarks/ad_ontopic_ablation.py RUN_DIR [--per-question 2] [--out ablation.json] [key=value ...]
+
+Subsets: source labels only (own, hard, easy), + model rewrites, + rule perturbations (without swap),
++ swap, both, and on-topic negatives only (no other passages). ``--per-question`` caps the on-topic pairs
+per question, drawn at random as ``ad.ontopic_negatives`` draws them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from pathlib import Path
+
+SOURCE = ("own", "hard", "easy")
+RULES_NO_SWAP = ("rule_number", "rule_name", "rule_negation", "rule_entity")
+SUBSETS = {
+    "source labels only": SOURCE,
+    "+ model rewrites": SOURCE + ("rewrite",),
+    "+ rule perturbations": SOURCE + RULES_NO_SWAP,
+    "+ rules and swap": SOURCE + RULES_NO_SWAP + ("rule_swap",),
+    "both (rewrites, rules)": SOURCE + ("rewrite",) + RULES_NO_SWAP,
+    "both and swap": SOURCE + ("rewrite",) + RULES_NO_SWAP + ("rule_swap",),
+    "on-topic only (own, rewrites, rules, swap)": ("own", "rewrite") + RULES_NO_SWAP + ("rule_swap",),
+}
+
+
+def cap(examples: list[dict], kinds: tuple[str, ...], per_question: int, seed: int) -> list[dict]:
+    """The examples of ``kinds``; at most ``per_question`` on-topic ones per question (0 = all)."""
+    keep = [e for e in examples if e["kind"] in kinds]
+    if not per_question:
+        return keep
+    rng = random.Random(seed)
+    by_question: dict[str, list[int]] = {}
+    for i, e in enumerate(keep):
+        if e["kind"] not in SOURCE:
+            by_question.setdefault(e["query_id"], []).append(i)
+    drop = set()
+    for idx in by_question.values():
+        if len(idx) > per_question:
+            drop.update(set(idx) - set(rng.sample(idx, per_question)))
+    return [e for i, e in enumerate(keep) if i not in drop]
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    from skr_ray.artifacts import Artifacts
+    from skr_ray.config import load_config
+    from skr_ray.ray_utils import ensure_ray
+    from skr_ray.tasks.ad.metrics import classification_metrics
+    from skr_ray.tasks.ad.pairs import read_eval_pairs
+    from skr_ray.tasks.ad.probe import fit_head, self_label_states
+    from skr_ray.tasks.ad.scoring import cached_score_pairs
+    from skr_ray.tasks.ad.training import load_examples, resolve_pos_weight
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--per-question", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=0, help="head epochs; 0 = evaluate.head_only_epochs")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_config(args.run / "annotate" / "config.yaml", [f"output_dir={args.run}", *args.overrides])
+    art = Artifacts(cfg.output_dir)
+    ensure_ray(cfg.ray)
+    train, val = load_examples(cfg, art)
+    x_tr, y_tr, x_va, y_va = self_label_states(cfg, art, train, val)  # cached: the same file head_only reads
+    pairs = read_eval_pairs(cfg.data.eval, cfg.data.max_chars, cfg.evaluate.max_pairs, cfg.seed)
+    labels = np.asarray([p.label for p in pairs])
+    rows = [{"pair_id": p.pair_id, "query": p.query, "passage": p.passage} for p in pairs]
+    dev = cached_score_pairs(rows, cfg, "states", None, art.embedding_cache, "base_states")
+    x_dev = torch.tensor(np.asarray([r["state"] for r in dev]), dtype=torch.float32)
+    epochs = args.epochs or cfg.evaluate.head_only_epochs
+    print(f"{args.run}: {len(train)} train / {len(val)} validation self-labelled pairs; "
+          f"{len(pairs)} evaluation pairs ({int(labels.sum())} positive); head {epochs} epochs, "
+          f"on-topic per question: {args.per_question or 'all'}")
+    print("| negatives | train pairs (on-topic) | self-label val AUROC | own vs on-topic val AUROC | eval AUROC "
+          "| eval AUPRC |")
+    print("|---|---|---|---|---|---|")
+    out = {}
+    index = {id(e): i for i, e in enumerate(train + val)}
+    # one label-free yardstick for every subset: the validation split's own passages (1) against all of its
+    # on-topic variants (0), whichever subset the head was fitted on
+    on_val = [e for e in val if e["kind"] not in ("hard", "easy")]
+    x_ontopic = x_va[[index[id(e)] - len(train) for e in on_val]] if on_val else x_va[:0]
+    y_ontopic = np.asarray([e["label"] for e in on_val])
+    print(f"on-topic yardstick: {len(on_val)} validation pairs ({int(y_ontopic.sum())} own passages)")
+    for name, kinds in SUBSETS.items():
+        tr = cap(train, kinds, args.per_question, cfg.seed)
+        va = cap(val, kinds, args.per_question, cfg.seed)
+        if not tr or len({e["label"] for e in tr}) < 2:
+            print(f"| {name} | {len(tr)} | – | – | – | – |")
+            continue
+        n = len(train)
+        pick = lambda xs, a, b: (a[[index[id(e)] for e in xs]] if xs else a[:0])  # noqa: E731
+        x_all = torch.cat([x_tr, x_va])
+        y_all = torch.cat([y_tr, y_va])
+        head, threshold, _ = fit_head(cfg, pick(tr, x_all, n), pick(tr, y_all, n), pick(va, x_all, n),
+                                            pick(va, y_all, n), resolve_pos_weight(cfg, tr), epochs)
+        x_v, y_v = pick(va, x_all, n), pick(va, y_all, n)
+        with torch.no_grad():
+            scores = torch.sigmoid(head(x_dev)).numpy()
+            val_scores = torch.sigmoid(head(x_v)).numpy() if len(va) else None
+            ontopic_scores = torch.sigmoid(head(x_ontopic)).numpy() if len(x_ontopic) else None
+        m = classification_metrics(labels, scores, threshold)
+        val_auroc = (classification_metrics(y_v.numpy(), val_scores, threshold).get("auroc")
+                     if val_scores is not None and len(set(y_v.tolist())) == 2 else None)
+        ontopic_auroc = (classification_metrics(y_ontopic, ontopic_scores, threshold).get("auroc")
+                         if ontopic_scores is not None else None)
+        ontopic = sum(e["kind"] not in SOURCE for e in tr)
+        out[name] = {"train_pairs": len(tr), "ontopic": ontopic, "val_auroc": val_auroc,
+                     "ontopic_val_auroc": ontopic_auroc, "auroc": m["auroc"], "auprc": m["auprc"]}
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"| {name} | {len(tr)} ({ontopic}) | {fmt(val_auroc)} | {fmt(ontopic_auroc)} | {fmt(m['auroc'])} "
+              f"| {fmt(m['auprc'])} |")
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
