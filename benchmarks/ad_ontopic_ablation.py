@@ -9,6 +9,12 @@ states and the same evaluation pairs.
 
     python benchmarks/ad_ontopic_ablation.py RUN_DIR [--per-question 2] [--out ablation.json] [key=value ...]
 
+With ``--layers 6,14,18,30`` it also fits a logistic probe on other states of the same prompts, per layer: the
+final token's (what the AD head reads at the top layer) and the mean over the question's tokens (from
+"Question:" on). Those states come from one in-process forward pass over every pair, cached in the run
+(``evaluate/cache/layer_states-*.npz``). A lexical reference row needs no model: the share of the question's
+word bigrams that occur in the passage.
+
 Subsets: source labels only (own, hard, easy), + model rewrites, + rule perturbations (without swap),
 + swap, both, and on-topic negatives only (no other passages). ``--per-question`` caps the on-topic pairs
 per question, drawn at random as ``ad.ontopic_negatives`` draws them.
@@ -52,6 +58,99 @@ def cap(examples: list[dict], kinds: tuple[str, ...], per_question: int, seed: i
     return [e for i, e in enumerate(keep) if i not in drop]
 
 
+def bigram_overlap(question: str, passage: str) -> float:
+    """Share of the question's word bigrams found in the passage (a label-free lexical reference)."""
+    import re
+
+    q = re.findall(r"[a-z0-9]+", question.lower())
+    d = re.findall(r"[a-z0-9]+", passage.lower())
+    have = set(zip(d, d[1:]))
+    grams = list(zip(q, q[1:]))
+    return sum(g in have for g in grams) / max(1, len(grams))
+
+
+def layer_states(cfg, queries: list[str], passages: list[str], layers: list[int], cache: Path) -> dict:
+    """{'last': (N, layers, D), 'question_mean': (N, layers, D)} of the base model on the AD prompts (cached)."""
+    import hashlib
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from skr_ray.models.backbone import load_backbone, set_threads
+    from skr_ray.tasks.ad.prompts import render_prompts
+
+    key = hashlib.sha256(repr((cfg.model.name_or_path, cfg.ad.max_passage_tokens, layers, queries, passages))
+                         .encode()).hexdigest()[:16]
+    path = cache / f"layer_states-{key}.npz"
+    if path.is_file():
+        return dict(np.load(path))
+    set_threads(cfg.model, 1)
+    model, tok = load_backbone(cfg.model)
+    model.eval()
+    prompts = render_prompts(tok, queries, passages, cfg.ad.max_passage_tokens)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    starts = [len(tok(p[: p.rindex("\n\nQuestion: ")], add_special_tokens=False)["input_ids"]) for p in prompts]
+    hidden = model.config.get_text_config().hidden_size
+    last = np.zeros((len(ids), len(layers), hidden), np.float32)
+    question_mean = np.zeros_like(last)
+    order = np.argsort([len(i) for i in ids], kind="stable")  # similar lengths per pass: less padding
+    for b in tqdm(range(0, len(ids), 16), desc="layer states", mininterval=10):
+        idx = order[b : b + 16]
+        width = max(len(ids[i]) for i in idx)
+        x = torch.full((len(idx), width), tok.pad_token_id)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            x[r, width - len(ids[i]):] = torch.tensor(ids[i])
+            mask[r, width - len(ids[i]):] = 1
+        with torch.inference_mode():
+            hs = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states
+        for r, i in enumerate(idx):
+            first = width - len(ids[i]) + starts[i]
+            for j, layer in enumerate(layers):
+                last[i, j] = hs[layer][r, -1].float().numpy()
+                question_mean[i, j] = hs[layer][r, first:].float().mean(0).numpy()
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, last=last, question_mean=question_mean)
+    return {"last": last, "question_mean": question_mean}
+
+
+def layer_study(cfg, art, train: list[dict], val: list[dict], pairs, labels, layers: list[int]) -> dict:
+    """Logistic probes (standardized, C=0.05, balanced) per layer and pooling, on the self-labels of ``train``
+    (source labels + rewrites + rules), scored on the evaluation pairs and on the own-vs-on-topic yardstick."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    examples = train + val
+    self_states = layer_states(cfg, [e["query"] for e in examples], [e["passage"] for e in examples], layers,
+                               art.embedding_cache)
+    eval_states = layer_states(cfg, [p.query for p in pairs], [p.passage for p in pairs], layers,
+                               art.embedding_cache)
+    kinds = SUBSETS["both (rewrites, rules)"]
+    fit = [i for i, e in enumerate(train) if e["kind"] in kinds]
+    yard = [len(train) + i for i, e in enumerate(val) if e["kind"] not in ("hard", "easy")]
+    y = np.asarray([e["label"] for e in examples])
+    print(f"\nlayer study: logistic probe on {len(fit)} self-labelled pairs (source labels, rewrites, rules)")
+    print("| pooling | layer | own vs on-topic val AUROC | eval AUROC | eval AUPRC |")
+    print("|---|---|---|---|---|")
+    out = {}
+    for pooling in ("last", "question_mean"):
+        for j, layer in enumerate(layers):
+            x, x_eval = self_states[pooling][:, j], eval_states[pooling][:, j]
+            scale = StandardScaler().fit(x[fit])
+            probe = LogisticRegression(C=0.05, max_iter=2000, class_weight="balanced")
+            probe.fit(scale.transform(x[fit]), y[fit])
+            s_eval = probe.decision_function(scale.transform(x_eval))
+            s_yard = probe.decision_function(scale.transform(x[yard]))
+            row = {"ontopic_val_auroc": float(roc_auc_score(y[yard], s_yard)),
+                   "auroc": float(roc_auc_score(labels, s_eval)), "auprc": float(average_precision_score(labels, s_eval))}
+            out[f"{pooling}@{layer}"] = row
+            print(f"| {pooling} | {layer} | {row['ontopic_val_auroc']:.3f} | {row['auroc']:.3f} | {row['auprc']:.3f} |")
+    return out
+
+
 def main() -> None:
     import numpy as np
     import torch
@@ -70,6 +169,7 @@ def main() -> None:
     parser.add_argument("--per-question", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=0, help="head epochs; 0 = evaluate.head_only_epochs")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--layers", default="", help="e.g. 6,14,18,30: the per-layer probe study")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -126,6 +226,16 @@ def main() -> None:
         fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"| {name} | {len(tr)} ({ontopic}) | {fmt(val_auroc)} | {fmt(ontopic_auroc)} | {fmt(m['auroc'])} "
               f"| {fmt(m['auprc'])} |")
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    lexical = np.asarray([bigram_overlap(p.query, p.passage) for p in pairs])
+    out["lexical: question bigrams in the passage"] = {"auroc": float(roc_auc_score(labels, lexical)),
+                                                       "auprc": float(average_precision_score(labels, lexical))}
+    print(f"| lexical reference: share of the question's bigrams in the passage (no model) | – | – | – | "
+          f"{out['lexical: question bigrams in the passage']['auroc']:.3f} | "
+          f"{out['lexical: question bigrams in the passage']['auprc']:.3f} |")
+    if args.layers:
+        out["layer_study"] = layer_study(cfg, art, train, val, pairs, labels, [int(v) for v in args.layers.split(",")])
     if args.out:
         args.out.write_text(json.dumps(out, indent=2))
 
