@@ -192,6 +192,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     out = {}
     index = {id(e): i for i, e in enumerate(train + val)}
+    x_all, y_all = torch.cat([x_tr, x_va]), torch.cat([y_tr, y_va])
+
+    def pick(examples: list[dict], rows: torch.Tensor) -> torch.Tensor:
+        return rows[[index[id(e)] for e in examples]] if examples else rows[:0]
+
     # one label-free yardstick for every subset: the validation split's own passages (1) against all of its
     # on-topic variants (0), whichever subset the head was fitted on
     on_val = [e for e in val if e["kind"] not in ("hard", "easy")]
@@ -204,13 +209,9 @@ def main() -> None:
         if not tr or len({e["label"] for e in tr}) < 2:
             print(f"| {name} | {len(tr)} | – | – | – | – |")
             continue
-        n = len(train)
-        pick = lambda xs, a, b: (a[[index[id(e)] for e in xs]] if xs else a[:0])  # noqa: E731
-        x_all = torch.cat([x_tr, x_va])
-        y_all = torch.cat([y_tr, y_va])
-        head, threshold, _ = fit_head(cfg, pick(tr, x_all, n), pick(tr, y_all, n), pick(va, x_all, n),
-                                            pick(va, y_all, n), resolve_pos_weight(cfg, tr), epochs)
-        x_v, y_v = pick(va, x_all, n), pick(va, y_all, n)
+        x_t, y_t = pick(tr, x_all), pick(tr, y_all)
+        x_v, y_v = pick(va, x_all), pick(va, y_all)
+        head, threshold, _ = fit_head(cfg, x_t, y_t, x_v, y_v, resolve_pos_weight(cfg, tr), epochs)
         with torch.no_grad():
             scores = torch.sigmoid(head(x_dev)).numpy()
             val_scores = torch.sigmoid(head(x_v)).numpy() if len(va) else None
