@@ -60,10 +60,9 @@ def cap(examples: list[dict], kinds: tuple[str, ...], per_question: int, seed: i
 
 def bigram_overlap(question: str, passage: str) -> float:
     """Share of the question's word bigrams found in the passage (a label-free lexical reference)."""
-    import re
+    from skr_ray.tasks.ad.ontopic import words
 
-    q = re.findall(r"[a-z0-9]+", question.lower())
-    d = re.findall(r"[a-z0-9]+", passage.lower())
+    q, d = words(question), words(passage)  # the tokenization the on-topic rules use
     have = set(zip(d, d[1:]))
     grams = list(zip(q, q[1:]))
     return sum(g in have for g in grams) / max(1, len(grams))

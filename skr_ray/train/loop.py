@@ -141,12 +141,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             and cfg.train.keep == "best_val_loss" and cfg.train.keep_start):
         # A fitted starting head (e.g. AD's probe) with LoRA at its identity start is a model in its own
         # right: epoch -1, kept when no training epoch validates better, so SKR never ends below its start.
-        engine.eval()
-        metrics = {"epoch": INITIAL_EPOCH, **hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info)}
-        engine.train()
-        if "threshold" in metrics:
-            head_info["threshold"] = metrics["threshold"]
-        history.append(metrics)
+        metrics = _validate_into({"epoch": INITIAL_EPOCH}, history, hooks, engine, tokenizer, val_examples, cfg,
+                                 device, head_info)
         if rank == 0:
             log.info("before training (the fitted starting head): %s", json.dumps(metrics))
         if metrics.get("val_loss", float("inf")) < best_loss:
@@ -183,12 +179,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         if steps_per_epoch > 1:  # without the first step (lazy set-up, cold caches), as a plain loop is timed
             metrics["steady_samples_per_s"] = (steps_per_epoch - 1) * bs * world / max(elapsed - first_step, 1e-9)
-        engine.eval()
-        metrics.update(hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info))
-        engine.train()
-        if "threshold" in metrics:  # decision threshold picked on the self-labelled validation split
-            head_info["threshold"] = metrics["threshold"]
-        history.append(metrics)
+        _validate_into(metrics, history, hooks, engine, tokenizer, val_examples, cfg, device, head_info)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             engine.save_checkpoint(str(tmp_path / "deepspeed"), tag="state", exclude_frozen_parameters=True)
@@ -200,6 +191,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if rank == 0 and cfg.train.keep == "best_val_loss":  # loadable parts only, no optimizer
                     export_checkpoint(tmp_path, Path(loop_config["storage"]) / BEST, cfg)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _validate_into(metrics: dict, history: list[dict], hooks: Any, engine: Any, tokenizer: Any,
+                   val_examples: list, cfg: Any, device: torch.device, head_info: dict) -> dict:
+    """Validate in eval mode, adopt the decision threshold picked on the self-labelled validation split
+    (when the task picks one) and append the epoch's metrics to the history."""
+    engine.eval()
+    metrics.update(hooks.validate(engine, tokenizer, val_examples, cfg, device, head_info))
+    engine.train()
+    if "threshold" in metrics:
+        head_info["threshold"] = metrics["threshold"]
+    history.append(metrics)
+    return metrics
 
 
 def _save_loadable(path: Path, backbone: nn.Module, head: nn.Module, head_info: dict, epoch: int,
