@@ -342,6 +342,10 @@ class ADConfig:
     head_input_norm: str = "batch"
     """'batch': standardize the final-token state per feature before the MLP (BatchNorm, no affine);
     'none': the raw state."""
+    head_layer: int = 0
+    """The head systems (SKR, head-only) read the final token's state after decoder layer N, and only layers
+    1..N run (the stack is cut there; LoRA goes on the top train.lora_layers of those N); 0 = every layer.
+    Self-annotation and the answer-as-text systems (base, SFT) keep every layer. Text pairs only."""
     pos_weight: float = 1.0
     """BCE weight of the positive class; 0 = n_negative / n_positive of the training split."""
     label_source: str = "judge"
@@ -362,6 +366,8 @@ class ADConfig:
             raise ConfigError(f"ad.head_init must be one of {AD_HEAD_INITS}, got {self.head_init!r}")
         if self.probe_epochs < 1:
             raise ConfigError("ad.probe_epochs must be >= 1")
+        if self.head_layer < 0:
+            raise ConfigError(f"ad.head_layer must be >= 0 (0 = every layer), got {self.head_layer}")
         if self.head_input_norm not in HEAD_INPUT_NORMS:
             raise ConfigError(f"ad.head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.label_source not in AD_LABEL_SOURCES:
@@ -517,6 +523,14 @@ class SKRConfig:
             raise ConfigError(
                 f"evaluate.systems: unknown system(s) {bad} for task {self.task!r}; known: {known}"
             )
+        if self.ad.head_layer and self.task == "ad":  # (an AD run's question-writing IR stage carries it unused)
+            if self.data.modality != "text":
+                raise ConfigError("ad.head_layer applies to text pairs only (data.modality: text)")
+            if self.train.cache_frozen_prefix and self.train.lora_layers >= self.ad.head_layer:
+                raise ConfigError(
+                    f"train.cache_frozen_prefix caches the layers below LoRA: train.lora_layers "
+                    f"({self.train.lora_layers}) must be below ad.head_layer ({self.ad.head_layer})"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

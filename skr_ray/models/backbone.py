@@ -133,10 +133,31 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def keep_layers(model: PreTrainedModel, n: int) -> PreTrainedModel:
+    """Cut a text decoder after its first ``n`` layers (in place): its output is then the final norm of layer
+    ``n``'s states, and the layers above never run. ``n`` = 0 or the model's depth leaves it whole."""
+    from skr_ray.models.encoding import decoder_body
+
+    body = decoder_body(model)
+    depth = len(body.layers)
+    if n == 0 or n == depth:
+        return model
+    if not 0 < n < depth:
+        raise ValueError(f"cannot keep {n} decoder layers of a model with {depth}")
+    body.layers = body.layers[:n]
+    config = model.config.get_text_config()
+    config.num_hidden_layers = n
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:n]
+    log.info("decoder cut after layer %d of %d: the head reads layer %d", n, depth, n)
+    return model
+
+
 def load_backbone(
-    cfg: ModelConfig, device: str | torch.device = "cpu"
+    cfg: ModelConfig, device: str | torch.device = "cpu", layers: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode on ``device``.
+    """Load (model, tokenizer) in eval mode on ``device``; ``layers`` > 0 keeps only the first that many
+    decoder layers (keep_layers: a head that reads an inner layer), text models only.
 
     Vision-language models (config with a ``vision_config``) come with their processor instead of a
     tokenizer (``processor.tokenizer`` is the tokenizer); see skr_ray.models.vision.
@@ -145,6 +166,8 @@ def load_backbone(
     from skr_ray.models.vision import is_vision_model, load_vision_model
 
     if is_vision_model(path):
+        if layers:
+            raise ModelLoadError(f"{path} is a vision-language model: cutting its decoder (layers={layers}) is text-only")
         try:
             return load_vision_model(path, _DTYPES[cfg.dtype], device)
         except Exception as exc:  # noqa: BLE001 - re-raised with the path named
@@ -156,6 +179,7 @@ def load_backbone(
     tokenizer = load_tokenizer(path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    keep_layers(model, layers)
     model.to(device)
     model.eval()
     return model, tokenizer

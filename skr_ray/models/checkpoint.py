@@ -58,6 +58,11 @@ class SKRModel:
     config: SKRConfig
 
 
+def head_layers(head_info: dict[str, Any]) -> int:
+    """Decoder layers a checkpoint's head reads (0 = every layer); answer-as-text (SFT) models keep them all."""
+    return 0 if head_info.get("objective", "head") == "sft" else int(head_info.get("layers", 0) or 0)
+
+
 def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> SKRModel:
     """Backbone + LoRA adapter + head from an SKR checkpoint folder."""
     from skr_ray.tasks import get_task
@@ -67,7 +72,7 @@ def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu
         raise FileNotFoundError(f"{root} is not an SKR checkpoint (needs {ADAPTER}/ and {HEAD_CONFIG})")
     cfg = load_config(root / RUN_CONFIG)
     head_info = json.loads((root / HEAD_CONFIG).read_text())
-    base, tokenizer = load_backbone(cfg.model, device=device)
+    base, tokenizer = load_backbone(cfg.model, device=device, layers=head_layers(head_info))
     model = PeftModel.from_pretrained(base, str(root / ADAPTER))
     model.eval()
     if head_info.get("objective", "head") == "sft":  # answers through the LM head: no task head

@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 class AdapterBank:
     """The base model once, with any number of named LoRA adapters and their heads attached."""
 
-    def __init__(self, model_cfg: ModelConfig, device: str = "cpu") -> None:
+    def __init__(self, model_cfg: ModelConfig, device: str = "cpu", layers: int = 0) -> None:
         from skr_ray.models.backbone import load_backbone
 
         self.device = device
-        self.base, loaded = load_backbone(model_cfg, device=device)
+        self.base, loaded = load_backbone(model_cfg, device=device, layers=layers)  # layers: see keep_layers
         # Vision-language backbones come with a processor (images + text); text backbones with a tokenizer.
         self.processor = loaded if hasattr(loaded, "image_processor") else None
         self.tokenizer = loaded.tokenizer if self.processor is not None else loaded
@@ -209,7 +209,11 @@ class SKRBackbone:
         set_threads(base, 1)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.entries = entries
-        self.bank = AdapterBank(base, device)
+        from skr_ray.models.checkpoint import head_layers
+
+        # Entries share a backbone only when they read the same decoder depth (serve.registry).
+        layers = max((head_layers(e.head_info) for e in entries.values()), default=0)
+        self.bank = AdapterBank(base, device, layers=layers)
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         floor = float(options.get("batch_wait_timeout_s", 0.01))
         ceiling = float(options.get("max_batch_wait_s", 0.2))

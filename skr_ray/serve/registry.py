@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from skr_ray.config import ModelConfig, load_config
-from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, RUN_CONFIG
+from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, RUN_CONFIG, head_layers
 from skr_ray.models.vision import is_vision_model
 
 
@@ -62,7 +62,8 @@ def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[
         ckpt = _resolve_checkpoint(Path(raw).expanduser().resolve())
         info = json.loads((ckpt / HEAD_CONFIG).read_text())
         cfg = load_config(ckpt / RUN_CONFIG)
-        identity = (cfg.model.name_or_path, cfg.model.gguf_file, cfg.model.dtype)
+        # A head that reads an inner layer runs a cut decoder: a backbone of its own (ad.head_layer).
+        identity = (cfg.model.name_or_path, cfg.model.gguf_file, cfg.model.dtype, head_layers(info))
         if identity not in keys:
             keys[identity] = f"backbone-{len(keys)}"
             bases[keys[identity]] = cfg.model

@@ -71,7 +71,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
     from skr_ray.models.backbone import load_backbone, set_threads
-    from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.checkpoint import add_lora, head_layers
     from skr_ray.tasks import get_task
     from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
@@ -84,11 +84,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     task = get_task(cfg.task)
     hooks = task.training_hooks()
-    backbone, tokenizer = load_backbone(cfg.model, device=device)
+    head_info = dict(loop_config["head_info"])
+    backbone, tokenizer = load_backbone(cfg.model, device=device, layers=head_layers(head_info))
     if cfg.train.gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = add_lora(backbone, cfg.train)
-    head_info = dict(loop_config["head_info"])
     if hasattr(hooks, "build_head"):  # tasks with more than one objective (e.g. AD's SFT baseline)
         head: nn.Module = hooks.build_head(backbone, head_info)
     else:

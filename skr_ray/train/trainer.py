@@ -88,6 +88,8 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else gpus > 0
     workers = cfg.train.num_workers or (max(1, int(gpus)) if use_gpu else 1)
     head_info = {"task": cfg.task, "objective": objective, **hooks.head_info(cfg, train_pairs)}
+    if objective == "sft":
+        head_info.pop("layers", None)  # answers through the LM head: every decoder layer runs
 
     from skr_ray.models.backbone import materialize
 

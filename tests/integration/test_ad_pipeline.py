@@ -55,9 +55,10 @@ def ad_run(ray_local, tiny_judge_model_dir, tmp_path_factory):
     from tests.tiny import run_with_eval_hidden
 
     out = tmp_path_factory.mktemp("ad-run")
-    # SKR's head starts from a probe on frozen states; the lowest-validation-loss epoch is kept
+    # SKR's head starts from a probe on frozen states; the lowest-validation-loss epoch is kept. The head
+    # systems read the state after the first of the tiny model's two layers; annotation and SFT use both.
     cfg = ad_config(tiny_judge_model_dir, out, "ad.head_init=probe", "train.keep=best_val_loss",
-                    "train.keep_start=true",
+                    "train.keep_start=true", "ad.head_layer=1",
                     f"data.eval={out / 'evalset'}")
     return cfg, run_with_eval_hidden(cfg)
 
@@ -112,6 +113,11 @@ def test_checkpoints_and_thresholds(ad_run):
     assert sft["objective"] == "sft" and not (art.sft_checkpoint_dir / "head.safetensors").exists()
     skr = load_skr_model(art.checkpoint_dir)  # no Ray needed
     import torch
+
+    from skr_ray.models.encoding import decoder_body
+
+    assert info["layers"] == 1 and len(decoder_body(skr.model).layers) == 1  # ad.head_layer=1: the decoder cut
+    assert "layers" not in sft and len(decoder_body(load_skr_model(art.sft_checkpoint_dir).model).layers) == 2
 
     probs = torch.sigmoid(skr.head(torch.randn(3, skr.model.config.hidden_size)))
     assert probs.shape == (3,) and bool(((probs > 0) & (probs < 1)).all())

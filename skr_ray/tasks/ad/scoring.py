@@ -48,8 +48,9 @@ class PairScorer:
             self.tokenizer = skr.tokenizer
             if skr.head_info.get("objective", "head") == "head":
                 self.head = skr.head
-        else:
-            self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device)
+        else:  # the base model; the head-only baseline's states come from the layer its head reads
+            self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device,
+                                                       layers=self.cfg.ad.head_layer if mode == "states" else 0)
         if mode == "head" and self.head is None:
             raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
         self.model.eval()
@@ -186,6 +187,8 @@ def score_cache_path(rows: list[dict], cfg: Any, mode: str, checkpoint: str | No
     from skr_ray.models.checkpoint import checkpoint_stamp
 
     stamp = checkpoint_stamp(checkpoint) if checkpoint else cfg.model.name_or_path
+    if not checkpoint and mode == "states" and cfg.ad.head_layer:
+        stamp += f"|layers={cfg.ad.head_layer}"  # another layer's states are other states
     content = hashlib.sha256()
     for r in rows:
         content.update(f"{r['pair_id']}\0{r['query']}\0{r['passage']}\0".encode())

@@ -50,6 +50,7 @@ def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
         "pos_weight": resolve_pos_weight(cfg, train),
         "train_class_balance": {"yes": pos, "no": len(train) - pos},
         "threshold": 0.5,
+        "layers": cfg.ad.head_layer,  # decoder layers the head reads through (0 = every layer)
     }
 
 
