@@ -50,7 +50,7 @@ class PairScorer:
                 self.head = skr.head
         else:  # the base model; the head-only baseline's states come from the layer its head reads
             self.model, self.tokenizer = load_backbone(self.cfg.model, device=self.device,
-                                                       layers=self.cfg.ad.head_layer if mode == "states" else 0)
+                                                       layers=base_layers(self.cfg, mode, checkpoint))
         if mode == "head" and self.head is None:
             raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
         self.model.eval()
@@ -181,14 +181,21 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def base_layers(cfg: Any, mode: str, checkpoint: str | None) -> int:
+    """Decoder layers the base model runs when scoring without a checkpoint: the head-only baseline's states
+    come from the layer its head reads (``ad.head_layer``); the judge keeps every layer (0)."""
+    return cfg.ad.head_layer if not checkpoint and mode == "states" else 0
+
+
 def score_cache_path(rows: list[dict], cfg: Any, mode: str, checkpoint: str | None, cache: Path, name: str) -> Path:
     """Keyed by content: the checkpoint's weights and every row's (id, question, passage), so another seed,
     split or sample with the same row ids never reads the states of other pairs."""
     from skr_ray.models.checkpoint import checkpoint_stamp
 
     stamp = checkpoint_stamp(checkpoint) if checkpoint else cfg.model.name_or_path
-    if not checkpoint and mode == "states" and cfg.ad.head_layer:
-        stamp += f"|layers={cfg.ad.head_layer}"  # another layer's states are other states
+    layers = base_layers(cfg, mode, checkpoint)
+    if layers:
+        stamp += f"|layers={layers}"  # another layer's states are other states
     content = hashlib.sha256()
     for r in rows:
         content.update(f"{r['pair_id']}\0{r['query']}\0{r['passage']}\0".encode())
