@@ -77,6 +77,7 @@ def layer_states(cfg, queries: list[str], passages: list[str], layers: list[int]
     from tqdm.auto import tqdm
 
     from skr_ray.models.backbone import load_backbone, set_threads
+    from skr_ray.models.encoding import pad_left
     from skr_ray.tasks.ad.prompts import render_prompts
 
     key = hashlib.sha256(repr((cfg.model.name_or_path, cfg.ad.max_passage_tokens, layers, queries, passages))
@@ -96,14 +97,10 @@ def layer_states(cfg, queries: list[str], passages: list[str], layers: list[int]
     order = np.argsort([len(i) for i in ids], kind="stable")  # similar lengths per pass: less padding
     for b in tqdm(range(0, len(ids), 16), desc="layer states", mininterval=10):
         idx = order[b : b + 16]
-        width = max(len(ids[i]) for i in idx)
-        x = torch.full((len(idx), width), tok.pad_token_id)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            x[r, width - len(ids[i]):] = torch.tensor(ids[i])
-            mask[r, width - len(ids[i]):] = 1
+        batch = pad_left([ids[i] for i in idx], tok.pad_token_id)
+        width = batch["input_ids"].shape[1]
         with torch.inference_mode():
-            hs = model(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states
+            hs = model(**batch, output_hidden_states=True).hidden_states
         for r, i in enumerate(idx):
             first = width - len(ids[i]) + starts[i]
             for j, layer in enumerate(layers):
@@ -229,11 +226,10 @@ def main() -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     lexical = np.asarray([bigram_overlap(p.query, p.passage) for p in pairs])
-    out["lexical: question bigrams in the passage"] = {"auroc": float(roc_auc_score(labels, lexical)),
-                                                       "auprc": float(average_precision_score(labels, lexical))}
+    row = out["lexical: question bigrams in the passage"] = {"auroc": float(roc_auc_score(labels, lexical)),
+                                                             "auprc": float(average_precision_score(labels, lexical))}
     print(f"| lexical reference: share of the question's bigrams in the passage (no model) | – | – | – | "
-          f"{out['lexical: question bigrams in the passage']['auroc']:.3f} | "
-          f"{out['lexical: question bigrams in the passage']['auprc']:.3f} |")
+          f"{row['auroc']:.3f} | {row['auprc']:.3f} |")
     if args.layers:
         out["layer_study"] = layer_study(cfg, art, train, val, pairs, labels, [int(v) for v in args.layers.split(",")])
     if args.out:
