@@ -31,6 +31,28 @@ def latest_ray_checkpoint(storage: Path) -> Path | None:
     return max(candidates)[2] if candidates else None
 
 
+# head_info keys that fix the shapes and the inputs a checkpoint was trained with: a killed run resumes only
+# under the same values (the threshold and class counts may differ; they are refitted or informational)
+RESUME_KEYS = ("task", "objective", "layers", "hidden_size", "pooling", "prompt", "max_passage_tokens", "options",
+               "target", "documents", "normalize")
+
+
+def check_resume(checkpoint: Path, head_info: dict[str, Any], train_dir: Path) -> None:
+    """Refuse to resume a killed training run whose checkpoint was made with other head settings (e.g. another
+    ``ad.head_layer``): DeepSpeed would fail on its state with a key error that names no setting."""
+    path = checkpoint / HEAD_CONFIG
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = [f"{k}: {saved.get(k)!r} in the checkpoint, {head_info.get(k)!r} now"
+               for k in RESUME_KEYS if saved.get(k) != head_info.get(k)]
+    if changed:
+        raise StageInputError(
+            f"{train_dir} holds a killed training run made with other settings ({'; '.join(changed)}); "
+            f"resume it with the settings it ran with, or delete {train_dir} (or pick another output_dir) "
+            "to train afresh")
+
+
 def plot_history(history: list[dict[str, Any]], path: Path, kept: int | None = None) -> None:
     import matplotlib
 
@@ -107,6 +129,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     storage.mkdir(parents=True, exist_ok=True)
     resume_from = latest_ray_checkpoint(storage)
     if resume_from:
+        check_resume(resume_from, head_info, train_dir)
         log.info("resuming training from %s", resume_from)
     head_init = None
     if resume_from is None and hasattr(hooks, "initial_head_state"):  # a resumed run has its head already

@@ -119,3 +119,23 @@ def test_a_served_cut_head_scores_as_its_checkpoint_does(tmp_path, tiny_model_di
     with torch.no_grad():
         direct = torch.sigmoid(skr.head(shared_prompt_prefix(skr.model, skr.tokenizer).states(rows).float()))
     torch.testing.assert_close(served, direct)
+
+
+def test_a_killed_training_run_resumes_only_under_its_own_head_settings(tmp_path):
+    """Resuming with another ``ad.head_layer`` names the setting instead of failing inside DeepSpeed."""
+    import json
+
+    from skr_ray.artifacts import StageInputError
+    from skr_ray.train.trainer import check_resume, latest_ray_checkpoint
+
+    ckpt = tmp_path / "train" / "ray" / "reexpression" / "checkpoint_000001"
+    (ckpt / "deepspeed").mkdir(parents=True)
+    (ckpt / "deepspeed" / "latest").write_text("state")
+    (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "history": []}))
+    info = {"task": "ad", "objective": "head", "layers": 14, "hidden_size": 64, "threshold": 0.31}
+    (ckpt / "head.json").write_text(json.dumps(info))
+    found = latest_ray_checkpoint(tmp_path / "train" / "ray")
+    assert found == ckpt
+    check_resume(found, {**info, "threshold": 0.5}, tmp_path / "train")  # a refitted threshold is no change
+    with pytest.raises(StageInputError, match=r"layers: 14 in the checkpoint, 0 now.*delete .*train"):
+        check_resume(found, {**info, "layers": 0}, tmp_path / "train")
