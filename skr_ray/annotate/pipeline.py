@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.corpus import read_corpus, resolve_corpus, validate_corpus
+from skr_ray.corpus import add_length, drop_done, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
 from skr_ray.ray_utils import actor_pool
@@ -309,16 +309,6 @@ def journal_counts(journal_dir: Path) -> Counter:
     return counts
 
 
-def _drop_done(batch: dict[str, np.ndarray], done: list[str]) -> dict[str, np.ndarray]:
-    keep = ~np.isin(batch[DOC_ID].astype(str), np.asarray(done, dtype=str))
-    return {k: v[keep] for k, v in batch.items()}
-
-
-def _add_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    batch["n_chars"] = np.asarray([len(str(t)) for t in batch[TEXT]], dtype=np.int64)
-    return batch
-
-
 def _drain(ds: Any, documents: int) -> None:
     from tqdm.auto import tqdm
 
@@ -393,12 +383,12 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         return _finish(cfg, art, total, done_ids, start, unreadable)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
-        ds = ds.map_batches(_drop_done, fn_kwargs={"done": done_ids})
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_ids})
     Artifacts.write_config(art.annotate_dir, cfg)
     remaining = total - len(done_ids)
     if remaining > 0:
         actors, gpus = annotation_pool(cfg)
-        ds = ds.map_batches(_add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
+        ds = ds.map_batches(add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
         # Small blocks: each finished block is written at once, so a killed run loses little.
         ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
         # Read, sort and cut the (small) text rows before the model actors start: actors that reserve every CPU
