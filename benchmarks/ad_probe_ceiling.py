@@ -70,7 +70,7 @@ def lora_ceiling(cfg, pairs, y, groups, folds: int) -> dict:
     from skr_ray.models.backbone import load_backbone, set_threads
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.tasks.ad.head import make_head
-    from skr_ray.tasks.ad.training import _forward, batch_loss
+    from skr_ray.tasks.ad.training import _forward, batch_loss, resolve_pos_weight
     from skr_ray.train.loop import ReexpressionModel
 
     examples = [{"query": p.query, "passage": p.passage, "label": int(p.label)} for p in pairs]
@@ -87,7 +87,7 @@ def lora_ceiling(cfg, pairs, y, groups, folds: int) -> dict:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         train = [examples[i] for i in tr]
-        info = {"pos_weight": (len(train) - sum(e["label"] for e in train)) / max(1, sum(e["label"] for e in train))}
+        info = {"pos_weight": resolve_pos_weight(cfg, train)}  # the recipe's: ad.pos_weight, or negatives/positives
         held = sorted(te, key=lambda i: len(examples[i]["passage"]))  # similar lengths per pass
         rng = random.Random(cfg.seed + fold)
         for epoch in range(epochs):
@@ -122,7 +122,6 @@ def lora_ceiling(cfg, pairs, y, groups, folds: int) -> dict:
 
 def main() -> None:
     import numpy as np
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     from skr_ray.config import load_config
     from skr_ray.tasks.ad.pairs import read_eval_pairs
@@ -148,12 +147,17 @@ def main() -> None:
     what = "LoRA + head trained" if args.lora else "probes fitted"
     print(f"{cfg.data.eval}: {len(pairs)} pairs ({int(y.sum())} positive), {len(set(groups))} articles, "
           f"{folds}-fold by article; {what} on the evaluation labels (a ceiling, not a system)")
-    if args.lora:
-        out = lora_ceiling(cfg, pairs, y, groups, args.lora_folds)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(out, indent=2))
-        return
+    out = lora_ceiling(cfg, pairs, y, groups, folds) if args.lora else probe_ceiling(args, cfg, pairs, y, groups, layers)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2))
+
+
+def probe_ceiling(args, cfg, pairs, y, groups, layers: list[int]) -> dict:
+    """Out-of-fold AUROC/AUPRC of logistic probes: the lexical row, then each pooling and layer."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     print("| features | layer | C | out-of-fold AUROC | out-of-fold AUPRC |")
     print("|---|---|---|---|---|")
     out = {}
@@ -171,9 +175,7 @@ def main() -> None:
     for pooling in ("last", "question_mean"):
         for j, layer in enumerate(layers):
             report(pooling, layer, states[pooling][:, j])
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
