@@ -146,6 +146,7 @@ class AnnotateConfig:
 
 
 TRAIN_KEEP = ("last", "best_val_loss")
+IR_HEAD_INITS = ("identity", "probe")
 
 
 @dataclass
@@ -233,7 +234,16 @@ class TrainConfig:
     LoRA step too (epoch -1 in history.json) and keep it when no epoch validates better. Off by default: on
     TAT-QA the probe validates best on the self-labels, yet the first LoRA epoch scores higher on test."""
 
+    head_init: str = "identity"
+    """IR: how SKR's embedding head starts. 'identity' (the normalized last-layer state, no projection: the paper's
+    head) or 'probe': a projection fitted first on the frozen states of the training pairs with the head-only
+    recipe (evaluate.head_only_epochs, in-batch InfoNCE), then trained jointly with LoRA ("linear probing, then
+    fine-tuning"). The probe-started model is SKR before its first LoRA step: equal to head-only on the same
+    pairs, so LoRA's contribution is what the epochs add. AD and OD have their own ad/od.head_init."""
+
     def __post_init__(self) -> None:
+        if self.head_init not in IR_HEAD_INITS:
+            raise ConfigError(f"train.head_init must be one of {IR_HEAD_INITS}, got {self.head_init!r}")
         if not 0 <= self.zero_stage <= 3:
             raise ConfigError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
         if not 0.0 <= self.val_fraction < 1.0:

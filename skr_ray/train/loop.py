@@ -97,6 +97,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head.load_state_dict(loop_config["head_init"])
     model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir")),
                               group_by_length=cfg.train.group_by_length).to(device)
+    from skr_ray.train.trainer import BEST, export_checkpoint, latest_ray_checkpoint
+
+    train_examples = loop_config["train_examples"]
+    val_examples = loop_config["val_examples"]
+    # The newest complete checkpoint in this run's storage: a killed earlier run's, or this run's
+    # before Ray Train restarted the worker group. Read from disk, not ray.train.get_checkpoint(): a
+    # worker killed right after writing a checkpoint can die before Ray Train registers the report.
+    resume_dir = latest_ray_checkpoint(Path(loop_config["storage"]))
+    fitted_start = loop_config.get("head_init") is not None
+    if resume_dir is None and not fitted_start and hasattr(hooks, "fit_start_head"):
+        # a head fitted here, on the states the model gives before any LoRA step (e.g. IR train.head_init=probe)
+        state = hooks.fit_start_head(model, tokenizer, train_examples, cfg, device, head_info)
+        if state is not None:
+            _same_on_every_worker(state)
+            model.head.load_state_dict(state)
+            fitted_start = True
+            if rank == 0:
+                log.info("starting head fitted on the frozen states of %d training pairs", len(train_examples))
     trainable = [p for p in model.parameters() if p.requires_grad]
     if rank == 0:
         n_train = sum(p.numel() for p in trainable)
@@ -107,8 +125,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config,
                                            optimizer=torch_optimizer(cfg.train, use_gpu, trainable))
 
-    train_examples = loop_config["train_examples"]
-    val_examples = loop_config["val_examples"]
     bs = cfg.train.batch_size
     steps_per_epoch = len(train_examples) // (bs * world)
     if cfg.train.max_steps_per_epoch:
@@ -120,12 +136,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         )
 
     start_epoch, history, resumes = 0, [], []
-    # The newest complete checkpoint in this run's storage: a killed earlier run's, or this run's
-    # before Ray Train restarted the worker group. Read from disk, not ray.train.get_checkpoint(): a
-    # worker killed right after writing a checkpoint can die before Ray Train registers the report.
-    from skr_ray.train.trainer import BEST, export_checkpoint, latest_ray_checkpoint
-
-    resume_dir = latest_ray_checkpoint(Path(loop_config["storage"]))
     if resume_dir is not None:
         engine.load_checkpoint(str(resume_dir / "deepspeed"), tag="state", load_module_strict=False)
         state = json.loads((resume_dir / "state.json").read_text())
@@ -137,7 +147,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from tqdm.auto import tqdm
 
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=float("inf"))
-    if (start_epoch == 0 and loop_config.get("head_init") is not None and val_examples
+    if (start_epoch == 0 and fitted_start and val_examples
             and cfg.train.keep == "best_val_loss" and cfg.train.keep_start):
         # A fitted starting head (e.g. AD's probe) with LoRA at its identity start is a model in its own
         # right: epoch -1, kept when no training epoch validates better, so SKR never ends below its start.
@@ -191,6 +201,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if rank == 0 and cfg.train.keep == "best_val_loss":  # loadable parts only, no optimizer
                     export_checkpoint(tmp_path, Path(loop_config["storage"]) / BEST, cfg)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _same_on_every_worker(state: dict[str, torch.Tensor]) -> None:
+    """Rank 0's tensors on every worker (in place): each worker fits the starting head on the same data, and
+    this makes them bit-identical whatever the hardware's rounding."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for tensor in state.values():
+            dist.broadcast(tensor, src=0)
 
 
 def _validate_into(metrics: dict, history: list[dict], hooks: Any, engine: Any, tokenizer: Any,

@@ -41,8 +41,48 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    return {"pooling": cfg.train.pooling, "prompt": cfg.train.embed_prompt, "normalize": True, "options": {},
+    options = {"projection": True} if cfg.train.head_init == "probe" else {}
+    return {"pooling": cfg.train.pooling, "prompt": cfg.train.embed_prompt, "normalize": True, "options": options,
             "documents": cfg.data.modality}
+
+
+@torch.no_grad()
+def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig, device: Any,
+                   info: dict) -> dict[str, torch.Tensor] | None:
+    """SKR's starting projection (``train.head_init=probe``): the head-only recipe fitted on the states the model
+    gives before any LoRA step (LoRA starts as the identity, so these are the frozen backbone's), or None.
+
+    Runs inside the training worker, so with a frozen-prefix cache this pass is the one that fills it: the
+    probe costs the top layers' forward over the training texts and a few seconds of head fitting."""
+    if cfg.train.head_init != "probe" or cfg.data.modality != "text":
+        return None
+    import numpy as np
+
+    from skr_ray.train.head_only import train_projection_head
+
+    t = cfg.train
+    head, model.head = model.head, torch.nn.Identity()  # raw pooled states, as the head will read them
+    was_training = model.training
+    model.eval()
+    try:
+        order = sorted(range(len(train)), key=lambda i: len(train[i]["passage"]))
+        q = np.zeros((len(train), head.hidden_size), dtype=np.float32)
+        p = np.zeros_like(q)
+        for i in range(0, len(order), t.batch_size):
+            rows = order[i : i + t.batch_size]
+            q[rows] = torch.nn.functional.normalize(
+                embed(model, tokenizer, [train[r]["query"] for r in rows], t.max_query_length, device,
+                      t.embed_prompt, t.pooling).float(), dim=-1).cpu().numpy()
+            p[rows] = torch.nn.functional.normalize(
+                embed(model, tokenizer, [train[r]["passage"] for r in rows], t.max_length, device,
+                      t.embed_prompt, t.pooling).float(), dim=-1).cpu().numpy()
+    finally:
+        model.head = head
+        model.train(was_training)
+    with torch.enable_grad():
+        fitted = train_projection_head(q, p, cfg.evaluate.head_only_epochs, t.batch_size, t.temperature,
+                                       seed=cfg.seed)
+    return {k: v.to(device) for k, v in fitted.state_dict().items()}
 
 
 def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str,

@@ -1,0 +1,194 @@
+"""IR recipe ablation in one process: where does SKR's margin over head-only come from?
+
+A diagnostic for choosing training settings, not a system: it trains SKR variants on one run's self-labels
+(the same examples, loss, batches, optimizer and gradient clipping as ``skr train``, without Ray and DeepSpeed so
+a row takes minutes) and scores each on a *dev* evaluation set (the demo, or ``../shared/data/tatqa/dev``; never
+a test split) next to head-only on the same frozen states. Every row prints its wall time. The chosen setting is
+then confirmed through the real pipeline (``skr run``).
+
+    python benchmarks/ir_recipe_ablation.py -c configs/demo.yaml --labels runs/demo \
+        --row "top6 lr5e-4 4ep=" --row "lpft=train.head_init=probe" --row "12 layers=train.lora_layers=12"
+
+Each ``--row NAME=OVERRIDES`` (space-separated dotted overrides on top of ``-c`` and the trailing overrides)
+is one variant. Rows with the same ``train.lora_layers`` share the frozen-prefix cache on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("ir_recipe_ablation")
+
+
+def _encode(model, tokenizer, texts: list[str], max_length: int, cfg, batch: int = 32) -> np.ndarray:
+    """(N, D) head outputs of ``model`` (a ReexpressionModel) for texts, longest first to cut padding."""
+    from skr_ray.tasks.ir.training import embed
+
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), model.head.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for i in range(0, len(order), batch):
+            rows = order[i : i + batch]
+            vecs = embed(model, tokenizer, [texts[r] for r in rows], max_length, "cpu", cfg.train.embed_prompt,
+                         cfg.train.pooling)
+            out[rows] = vecs.float().numpy()
+    return out
+
+
+def _dev_mrr(model, tokenizer, cfg, evalset) -> tuple[float, np.ndarray]:
+    from skr_ray.evaluate.metrics import first_relevant_ranks
+
+    q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
+    q = _encode(model, tokenizer, [evalset.queries[i] for i in q_ids], cfg.train.max_query_length, cfg)
+    d = _encode(model, tokenizer, [evalset.corpus[i] for i in d_ids], cfg.evaluate.max_length, cfg)
+    ranks = first_relevant_ranks(q @ d.T, d_ids, q_ids, evalset.qrels)
+    return float(np.mean(1.0 / ranks)), 1.0 / ranks
+
+
+def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
+    from skr_ray.artifacts import Artifacts
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
+    from skr_ray.models.backbone import model_id
+    from skr_ray.tasks.ir import training as hooks
+    from skr_ray.tasks.ir.head import EmbeddingHead
+    from skr_ray.train.deepspeed_config import GRADIENT_CLIPPING, torch_optimizer
+    from skr_ray.train.loop import ReexpressionModel
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    art = Artifacts(str(labels_run))
+    train, val = hooks.load_examples(cfg, art)
+    backbone, tokenizer = load_backbone(cfg.model)
+    backbone = add_lora(backbone, cfg.train)
+    hidden = backbone.config.get_text_config().hidden_size
+    info = hooks.head_info(cfg, train)
+    head = EmbeddingHead(hidden, projection=bool(info["options"].get("projection")))
+    split = backbone.config.num_hidden_layers - cfg.train.lora_layers
+    cache = FrozenPrefixCache(split, cache_directory(cache_root, model_id(cfg.model), split, cfg.model.dtype))
+    model = ReexpressionModel(backbone, head, cache, group_by_length=True)
+    state = hooks.fit_start_head(model, tokenizer, train, cfg, "cpu", info)
+    if state is not None:
+        head.load_state_dict(state)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch_optimizer(cfg.train, False, trainable)
+    bs = cfg.train.batch_size
+    steps = len(train) // bs
+    history = []
+    model.eval()
+    start_mrr, _ = _dev_mrr(model, tokenizer, cfg, evalset)
+    v = hooks.validate(model, tokenizer, val, cfg, "cpu", info)
+    history.append({"epoch": -1, **v, "dev_mrr": start_mrr})
+    log.info("%s start: %s", name, history[-1])
+    for epoch in range(cfg.train.epochs):
+        order = list(range(len(train)))
+        random.Random(cfg.train.seed * 1000 + epoch).shuffle(order)
+        model.train()
+        losses = []
+        for step in range(steps):
+            chunk = [train[i] for i in order[step * bs : (step + 1) * bs]]
+            loss = hooks.batch_loss(model, tokenizer, chunk, cfg, "cpu", info)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, GRADIENT_CLIPPING)
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        v = hooks.validate(model, tokenizer, val, cfg, "cpu", info)
+        mrr, _ = _dev_mrr(model, tokenizer, cfg, evalset)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **v, "dev_mrr": mrr})
+        log.info("%s epoch %d: %s", name, epoch + 1, history[-1])
+    kept = min(history[1:], key=lambda h: h["val_loss"]) if cfg.train.keep == "best_val_loss" else history[-1]
+    return {"row": name, "train_pairs": len(train), "steps": steps * cfg.train.epochs,
+            "minutes": round((time.perf_counter() - t0) / 60, 2), "start_dev_mrr": start_mrr,
+            "last_dev_mrr": history[-1]["dev_mrr"], "kept_epoch": kept["epoch"], "kept_dev_mrr": kept["dev_mrr"],
+            "history": history}
+
+
+def head_only_row(cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
+    """The head-only system as evaluation trains it: a projection on frozen states of the training split."""
+    from skr_ray.artifacts import Artifacts
+    from skr_ray.evaluate.metrics import first_relevant_ranks
+    from skr_ray.models.backbone import load_backbone, model_id
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
+    from skr_ray.tasks.ir.head import EmbeddingHead
+    from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
+    from skr_ray.train.head_only import apply_head, train_projection_head
+    from skr_ray.train.loop import ReexpressionModel
+
+    t0 = time.perf_counter()
+    art = Artifacts(str(labels_run))
+    train, _ = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction,
+                           cfg.train.seed)
+    backbone, tokenizer = load_backbone(cfg.model)
+    hidden = backbone.config.hidden_size
+    split = backbone.config.num_hidden_layers - max(cfg.train.lora_layers, 1)
+    cache = FrozenPrefixCache(split, cache_directory(cache_root, model_id(cfg.model), split, cfg.model.dtype))
+    model = ReexpressionModel(backbone, torch.nn.Identity(), cache, group_by_length=True)
+    model.head.hidden_size = hidden
+    model.eval()
+    q = _encode(model, tokenizer, [p.query for p in train], cfg.train.max_query_length, cfg)
+    p = _encode(model, tokenizer, [p.passage for p in train], cfg.train.max_length, cfg)
+    head = train_projection_head(q, p, cfg.evaluate.head_only_epochs, cfg.train.batch_size, cfg.train.temperature,
+                                 seed=cfg.seed)
+    q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
+    eq = _encode(model, tokenizer, [evalset.queries[i] for i in q_ids], cfg.train.max_query_length, cfg)
+    ed = _encode(model, tokenizer, [evalset.corpus[i] for i in d_ids], cfg.evaluate.max_length, cfg)
+    ranks = first_relevant_ranks(apply_head(head, eq) @ apply_head(head, ed).T, d_ids, q_ids, evalset.qrels)
+    return {"row": "head_only", "minutes": round((time.perf_counter() - t0) / 60, 2),
+            "dev_mrr": float(np.mean(1.0 / ranks))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-c", "--config", required=True)
+    ap.add_argument("--labels", required=True, help="a run folder with a finished annotate/ stage")
+    ap.add_argument("--row", action="append", default=[], help="NAME=space-separated overrides")
+    ap.add_argument("--head-only", action="store_true", help="also score head-only on the same dev set")
+    ap.add_argument("--out", default="", help="append each row as a JSON line here")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from skr_ray.config import load_config
+    from skr_ray.corpus import read_eval_set
+    from skr_ray.models.backbone import set_threads
+
+    base_cfg = load_config(args.config, args.overrides)
+    if "test" in Path(base_cfg.data.eval).parts:
+        raise SystemExit("choose settings on a dev split, never on test/")
+    set_threads(base_cfg.model, replicas=1)
+    evalset = read_eval_set(base_cfg.data.eval, base_cfg.data.max_chars, base_cfg.data.max_queries)
+    cache_root = Path(args.labels) / "cache" / "ablation_prefix"
+    rows = []
+    if args.head_only:
+        rows.append(head_only_row(base_cfg, Path(args.labels), evalset, cache_root))
+        log.info("%s", rows[-1])
+    for spec in args.row:
+        name, _, extra = spec.partition("=")
+        cfg = load_config(args.config, args.overrides + extra.split())
+        rows.append(run_row(name, cfg, Path(args.labels), evalset, cache_root))
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
+    print(f"{'row':40s} {'steps':>5s} {'min':>6s} {'start':>6s} {'last':>6s} {'kept':>6s}")
+    for r in rows:
+        if r["row"] == "head_only":
+            print(f"{'head_only':40s} {'':>5s} {r['minutes']:6.2f} {'':>6s} {r['dev_mrr']:6.3f}")
+            continue
+        print(f"{r['row']:40s} {r['steps']:5d} {r['minutes']:6.2f} {r['start_dev_mrr']:6.3f} "
+              f"{r['last_dev_mrr']:6.3f} {r['kept_dev_mrr']:6.3f} (epoch {r['kept_epoch'] + 1})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
