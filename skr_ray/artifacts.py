@@ -90,6 +90,19 @@ class Artifacts:
     def embedding_cache(self) -> Path:
         return self.evaluate_dir / "cache"
 
+    def run_file(self, system: str) -> Path:
+        """IR: one system's ranking as a TREC run file, to recompute the report with trec_eval or ranx."""
+        return self.evaluate_dir / "runs" / f"{system}.trec"
+
+    @property
+    def qrels_file(self) -> Path:
+        """IR: the relevance judgements the report used, as TREC qrels (``.txt``: ranx reads it as TREC)."""
+        return self.evaluate_dir / "qrels.txt"
+
+    def pair_scores_file(self, system: str) -> Path:
+        """AD: one system's score for every labelled pair (pair_id, query_id, doc_id, label, score)."""
+        return self.evaluate_dir / "scores" / f"{system}.tsv"
+
     # helpers ------------------------------------------------------------------------------
     @staticmethod
     def is_done(stage_dir: Path) -> bool:

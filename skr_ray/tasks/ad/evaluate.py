@@ -6,8 +6,10 @@ from the self-labelled validation split (stored with the checkpoint), never from
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig
+from skr_ray.evaluate.metrics import bootstrap_auc, percentile_interval
 from skr_ray.tasks.ad.metrics import classification_metrics
 from skr_ray.tasks.ad.scoring import cached_score_pairs
 
@@ -26,6 +29,10 @@ TITLES = {
     "head_only": "Head-only (frozen backbone + MLP)",
     "skr": "SKR (LoRA + classifier head)",
 }
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+# (a, b): the report gives paired intervals of AUROC(a) - AUROC(b) and AUPRC(a) - AUPRC(b) when both ran
+COMPARISONS = [("skr", "head_only"), ("skr", "sft"), ("skr", "base")]
 
 
 def _ntp_row(labels: np.ndarray, scored: list[dict]) -> tuple[dict[str, Any], np.ndarray]:
@@ -74,6 +81,7 @@ def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         metrics["seconds_per_100"] = 100.0 * sum(r["seconds"] for r in scored) / len(scored)
         results[name] = metrics
         curves[name] = scores
+        write_pair_scores(art.pair_scores_file(name), pairs, labels, scores)
         log.info("%s: %s", name, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                               for k, v in metrics.items()}))
         write_ad_report(art.evaluate_dir, results, curves, labels, context)
@@ -123,9 +131,62 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> tuple[Any, float]:
     return head, threshold
 
 
+def write_pair_scores(path: Path, pairs: Sequence[Any], labels: np.ndarray, scores: np.ndarray) -> None:
+    """One system's continuous score for every labelled pair (tab-separated: pair_id, query_id, doc_id, label,
+    score; the score exact, as ``repr`` of its float64), so AUROC/AUPRC can be recomputed with any tool."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        out.writerow(["pair_id", "query_id", "doc_id", "label", "score"])
+        for p, y, s in zip(pairs, np.asarray(labels).tolist(), np.asarray(scores, dtype=np.float64).tolist()):
+            out.writerow([p.pair_id, p.query_id, p.doc_id, int(y), repr(s)])
+    tmp.replace(path)
+
+
+def add_auc_intervals(results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
+                      labels: np.ndarray) -> list[tuple[str, str]]:
+    """Adds ``auroc_ci95`` / ``auprc_ci95`` to each system's row and, to system a of each pair (a, b) in
+    COMPARISONS that ran, ``comparisons[b]`` with the paired intervals of the AUROC and AUPRC differences;
+    returns the pairs compared.
+
+    With 50-100 positive pairs a few AUPRC points are within noise. Pairs are resampled by class (stratified,
+    fixed seed) and every system is scored on the same resamples, so the difference intervals are paired.
+    """
+    scored = {name: scores[name] for name, row in results.items()
+              if name in scores and row.get("auroc") is not None and row.get("auprc") is not None}
+    for row in results.values():
+        row.pop("comparisons", None)
+    if not scored:
+        return []
+    stats = bootstrap_auc(labels, scored, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+    for name in scored:
+        for metric in ("auroc", "auprc"):
+            results[name][f"{metric}_ci95"] = list(percentile_interval(stats[name][metric]))
+    compared = []
+    for a, b in COMPARISONS:
+        if a not in scored or b not in scored:
+            continue
+        entry: dict[str, Any] = {}
+        for metric in ("auroc", "auprc"):
+            lo, hi = percentile_interval(stats[a][metric] - stats[b][metric])
+            entry[f"{metric}_diff"] = float(results[a][metric] - results[b][metric])
+            entry[f"{metric}_diff_ci95"] = [lo, hi]
+            entry[f"{metric}_excludes_zero"] = bool(lo > 0 or hi < 0)
+        results[a].setdefault("comparisons", {})[b] = entry
+        compared.append((a, b))
+    return compared
+
+
+def _signed(x: float) -> str:
+    """+0.031 / −0.012 (a true minus sign, so a column of differences lines up)."""
+    return f"{x:+.3f}".replace("-", "\u2212")
+
+
 def write_ad_report(out_dir: Path, results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
                     labels: np.ndarray, context: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    compared = add_auc_intervals(results, scores, labels)
     write_json(out_dir / "metrics.json", results)
     lines = [
         "# SKR answerability (AD) report",
@@ -143,8 +204,25 @@ def write_ad_report(out_dir: Path, results: dict[str, dict[str, Any]], scores: d
         if m.get("unparseable"):
             note += f"; {m['unparseable']} unparseable answers (counted as no)"
         fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {TITLES.get(name, name)} (`{name}`) | {fmt(m['accuracy'])} | {fmt(m.get('auroc'))} | "
-                     f"{fmt(m.get('auprc'))} | {m['seconds_per_100']:.1f} | {note} |")
+        ci = lambda k: f" [{m[k][0]:.3f}, {m[k][1]:.3f}]" if k in m else ""  # noqa: E731
+        lines.append(f"| {TITLES.get(name, name)} (`{name}`) | {fmt(m['accuracy'])} | {fmt(m.get('auroc'))}"
+                     f"{ci('auroc_ci95')} | {fmt(m.get('auprc'))}{ci('auprc_ci95')} | {m['seconds_per_100']:.1f} | "
+                     f"{note} |")
+    lines += ["", "Per-pair scores: `scores/<system>.tsv`."]
+    if any("auroc_ci95" in m for m in results.values()):
+        lines[-1] += (f" [brackets]: 95% percentile bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples of the "
+                      f"pairs, stratified by label, seed {BOOTSTRAP_SEED}).")
+    if compared:
+        lines += ["", "| comparison | Δ AUROC [95% interval, paired] | excludes 0 | Δ AUPRC [95% interval, paired] "
+                  "| excludes 0 |", "|---|---|---|---|---|"]
+        for a, b in compared:
+            c = results[a]["comparisons"][b]
+            cells = []
+            for metric in ("auroc", "auprc"):
+                lo, hi = c[f"{metric}_diff_ci95"]
+                cells += [f"{_signed(c[f'{metric}_diff'])} [{_signed(lo)}, {_signed(hi)}]",
+                          "yes" if c[f"{metric}_excludes_zero"] else "no"]
+            lines.append(f"| `{a}` − `{b}` | " + " | ".join(cells) + " |")
     lines += ["", "![Precision-recall](pr_curve.png) ![ROC](roc_curve.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     _plot_curves(out_dir, scores, labels)

@@ -18,7 +18,7 @@ from skr_ray.config import SKRConfig
 from skr_ray.corpus import read_eval_set
 from skr_ray.evaluate.encode import EncodeJob, EncoderSpec, encode_many, encode_texts
 from skr_ray.evaluate.metrics import first_relevant_ranks, recall_curve, retrieval_metrics
-from skr_ray.evaluate.report import write_report
+from skr_ray.evaluate.report import write_qrels, write_report, write_run
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         context["overlap"] = _overlap(art, corpus)
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
+    reciprocal: dict[str, dict[str, float]] = {}  # system -> query id -> 1/rank, for the bootstrap intervals
     max_k = max(max(cfg.evaluate.ks), 20)
+    write_qrels(art.qrels_file, qrels, list(queries))
 
     def record(name: str, scores: np.ndarray, q_ids: list[str], d_ids: list[str], seconds: float) -> None:
         ranks = first_relevant_ranks(scores, d_ids, q_ids, qrels)
@@ -88,8 +90,10 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
         row["seconds_per_100"] = 100.0 * seconds / n_texts if seconds else None
         results[name] = row
         curves[name] = recall_curve(ranks, min(max_k, len(d_ids)))
+        reciprocal[name] = dict(zip(q_ids, (1.0 / ranks).tolist()))
+        write_run(art.run_file(name), scores, q_ids, d_ids, qrels, name)
         log.info("%s: %s", name, json.dumps({k: round(v, 4) for k, v in row.items() if v is not None}))
-        write_report(art.evaluate_dir, results, curves, context)  # partial results survive a kill
+        write_report(art.evaluate_dir, results, curves, context, reciprocal)  # partial results survive a kill
 
     frozen: dict[EncoderSpec, tuple] = {}  # base-model embeddings, shared by base/e5v/head_only
 
@@ -149,7 +153,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             fused = fuse(q @ d.T, bm25, choice["weight"], choice["normalization"])
             record(name, fused, q_ids, d_ids, secs + time.perf_counter() - t0)
 
-    write_report(art.evaluate_dir, results, curves, context)
+    write_report(art.evaluate_dir, results, curves, context, reciprocal)
     Artifacts.write_config(art.evaluate_dir, cfg)
     Artifacts.mark_done(art.evaluate_dir, {"systems": systems})
     return results
