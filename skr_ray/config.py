@@ -299,6 +299,9 @@ class EvaluateConfig:
     """Tokens per candidate when encoding."""
     head_only_epochs: int = 20
     """Epochs of the projection head trained on frozen base embeddings."""
+    fusion: str = "rrf"
+    """skr_bm25's rule (skr_ray.tasks.ir.fusion): 'rrf' (reciprocal-rank fusion, no parameter) or 'selfval' (the
+    weighted sum or RRF that ranks best on the self-labelled validation split). No human label chooses either."""
 
     max_pairs: int = 0
     """AD: stratified subsample of the labelled eval pairs (class ratio kept); 0 = all."""
@@ -306,6 +309,8 @@ class EvaluateConfig:
     """OD: evaluate on the first N pages of the evaluation set; 0 = all."""
 
     def __post_init__(self) -> None:
+        if self.fusion not in ("rrf", "selfval"):
+            raise ConfigError(f"evaluate.fusion must be rrf or selfval, got {self.fusion!r}")
         if self.max_pages < 0:
             raise ConfigError("evaluate.max_pages must be >= 0")
         if self.num_actors < 0:

@@ -81,12 +81,43 @@ def write_report(
                          f"{'yes' if c['excludes_zero'] else 'no'} |")
     if "skr_bm25" in context:
         f = context["skr_bm25"]
-        lines += ["", f"`skr_bm25` = {f['weight']} x SKR + {1 - f['weight']:.2f} x BM25, scores {f['normalization']}-"
-                  f"normalized per query; chosen on {f.get('validation_questions', 0)} self-labelled validation "
-                  "questions (no human label)."]
+        where = (f"chosen on {f.get('validation_questions', 0)} self-labelled validation questions"
+                 if f.get("chosen_by") == "self-labelled validation" else "a fixed rule")
+        lines += ["", f"`skr_bm25` = {f['description']}; {where} (no human label). How the evaluation set's MRR moves "
+                  "with the weight (drawn after the rule was fixed): [fusion_curve.png](fusion_curve.png)."]
     lines += ["", "![Recall@k](recall_at_k.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     plot_recall(out_dir / "recall_at_k.png", curves)
+
+
+def plot_fusion_curve(path: Path, curve: dict[str, Any], choice: dict[str, Any]) -> None:
+    """MRR against the SKR weight of the weighted-sum fusion (each normalization), RRF as a line, and the chosen
+    rule marked; the self-labelled validation curve dashed when the rule was chosen there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    weights = curve["weights"]
+    for i, norm in enumerate(("min-max", "zmuv")):
+        ax.plot(weights, curve[norm], marker="o", markersize=3, color=f"C{i}", label=f"weighted sum, {norm}")
+        val = choice.get("validation_curve")
+        if val:
+            ax.plot(weights, val[norm], linestyle="--", color=f"C{i}", alpha=0.6,
+                    label=f"same on self-labelled validation, {norm}")
+    ax.axhline(curve["rrf"], color="C2", label="reciprocal-rank fusion")
+    ax.axhline(curve["min-max"][0], color="grey", linestyle=":", label="BM25 alone (weight 0)")
+    ax.axhline(curve["min-max"][-1], color="black", linestyle=":", label="SKR alone (weight 1)")
+    if choice.get("method") == "wsum":
+        w = float(choice["weight"])
+        ax.axvline(w, color="C3", linestyle="-.", label=f"chosen weight {w:.2f} ({choice['norm']})")
+    ax.set(xlabel="SKR weight (1 − BM25 weight)", ylabel="MRR", title="skr_bm25: MRR against the fusion weight")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _signed(x: float) -> str:

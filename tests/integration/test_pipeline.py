@@ -41,6 +41,7 @@ def tiny_config(tiny_model_dir, out, *extra):
             "annotate.label_kinds=[question,keywords]",
             "annotate.num_actors=2",  # two actors reserve both CPUs of the test cluster: must not starve the reads
             "train.hard_negatives=1",
+            "train.head_init=probe",
             "evaluate.max_length=64",
             *LOOSE_FILTERS,
             *extra,
@@ -96,6 +97,9 @@ def test_training_used_two_workers_and_wrote_a_loadable_checkpoint(pipeline_run)
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
     trained = [n for n, p in skr.model.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
     assert trained, "LoRA B matrices are still zero: the adapter did not learn"
+    # train.head_init=probe: a projection head, started from the head-only fit, not the identity any more
+    assert skr.head_info["options"] == {"projection": True}
+    assert not torch.allclose(skr.head.proj.weight, torch.eye(32), atol=1e-3)
 
 
 def test_evaluation_report(pipeline_run):
@@ -108,10 +112,12 @@ def test_evaluation_report(pipeline_run):
     metrics = json.loads(art.metrics.read_text())
     assert set(metrics) == {"base", "head_only", "skr", "bm25", "skr_bm25"}
     fusion = json.loads((art.evaluate_dir / "fusion.json").read_text())
-    assert 0.0 <= fusion["weight"] <= 1.0
-    assert fusion["validation_questions"] >= 2 or fusion["weight"] == 0.5  # 0.5: too few to choose on
-    if fusion["weight"] == 1.0:  # all SKR: the same ranking as SKR alone
-        assert metrics["skr_bm25"]["mrr"] == pytest.approx(metrics["skr"]["mrr"])
+    assert fusion["method"] == "rrf" and fusion["rule"] == "rrf"  # the default: no parameter to choose
+    curve = json.loads((art.evaluate_dir / "fusion_curve.json").read_text())["evaluation"]
+    assert metrics["skr_bm25"]["mrr"] == pytest.approx(curve["rrf"])  # the curve's RRF point is the system
+    assert curve["min-max"][0] == pytest.approx(metrics["bm25"]["mrr"])  # weight 0: BM25 alone
+    assert curve["min-max"][-1] == pytest.approx(metrics["skr"]["mrr"])  # weight 1: SKR alone
+    assert (art.evaluate_dir / "fusion_curve.png").stat().st_size > 10_000
     for row in metrics.values():
         assert 0 < row["mrr"] <= 1
         assert row["recall@1"] <= row["recall@3"] <= row["recall@5"] <= row["recall@10"] <= 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skr_ray.config import ConfigError, TrainConfig
-from skr_ray.tasks.ir.fusion import choose_weight, fuse, normalize
+from skr_ray.tasks.ir.fusion import choose_rule, fused_scores, mrr_of
 from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter, parse_label
 from skr_ray.tasks.ir.loss import info_nce, masked_info_nce
 from skr_ray.tasks.ir.mining import mine, near_duplicate, own_ranks
@@ -96,16 +96,29 @@ def test_masked_info_nce_by_hand():
     assert got.item() == pytest.approx(0.5 * (q_side + p_side), rel=1e-5)
 
 
-def test_fusion_weight_is_chosen_where_the_two_scorers_complement():
+def test_fusion_rule_is_chosen_where_the_two_scorers_complement():
     # query 0: dense ranks the gold first, BM25 third; query 1: the reverse; query 2: both mildly right
     dense = np.array([[0.9, 0.5, 0.4], [0.6, 0.7, 0.1], [0.5, 0.6, 0.4]])
     bm25 = np.array([[1.0, 3.0, 2.0], [1.0, 0.0, 9.0], [1.0, 2.0, 0.0]])
     gold = np.array([0, 2, 1])
-    choice = choose_weight(dense, bm25, gold)
-    assert choice["validation_mrr"] >= max(choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
-    np.testing.assert_allclose(normalize(np.array([[1.0, 3.0]]), "minmax"), [[0.0, 1.0]], atol=1e-6)
-    np.testing.assert_allclose(fuse(dense, bm25, 1.0, "zscore"), normalize(dense, "zscore"))
-    assert 0.0 < choice["weight"] < 1.0
+    choice = choose_rule("selfval", dense, bm25, gold)
+    assert choice["validation_mrr"] > max(choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
+    assert choice["validation_mrr"] == pytest.approx(mrr_of(fused_scores(dense, bm25, choice), gold))
+    # weight 1 is SKR's own ranking, weight 0 BM25's
+    assert mrr_of(fused_scores(dense, bm25, {"method": "wsum", "norm": "min-max", "weight": 1.0}), gold) == \
+        pytest.approx(mrr_of(dense, gold))
+    assert choose_rule("rrf")["method"] == "rrf"
+
+
+def test_rrf_is_ranx_reciprocal_rank_fusion_by_hand():
+    dense = np.array([[0.9, 0.5, 0.1]])  # ranks d0, d1, d2
+    bm25 = np.array([[0.0, 2.0, 1.0]])  # ranks d1, d2, d0
+    fused = fused_scores(dense, bm25, {"method": "rrf", "k": 60})
+    by_hand = [1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62]
+    np.testing.assert_allclose(fused[0], by_hand, rtol=1e-6)
+    # a candidate outside both top lists ranks after every fused one
+    wide = np.concatenate([dense, [[-5.0]]], axis=1), np.concatenate([bm25, [[-5.0]]], axis=1)
+    assert np.isneginf(fused_scores(*wide, {"method": "rrf"}, depth=3)[0, 3])
 
 
 @pytest.mark.parametrize("pooling", ["mean", "echo"])

@@ -143,15 +143,19 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             record(name, q @ d.T, q_ids, d_ids, secs)
         elif name == "skr_bm25":
             from skr_ray.evaluate.baselines import bm25_scores
-            from skr_ray.tasks.ir.fusion import fuse
+            from skr_ray.tasks.ir.fusion import fused_scores
 
             q, q_ids, d, d_ids, secs = skr_pair()
             choice = _fusion_choice(cfg, art, skr["spec"], prepared)
-            context["skr_bm25"] = {k: v for k, v in choice.items() if k != "grid"}
+            from skr_ray.tasks.ir.fusion import describe
+
+            context["skr_bm25"] = {k: v for k, v in choice.items() if k != "validation_curve"}
+            context["skr_bm25"]["description"] = describe(choice)
             t0 = time.perf_counter()
             bm25 = bm25_scores([queries[i] for i in q_ids], reference_docs(d_ids))
-            fused = fuse(q @ d.T, bm25, choice["weight"], choice["normalization"])
+            fused = fused_scores(q @ d.T, bm25, choice)
             record(name, fused, q_ids, d_ids, secs + time.perf_counter() - t0)
+            _write_fusion_curve(art, q @ d.T, bm25, q_ids, d_ids, qrels, choice)
 
     write_report(art.evaluate_dir, results, curves, context, reciprocal)
     Artifacts.write_config(art.evaluate_dir, cfg)
@@ -186,7 +190,7 @@ def _encode_ahead(cfg: SKRConfig, art: Artifacts, systems: list[str], corpus: di
     if "skr" in systems or "skr_bm25" in systems:
         skr_spec = _skr_spec(art)
         jobs.append(_eval_job(skr_spec, corpus, queries, cfg))
-        if "skr_bm25" in systems and not (art.evaluate_dir / "fusion.json").is_file():
+        if "skr_bm25" in systems and cfg.evaluate.fusion == "selfval" and not (art.evaluate_dir / "fusion.json").is_file():
             prepared["fusion"] = _fusion_job(cfg, art, skr_spec)
             if prepared["fusion"] is not None:
                 jobs.append(prepared["fusion"][0])
@@ -244,30 +248,53 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts, selflabels: tuple[EncodeJob
 
 def _fusion_choice(cfg: SKRConfig, art: Artifacts, spec: EncoderSpec,
                    prepared: dict[str, Any] | None = None) -> dict[str, Any]:
-    """skr_bm25's weight and normalization, chosen on the self-labelled validation split (saved as fusion.json)."""
+    """skr_bm25's rule (``evaluate.fusion``): RRF, or the rule that ranks best on the self-labelled validation split;
+    saved as fusion.json, so a resumed evaluation fuses the same way."""
     from skr_ray.artifacts import write_json
     from skr_ray.evaluate.baselines import bm25_scores
-    from skr_ray.tasks.ir.fusion import choose_weight
+    from skr_ray.tasks.ir.fusion import choose_rule, describe
 
     path = art.evaluate_dir / "fusion.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    fusion = prepared["fusion"] if prepared and "fusion" in prepared else _fusion_job(cfg, art, spec)
+        saved = json.loads(path.read_text())
+        if saved.get("rule") == cfg.evaluate.fusion and "method" in saved:
+            return saved
+    fusion = None
+    if cfg.evaluate.fusion == "selfval":
+        fusion = prepared["fusion"] if prepared and "fusion" in prepared else _fusion_job(cfg, art, spec)
+        if fusion is None:
+            log.warning("skr_bm25: no self-labelled validation questions to choose on; reciprocal-rank fusion")
     if fusion is None:
-        log.warning("skr_bm25: no self-labelled validation questions; using weight 0.5, z-score")
-        return {"weight": 0.5, "normalization": "zscore", "validation_questions": 0}
-    job, (val_queries, val_docs, gold) = fusion
-    emb, ids, _ = encode_texts(job.texts, spec, cfg, art.embedding_cache, job.label)
-    row = {x: i for i, x in enumerate(ids)}
-    q = emb[[row[f"q{i}"] for i in range(len(val_queries))]]
-    d = emb[[row[f"d{i}"] for i in range(len(val_docs))]]
-    choice = choose_weight(q @ d.T, bm25_scores(val_queries, val_docs), np.asarray(gold))
-    choice.update({"validation_questions": len(val_queries), "validation_passages": len(val_docs)})
+        choice = choose_rule("rrf")
+    else:
+        job, (val_queries, val_docs, gold) = fusion
+        emb, ids, _ = encode_texts(job.texts, spec, cfg, art.embedding_cache, job.label)
+        row = {x: i for i, x in enumerate(ids)}
+        q = emb[[row[f"q{i}"] for i in range(len(val_queries))]]
+        d = emb[[row[f"d{i}"] for i in range(len(val_docs))]]
+        choice = choose_rule("selfval", q @ d.T, bm25_scores(val_queries, val_docs), np.asarray(gold))
+        choice.update({"validation_questions": len(val_queries), "validation_passages": len(val_docs)})
+    choice["rule"] = cfg.evaluate.fusion
     write_json(path, choice)
-    log.info("skr_bm25: weight %.2f (%s), chosen on %d self-labelled validation questions (MRR %.3f; SKR alone "
-             "%.3f, BM25 alone %.3f)", choice["weight"], choice["normalization"], len(val_queries),
-             choice["validation_mrr"], choice["validation_mrr_dense"], choice["validation_mrr_bm25"])
+    log.info("skr_bm25: %s (%s)", describe(choice), choice["chosen_by"])
     return choice
+
+
+def _write_fusion_curve(art: Artifacts, dense: np.ndarray, bm25: np.ndarray, q_ids: list[str], d_ids: list[str],
+                        qrels: dict[str, set[str]], choice: dict[str, Any]) -> None:
+    """fusion_curve.json/.png: the evaluation set's MRR at every fusion weight (and RRF's), beside the self-labelled
+    validation curve when the rule was chosen there. The evaluation labels draw the curve after the rule was
+    fixed; they choose nothing. It shows how much the weight matters on this set."""
+    from skr_ray.artifacts import write_json
+    from skr_ray.evaluate.report import plot_fusion_curve
+    from skr_ray.tasks.ir.fusion import fusion_curve
+
+    def mrr(scores: np.ndarray) -> float:
+        return float(np.mean(1.0 / first_relevant_ranks(scores, d_ids, q_ids, qrels)))
+
+    curve = fusion_curve(dense, bm25, mrr)
+    write_json(art.evaluate_dir / "fusion_curve.json", {"evaluation": curve, "chosen": choice})
+    plot_fusion_curve(art.evaluate_dir / "fusion_curve.png", curve, choice)
 
 
 def _overlap(art: Artifacts, corpus: dict[str, str]) -> int:

@@ -1,8 +1,16 @@
-"""`skr_bm25`: SKR and BM25 scores, each normalized per query, combined convexly.
+"""`skr_bm25`: SKR's and BM25's rankings fused per query by a rule no human label chooses.
 
-The weight and the normalization are chosen on the self-labelled validation split (each self-written
-question of the held-out documents against those documents' passages): no human label picks them. The
-system needs the corpus' BM25 index, so it lives on the search side (evaluation), not in an embedding.
+ranx does the fusing (its normalizations, weighted sum and reciprocal-rank fusion) on each system's top
+``FUSION_DEPTH`` candidates per query, as hybrid search engines do. Rules (``evaluate.fusion``):
+
+- ``rrf``: reciprocal-rank fusion (Cormack et al. 2009, k = 60), equal weights: no parameter at all, so nothing
+  can be mis-chosen; it only reads ranks, so neither system's score scale matters.
+- ``selfval``: the weighted sum (min-max or z-score normalized) or RRF that ranks best on the self-labelled
+  validation split (each held-out self-written question against the held-out passages). Self-written questions
+  reuse their passage's words, so this split flatters BM25 and SKR alike and can pick a weight that human
+  questions do not like (docs/results.md has the curves).
+
+The system needs the corpus' BM25 index, so it lives on the search side (evaluation), not in an embedding.
 """
 
 from __future__ import annotations
@@ -14,40 +22,103 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("zscore", "minmax")
+FUSION_RULES = ("rrf", "selfval")
+NORMALIZATIONS = ("min-max", "zmuv")
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
+FUSION_DEPTH = 100
+"""Candidates per query and system that enter the fusion (the rest of the corpus ranks after them)."""
+RRF_K = 60
 
 
-def normalize(scores: np.ndarray, how: str) -> np.ndarray:
-    """(Q, N) scores rescaled per query (row): z-score or min-max."""
-    s = scores.astype(np.float64)
-    if how == "zscore":
-        return (s - s.mean(axis=1, keepdims=True)) / (s.std(axis=1, keepdims=True) + 1e-9)
-    if how == "minmax":
-        lo, hi = s.min(axis=1, keepdims=True), s.max(axis=1, keepdims=True)
-        return (s - lo) / (hi - lo + 1e-9)
-    raise ValueError(f"unknown normalization {how!r}; known: {NORMALIZATIONS}")
+def to_run(scores: np.ndarray, name: str, depth: int = FUSION_DEPTH) -> Any:
+    """(Q, N) scores -> ranx Run of each row's top ``depth`` columns (query ids 'q<row>', doc ids 'd<col>')."""
+    from ranx import Run
+
+    depth = min(depth, scores.shape[1])
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]  # (Q, depth), unordered
+    run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in row} for i, row in enumerate(top)}
+    return Run.from_dict(run, name=name)
 
 
-def fuse(dense: np.ndarray, bm25: np.ndarray, weight: float, how: str) -> np.ndarray:
-    """weight * dense + (1 - weight) * bm25, both normalized per query."""
-    return weight * normalize(dense, how) + (1.0 - weight) * normalize(bm25, how)
+def _to_matrix(run: Any, shape: tuple[int, int]) -> np.ndarray:
+    """ranx Run -> (Q, N) scores; candidates outside the fused lists get -inf (ranked after every fused one)."""
+    out = np.full(shape, -np.inf)
+    for q, docs in run.to_dict().items():
+        row = int(q[1:])
+        for d, s in docs.items():
+            out[row, int(d[1:])] = s
+    return out
 
 
-def _mrr(scores: np.ndarray, gold: np.ndarray) -> float:
+def fuse_runs(dense: Any, bm25: Any, rule: dict[str, Any]) -> Any:
+    """Two ranx Runs -> the fused Run under ``rule`` ({'method': 'rrf'} or {'method': 'wsum', 'norm', 'weight'})."""
+    from ranx import fuse
+
+    if rule["method"] == "rrf":
+        return fuse([dense, bm25], method="rrf", params={"k": int(rule.get("k", RRF_K))})
+    w = float(rule["weight"])
+    return fuse([dense, bm25], norm=rule["norm"], method="wsum", params={"weights": [w, 1.0 - w]})
+
+
+def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], depth: int = FUSION_DEPTH) -> np.ndarray:
+    """(Q, N) SKR and BM25 scores -> (Q, N) fused scores under ``rule``."""
+    if rule["method"] == "wsum" and float(rule["weight"]) in (0.0, 1.0):  # one system alone: its own ranking
+        return (dense if float(rule["weight"]) == 1.0 else bm25).astype(np.float64)
+    fused = fuse_runs(to_run(dense, "skr", depth), to_run(bm25, "bm25", depth), rule)
+    return _to_matrix(fused, dense.shape)
+
+
+def mrr_of(scores: np.ndarray, gold: np.ndarray) -> float:
+    """MRR of ``gold`` (each row's one relevant column); ties rank pessimistically, -inf rows last."""
     own = scores[np.arange(len(gold)), gold]
-    ranks = 1 + (scores > own[:, None]).sum(axis=1)
+    ranks = (scores >= own[:, None]).sum(axis=1)
     return float(np.mean(1.0 / ranks))
 
 
-def choose_weight(dense: np.ndarray, bm25: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
-    """Best (normalization, weight) by MRR of ``gold`` (the column of each row's own passage); ties go to
-    the larger dense weight. Returns the choice and the whole grid."""
-    grid = {how: [_mrr(fuse(dense, bm25, w, how), gold) for w in WEIGHTS] for how in NORMALIZATIONS}
-    best = max(((v, w, how) for how, vals in grid.items() for w, v in zip(WEIGHTS, vals)), key=lambda x: (x[0], x[1]))
-    return {"weight": best[1], "normalization": best[2], "validation_mrr": best[0],
-            "validation_mrr_dense": grid["zscore"][-1], "validation_mrr_bm25": grid["zscore"][0],
-            "grid": {how: dict(zip(map(str, WEIGHTS), map(lambda x: round(x, 4), vals))) for how, vals in grid.items()}}
+def fusion_curve(dense: np.ndarray, bm25: np.ndarray, mrr: Any, depth: int = FUSION_DEPTH) -> dict[str, Any]:
+    """``mrr(fused scores)`` for every weight of each normalization and for RRF: how much the weight matters.
+
+    Both runs are built once; only the fusion is repeated."""
+    runs = (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
+    curve: dict[str, Any] = {"weights": list(WEIGHTS)}
+    for norm in NORMALIZATIONS:
+        values = []
+        for w in WEIGHTS:
+            if w in (0.0, 1.0):
+                values.append(mrr(dense if w == 1.0 else bm25))
+            else:
+                values.append(mrr(_to_matrix(fuse_runs(*runs, {"method": "wsum", "norm": norm, "weight": w}),
+                                             dense.shape)))
+        curve[norm] = values
+    curve["rrf"] = mrr(_to_matrix(fuse_runs(*runs, {"method": "rrf"}), dense.shape))
+    return curve
+
+
+def choose_rule(how: str, dense: np.ndarray | None = None, bm25: np.ndarray | None = None,
+                gold: np.ndarray | None = None) -> dict[str, Any]:
+    """The fusion rule for ``evaluate.fusion``; ``selfval`` picks it on the self-labelled validation scores
+    (``dense``/``bm25`` of its questions against its passages, ``gold`` the column of each question's own).
+    Ties go to RRF (no parameter), then to the larger SKR weight."""
+    if how == "rrf" or dense is None or len(dense) < 2:
+        return {"method": "rrf", "k": RRF_K, "chosen_by": "fixed rule (no parameter)"}
+    if how != "selfval":
+        raise ValueError(f"unknown fusion rule {how!r}; known: {FUSION_RULES}")
+    curve = fusion_curve(dense, bm25, lambda s: mrr_of(s, gold))
+    candidates = [(curve["rrf"], 2, 0.0, {"method": "rrf", "k": RRF_K})]
+    for norm in NORMALIZATIONS:
+        candidates += [(v, 1, w, {"method": "wsum", "norm": norm, "weight": w}) for w, v in zip(WEIGHTS, curve[norm])]
+    best = max(candidates, key=lambda c: c[:3])
+    return {**best[3], "chosen_by": "self-labelled validation", "validation_mrr": best[0],
+            "validation_mrr_dense": curve[NORMALIZATIONS[0]][-1], "validation_mrr_bm25": curve[NORMALIZATIONS[0]][0],
+            "validation_curve": curve}
+
+
+def describe(rule: dict[str, Any]) -> str:
+    """One line for the report."""
+    if rule["method"] == "rrf":
+        return f"reciprocal-rank fusion (k = {rule.get('k', RRF_K)}, equal weights)"
+    w = float(rule["weight"])
+    return f"{w:.2f} x SKR + {1 - w:.2f} x BM25, {rule['norm']}-normalized per query"
 
 
 def validation_texts(cfg: Any, art: Any) -> tuple[list[str], list[str], list[int]] | None:
