@@ -366,6 +366,7 @@ def build_app(args: dict[str, Any]) -> Any:
     the Content-Length header), request_timeout_s (504 after), max_batch_size, max_image_batch_size,
     batch_wait_timeout_s (a batch's wait to fill on an idle replica), max_batch_wait_s (its longest wait on a
     saturated one, 0.2 s; equal to batch_wait_timeout_s: a fixed wait), max_adapters (LRU bound per replica),
+    merge_single_adapter (true: a replica holding one adapter runs it merged into the base weights),
     max_input_chars, max_input_tokens,
     max_inputs_per_request, max_image_bytes, max_image_pixels, backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);

@@ -2,6 +2,11 @@
 
 `AdapterBank` is plain PyTorch (testable without Serve); `SKRBackbone` wraps it as a Serve deployment
 with model multiplexing (LRU-bounded adapters per replica) and dynamic request batching.
+
+While a replica holds exactly one adapter (the common case), that adapter is merged into the base weights
+(PEFT ``merge_adapter``): a forward then costs what the base model's does. When a second adapter is loaded it
+is unmerged again and the adapters run side by side as PEFT adapters (multiplexing); it is merged again once it
+is the only one left.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 class AdapterBank:
     """The base model once, with any number of named LoRA adapters and their heads attached."""
 
-    def __init__(self, model_cfg: ModelConfig, device: str = "cpu", layers: int = 0) -> None:
+    def __init__(self, model_cfg: ModelConfig, device: str = "cpu", layers: int = 0, merge: bool = True) -> None:
         from skr_ray.models.backbone import load_backbone
 
         self.device = device
@@ -40,6 +45,8 @@ class AdapterBank:
         self.tokens: dict[str, int] = {}  # load generation per adapter: a stale handle never unloads a reload
         self.prefixes: dict[str, Any] = {}  # per AD adapter: the prompt's shared opening as a KV cache
         self._next_token = 0
+        self.merge = merge  # False: always the unmerged (multiplexing) path
+        self.merged: str | None = None  # the adapter merged into the base weights, if any
 
     def load(self, entry: ModelEntry) -> int:
         from peft import PeftModel
@@ -55,6 +62,7 @@ class AdapterBank:
             if self.model is None:
                 self.model = PeftModel.from_pretrained(self.base, path, adapter_name=entry.id)
             else:
+                self._unmerge()  # the base weights must be the base model's before another adapter joins them
                 self.model.load_adapter(path, adapter_name=entry.id)
             self.model.eval()
             info = entry.head_info
@@ -79,6 +87,8 @@ class AdapterBank:
         with self.lock:
             if model_id not in self.heads or (token is not None and self.tokens.get(model_id) != token):
                 return
+            if self.merged == model_id:
+                self._unmerge()
             self.tokens.pop(model_id)
             self.heads.pop(model_id)
             self.prefixes.pop(model_id, None)
@@ -93,6 +103,29 @@ class AdapterBank:
     def loaded(self) -> list[str]:
         return list(self.heads)
 
+    def _use(self, model_id: str) -> None:
+        """Make ``model_id``'s adapter the one the next forward runs (call with ``self.lock`` held): merged into
+        the base weights while it is the only adapter loaded (the forward of the base model itself; merged once,
+        kept merged across requests), else unmerged beside the others and picked by name (multiplexing)."""
+        if self.merge and len(self.heads) == 1:
+            if self.merged != model_id:
+                self._unmerge()
+                self.model.set_adapter(model_id)
+                self.model.merge_adapter()
+                self.merged = model_id
+                log.info("adapter %s merged into the base weights (the only one loaded)", model_id)
+            return
+        self._unmerge()
+        self.model.set_adapter(model_id)
+
+    def _unmerge(self) -> None:
+        """The base model's own weights again (no-op when nothing is merged). PEFT's set_adapter would do it
+        anyway, with a warning, on a merged model."""
+        if self.merged is not None:
+            self.model.unmerge_adapter()
+            log.info("adapter %s unmerged (adapters are multiplexed)", self.merged)
+            self.merged = None
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
@@ -102,7 +135,7 @@ class AdapterBank:
 
         entry = self.entries[model_id]
         with self.lock:
-            self.model.set_adapter(model_id)
+            self._use(model_id)
             emb = embed_texts(self.model, self.tokenizer, texts, entry.max_length, self.heads[model_id],
                               self.device, entry.head_info.get("prompt", "plain"),
                               entry.head_info.get("pooling", "last_token"), group_by_length=True)
@@ -118,7 +151,7 @@ class AdapterBank:
         entry = self.entries[model_id]
         images = [decode_image(raw) for raw in raws]
         with self.lock:
-            self.model.set_adapter(model_id)
+            self._use(model_id)
             emb = embed_images(self.model, self.processor, images, self.heads[model_id], self.device,
                                entry.head_info.get("prompt", "e5v"))
         return emb.cpu().tolist()
@@ -132,7 +165,7 @@ class AdapterBank:
                                  int(entry.head_info.get("max_passage_tokens", 192)))
         rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         with self.lock:
-            self.model.set_adapter(model_id)
+            self._use(model_id)
             shared = self.prefixes.get(model_id)
             if shared is None:  # keys/values of the opening depend on the adapter: one cache per adapter
                 shared = self.prefixes[model_id] = shared_prompt_prefix(self.model, self.tokenizer)
@@ -164,7 +197,7 @@ class AdapterBank:
         images = [decode_image(raw) for raw, _ in items]
         batch = image_batch(self.processor, images, render(self.processor, [q for _, q in items]), self.device)
         with self.lock:
-            self.model.set_adapter(model_id)
+            self._use(model_id)
             return self.heads[model_id](image_final_states(self.model, batch))
 
 
@@ -213,7 +246,8 @@ class SKRBackbone:
 
         # Entries share a backbone only when they read the same decoder depth (serve.registry).
         layers = max((head_layers(e.head_info) for e in entries.values()), default=0)
-        self.bank = AdapterBank(base, device, layers=layers)
+        # merge_single_adapter (default true): serve a lone adapter merged into the base weights
+        self.bank = AdapterBank(base, device, layers=layers, merge=bool(options.get("merge_single_adapter", True)))
         self.max_input_tokens = int(options.get("max_input_tokens", 512))
         floor = float(options.get("batch_wait_timeout_s", 0.01))
         ceiling = float(options.get("max_batch_wait_s", 0.2))
