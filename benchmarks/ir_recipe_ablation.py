@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--row", action="append", default=[], help="NAME=space-separated overrides")
     ap.add_argument("--head-only", action="store_true", help="also score head-only on the same dev set")
     ap.add_argument("--out", default="", help="append each row as a JSON line here")
+    ap.add_argument("--labelled-only", action="store_true",
+                    help="score on the dev candidates that were annotated (and the queries with a relevant one among "
+                         "them): a smaller dev set over a corpus subsample, cheap to encode")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -168,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("choose settings on a dev split, never on test/")
     set_threads(base_cfg.model, replicas=1)
     evalset = read_eval_set(base_cfg.data.eval, base_cfg.data.max_chars, base_cfg.data.max_queries)
+    if args.labelled_only:
+        from skr_ray.artifacts import Artifacts
+        from skr_ray.tasks.ir.pairs import label_corpus
+
+        seen = {" ".join(t.split()) for t in label_corpus(Artifacts(args.labels).labels_dir).values()}
+        corpus = {k: v for k, v in evalset.corpus.items() if " ".join(v.split()) in seen}
+        qrels = {q: rel & set(corpus) for q, rel in evalset.qrels.items() if rel & set(corpus)}
+        evalset = type(evalset)(corpus=corpus, queries={q: evalset.queries[q] for q in qrels}, qrels=qrels)
+        log.info("dev subset: %d queries over %d annotated candidates", len(qrels), len(corpus))
     cache_root = Path(args.labels) / "cache" / "ablation_prefix"
     rows = []
     if args.head_only:
