@@ -41,9 +41,12 @@ def to_run(scores: np.ndarray, name: str, depth: int = FUSION_DEPTH) -> Any:
 
 
 def _to_matrix(run: Any, shape: tuple[int, int]) -> np.ndarray:
-    """ranx Run -> (Q, N) scores; candidates outside the fused lists get -inf (ranked after every fused one)."""
-    out = np.full(shape, -np.inf)
-    for q, docs in run.to_dict().items():
+    """ranx Run -> (Q, N) scores; candidates outside the fused lists share one finite score below every fused one
+    (ranked after them, tied among themselves; finite, so run files and metrics stay plain numbers)."""
+    fused = run.to_dict()
+    floor = min((s for docs in fused.values() for s in docs.values()), default=0.0) - 1.0
+    out = np.full(shape, floor)
+    for q, docs in fused.items():
         row = int(q[1:])
         for d, s in docs.items():
             out[row, int(d[1:])] = s
@@ -69,7 +72,7 @@ def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], dept
 
 
 def mrr_of(scores: np.ndarray, gold: np.ndarray) -> float:
-    """MRR of ``gold`` (each row's one relevant column); ties rank pessimistically, -inf rows last."""
+    """MRR of ``gold`` (each row's one relevant column); ties rank pessimistically."""
     own = scores[np.arange(len(gold)), gold]
     ranks = (scores >= own[:, None]).sum(axis=1)
     return float(np.mean(1.0 / ranks))
