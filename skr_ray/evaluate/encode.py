@@ -39,6 +39,9 @@ class TextEncoder:
     ``spec`` is one EncoderSpec (as a dict) or a list of them that share their weights (same ``checkpoint``):
     rows then say which one they are for in a ``job`` column, so one actor pool (one model load) serves the
     base, E5-V and head-only inputs of an evaluation together.
+
+    Each output row carries ``seconds``, its share of the model time of its job's rows in the batch (the actor's
+    start and the model load are not in it), and ``cached``, whether it ran over stored frozen-prefix states.
     """
 
     def __init__(self, cfg_dict: dict[str, Any], spec: dict[str, Any] | list[dict[str, Any]], replicas: int,
@@ -79,34 +82,42 @@ class TextEncoder:
         is_image = [bool(x) for x in batch["image"]] if "image" in batch else [False] * len(texts)
         jobs = [int(j) for j in batch["job"]] if "job" in batch else [0] * len(texts)
         out: list[torch.Tensor | None] = [None] * len(texts)
+        seconds = np.zeros(len(texts), dtype=np.float64)
+        cached = np.zeros(len(texts), dtype=bool)
         for job in sorted(set(jobs)):
             spec = self.specs[job]
             for image in (False, True):
                 rows = [i for i, (f, j) in enumerate(zip(is_image, jobs)) if f == image and j == job]
                 if not rows:
                     continue
+                start = time.perf_counter()
                 if image:  # image documents (data.modality=image): the text column names the image
                     vectors = embed_images(self.model, self.tokenizer, [load_page(texts[i]) for i in rows], self.head,
                                            self.device, spec.prompt)
                 elif self.prefix is not None:
-                    vectors = self._embed_with_prefix([texts[i] for i in rows], spec)
+                    vectors, hits = self._embed_with_prefix([texts[i] for i in rows], spec)
+                    cached[rows] = hits
                 else:
                     vectors = embed_texts(self.model, self.tokenizer, [texts[i] for i in rows],
                                           self.cfg.evaluate.max_length, self.head, self.device, spec.prompt,
                                           spec.pooling, group_by_length=True)
+                vectors = vectors.cpu()  # waits for the device: the time below is the model's
+                seconds[rows] = (time.perf_counter() - start) / len(rows)
                 for i, v in zip(rows, vectors):
                     out[i] = v
         emb = torch.stack(out)  # (B, D) in the batch's order
         if self.head is None:
             emb = F.normalize(emb, dim=-1)
-        out_batch = {"id": batch["id"], "embedding": emb.cpu().numpy().astype(np.float32)}
+        out_batch = {"id": batch["id"], "embedding": emb.numpy().astype(np.float32), "seconds": seconds,
+                     "cached": cached}
         if "job" in batch:
             out_batch["job"] = batch["job"]
         return out_batch
 
-    def _embed_with_prefix(self, texts: list[str], spec: EncoderSpec) -> Any:
+    def _embed_with_prefix(self, texts: list[str], spec: EncoderSpec) -> tuple[Any, list[bool]]:
         """embed_texts through the training run's frozen-prefix states: inputs training saw (the unlabeled
-        passages, on a dev split over them) run only the top layers; others are computed in full."""
+        passages, on a dev split over them) run only the top layers; others are computed in full. Also says
+        which texts found their states stored."""
         import torch
 
         from skr_ray.models.encoding import decoder_body, format_for_embedding
@@ -114,9 +125,10 @@ class TextEncoder:
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
                                       spec.prompt, spec.pooling)
+        hits = [k in self.prefix.store for k in self.prefix._rows(tokens["input_ids"], tokens["attention_mask"])]
         with torch.inference_mode():
             states = self.prefix.final_token_states(decoder_body(self.model), tokens).float()
-            return self.head(states) if self.head is not None else states
+            return (self.head(states) if self.head is not None else states), hits
 
 
 def _training_prefix_cache(cfg: SKRConfig, checkpoint: str, model: Any, directory: str | None) -> Any:
@@ -194,7 +206,8 @@ def encode_texts(
     texts: dict[str, str], spec: EncoderSpec, cfg: SKRConfig, cache_dir: Path, label: str,
     images: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[np.ndarray, list[str], float]:
-    """(N, D) embeddings in the order of the returned ids, plus seconds spent (0 when cached).
+    """(N, D) embeddings in the order of the returned ids, plus the model seconds they took (see
+    :func:`encode_many`; when cached, the seconds of the run that encoded them).
 
     Ids in ``images`` are image documents: their text names the image file. Results are cached per
     (encoder, text set), so a killed evaluation resumes where it was.
@@ -206,7 +219,12 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
     """:func:`encode_texts` for several jobs, with one Ray Data pass (one actor pool start, one model load) per
     set of weights instead of one per job: the base, E5-V and head-only inputs of an evaluation share one pass,
     SKR's evaluation and validation inputs another. Each job is cached on its own, under the key
-    :func:`encode_texts` uses, and the pass's seconds are shared out by the jobs' text counts."""
+    :func:`encode_texts` uses.
+
+    A job's seconds are the model time of its own texts, summed over the batches that held them, on whichever
+    replica ran them (as AD and OD time their rows): the actor pool's start and the model load, which a pass
+    pays once however many texts it holds, are not in them, so systems encoded in passes of different sizes
+    (the base model's pass carries three systems' inputs, SKR's one) compare per text on equal terms."""
     import ray.data
 
     results: list[Any] = [None] * len(jobs)
@@ -215,11 +233,11 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
         # length-sorted batches (little padding); images in batches of their own
         ids = sorted(job.texts, key=lambda i: (i in job.images, len(job.texts[i])), reverse=True)
         cache = cache_dir / f"{job.spec.name}-{job.label}-{_cache_key(job.spec, job.texts, ids, cfg)}.npz"
-        if cache.is_file():
-            data = np.load(cache, allow_pickle=False)
+        data = np.load(cache, allow_pickle=False) if cache.is_file() else None
+        if data is not None and TIMING in data:
             log.info("%s/%s: reusing cached embeddings %s", job.spec.name, job.label, cache.name)
             results[j] = (data["embedding"], [str(x) for x in data["id"]], float(data["seconds"]))
-        else:
+        else:  # (a file without TIMING holds a pass's wall time shared by text count: encoded again)
             todo.setdefault(job.spec.checkpoint, []).append((j, ids, cache))
     e = cfg.evaluate
     gpus = 1 if _has_gpu() else 0
@@ -238,11 +256,16 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
             num_gpus=gpus,
         )
         done = ds.take_all()
-        seconds = time.perf_counter() - start
+        wall = time.perf_counter() - start
         # "id" is unique within a job only: the output's id column comes back with the row's job beside it
         by_job: dict[int, dict[str, np.ndarray]] = {}
+        spent: dict[int, float] = {}
+        hits: dict[int, int] = {}
         for r in done:
-            by_job.setdefault(int(r["job"]), {})[str(r["id"])] = np.asarray(r["embedding"], dtype=np.float32)
+            k = int(r["job"])
+            by_job.setdefault(k, {})[str(r["id"])] = np.asarray(r["embedding"], dtype=np.float32)
+            spent[k] = spent.get(k, 0.0) + float(r["seconds"])
+            hits[k] = hits.get(k, 0) + int(r["cached"])
         cache_dir.mkdir(parents=True, exist_ok=True)
         for k, (j, ids, cache) in enumerate(members):
             got = by_job.get(k, {})
@@ -250,12 +273,18 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
                 raise RuntimeError(f"{jobs[j].spec.name}/{jobs[j].label}: {len(ids) - len(got)} of {len(ids)} texts "
                                    "came back without an embedding")
             emb = np.stack([got[i] for i in ids])
-            share = seconds * len(ids) / len(rows)
-            np.savez(cache, id=np.asarray(ids), embedding=emb, seconds=share)
-            log.info("%s/%s: encoded %d texts in %.1fs (one pass of %d texts)", jobs[j].spec.name, jobs[j].label,
-                     len(ids), share, len(rows))
-            results[j] = (emb, ids, share)
+            seconds = spent.get(k, 0.0)
+            np.savez(cache, id=np.asarray(ids), embedding=emb, seconds=seconds, cached=hits.get(k, 0),
+                     **{TIMING: True})
+            log.info("%s/%s: encoded %d texts in %.1f model-s (%.2f s per 100; %d over stored frozen-prefix states); "
+                     "the pass of %d texts took %.1f s, actor start and model load included", jobs[j].spec.name,
+                     jobs[j].label, len(ids), seconds, 100 * seconds / len(ids), hits.get(k, 0), len(rows), wall)
+            results[j] = (emb, ids, seconds)
     return results
+
+
+TIMING = "model_seconds"
+"""Marks an embedding cache file whose ``seconds`` are model time (encode_many), not a pass's shared wall time."""
 
 
 def _has_gpu() -> bool:
