@@ -45,13 +45,61 @@ def _encode(model, tokenizer, texts: list[str], max_length: int, cfg, batch: int
 
 
 def _dev_mrr(model, tokenizer, cfg, evalset) -> tuple[float, np.ndarray]:
+    """(dev MRR, (Q, N) scores) of the model's embeddings."""
     from skr_ray.evaluate.metrics import first_relevant_ranks
 
     q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
     q = _encode(model, tokenizer, [evalset.queries[i] for i in q_ids], cfg.train.max_query_length, cfg)
     d = _encode(model, tokenizer, [evalset.corpus[i] for i in d_ids], cfg.evaluate.max_length, cfg)
     ranks = first_relevant_ranks(q @ d.T, d_ids, q_ids, evalset.qrels)
-    return float(np.mean(1.0 / ranks)), 1.0 / ranks
+    return float(np.mean(1.0 / ranks)), q @ d.T
+
+
+def _selfval_choices(model, tokenizer, cfg, labels_run: Path) -> dict:
+    """The fusion rules a label-free choice would take with this model: on the self-labelled validation split's
+    questions against its own passages (what ``evaluate.fusion=selfval`` does), and against the whole unlabeled
+    corpus (a harder, more search-like pool)."""
+    from skr_ray.artifacts import Artifacts
+    from skr_ray.evaluate.baselines import bm25_scores
+    from skr_ray.tasks.ir.fusion import choose_rule, validation_texts
+    from skr_ray.tasks.ir.pairs import label_corpus, load_pairs, split_pairs
+
+    art = Artifacts(str(labels_run))
+    out = {}
+    val = validation_texts(cfg, art)
+    if val is not None:
+        queries, docs, gold = val
+        q = _encode(model, tokenizer, queries, cfg.train.max_query_length, cfg)
+        d = _encode(model, tokenizer, docs, cfg.evaluate.max_length, cfg)
+        out["validation_passages"] = choose_rule("selfval", q @ d.T, bm25_scores(queries, docs), np.asarray(gold))
+        _, pairs = split_pairs(load_pairs(art.labels_dir, cfg.annotate.drop_duplicates), cfg.train.val_fraction,
+                               cfg.train.seed)
+        corpus = label_corpus(art.labels_dir)
+        ids = sorted(corpus)
+        column = {x: i for i, x in enumerate(ids)}
+        asked = [p for p in pairs if p.kind == "question"] or pairs
+        dc = _encode(model, tokenizer, [corpus[i] for i in ids], cfg.evaluate.max_length, cfg)
+        qc = _encode(model, tokenizer, [p.query for p in asked], cfg.train.max_query_length, cfg)
+        out["whole_corpus"] = choose_rule("selfval", qc @ dc.T, bm25_scores([p.query for p in asked],
+                                                                           [corpus[i] for i in ids]),
+                                          np.asarray([column[p.doc_id] for p in asked]))
+    for v in out.values():
+        v.pop("validation_curve", None)
+    return out
+
+
+def _fusion_on_dev(scores: np.ndarray, evalset) -> dict:
+    """BM25 alone, RRF and the best weighted sum (in hindsight: a ceiling, not a choice) on the dev set."""
+    from skr_ray.evaluate.baselines import bm25_scores
+    from skr_ray.evaluate.metrics import first_relevant_ranks
+    from skr_ray.tasks.ir.fusion import fusion_curve
+
+    q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
+    bm25 = bm25_scores([evalset.queries[i] for i in q_ids], [evalset.corpus[i] for i in d_ids])
+    curve = fusion_curve(scores, bm25, lambda s: float(np.mean(1.0 / first_relevant_ranks(s, d_ids, q_ids,
+                                                                                          evalset.qrels))))
+    return {"bm25": curve["min-max"][0], "rrf": curve["rrf"],
+            "best_wsum": max(max(curve["min-max"]), max(curve["zmuv"])), "curve": curve}
 
 
 def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
@@ -86,7 +134,7 @@ def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict
     steps = len(train) // bs
     history = []
     model.eval()
-    start_mrr, _ = _dev_mrr(model, tokenizer, cfg, evalset)
+    start_mrr, scores = _dev_mrr(model, tokenizer, cfg, evalset)
     v = hooks.validate(model, tokenizer, val, cfg, "cpu", info)
     history.append({"epoch": -1, **v, "dev_mrr": start_mrr})
     log.info("%s start: %s", name, history[-1])
@@ -105,11 +153,26 @@ def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict
             losses.append(loss.item())
         model.eval()
         v = hooks.validate(model, tokenizer, val, cfg, "cpu", info)
-        mrr, _ = _dev_mrr(model, tokenizer, cfg, evalset)
+        mrr, scores = _dev_mrr(model, tokenizer, cfg, evalset)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **v, "dev_mrr": mrr})
         log.info("%s epoch %d: %s", name, epoch + 1, history[-1])
     kept = min(history[1:], key=lambda h: h["val_loss"]) if cfg.train.keep == "best_val_loss" else history[-1]
-    return {"row": name, "train_pairs": len(train), "steps": steps * cfg.train.epochs,
+    fusion = _fusion_on_dev(scores, evalset)  # the last epoch's model
+    fusion["selfval"] = _selfval_choices(model, tokenizer, cfg, labels_run)
+    from skr_ray.evaluate.baselines import bm25_scores
+    from skr_ray.evaluate.metrics import first_relevant_ranks
+    from skr_ray.tasks.ir.fusion import fused_scores
+
+    q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
+    bm25 = bm25_scores([evalset.queries[i] for i in q_ids], [evalset.corpus[i] for i in d_ids])
+    for where, rule in fusion["selfval"].items():
+        ranks = first_relevant_ranks(fused_scores(scores, bm25, rule), d_ids, q_ids, evalset.qrels)
+        rule["dev_mrr"] = float(np.mean(1.0 / ranks))
+        log.info("%s: fusion chosen on self-labelled validation (%s): %s -> dev MRR %.3f", name, where,
+                 {k: rule.get(k) for k in ("method", "norm", "weight")}, rule["dev_mrr"])
+    log.info("%s fusion on dev: BM25 %.3f, RRF %.3f, best weighted sum in hindsight %.3f", name, fusion["bm25"],
+             fusion["rrf"], fusion["best_wsum"])
+    return {"row": name, "train_pairs": len(train), "steps": steps * cfg.train.epochs, "fusion": fusion,
             "minutes": round((time.perf_counter() - t0) / 60, 2), "start_dev_mrr": start_mrr,
             "last_dev_mrr": history[-1]["dev_mrr"], "kept_epoch": kept["epoch"], "kept_dev_mrr": kept["dev_mrr"],
             "history": history}

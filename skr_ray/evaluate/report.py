@@ -85,6 +85,10 @@ def write_report(
                  if f.get("chosen_by") == "self-labelled validation" else "a fixed rule")
         lines += ["", f"`skr_bm25` = {f['description']}; {where} (no human label). How the evaluation set's MRR moves "
                   "with the weight (drawn after the rule was fixed): [fusion_curve.png](fusion_curve.png)."]
+    skr_s, base_s = (metrics.get(n, {}).get("seconds_per_100") for n in ("skr", "e5v"))
+    if skr_s and base_s:  # the same backbone under the same input format, LoRA merged into its weights or not
+        lines += ["", f"Encoding cost: SKR {skr_s:.1f} s per 100 texts against {base_s:.1f} for the base model under "
+                  f"the same prompt (`e5v`): {skr_s / base_s:.2f}x (LoRA is merged into the weights)."]
     lines += ["", "![Recall@k](recall_at_k.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     plot_recall(out_dir / "recall_at_k.png", curves)
