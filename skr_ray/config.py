@@ -299,9 +299,10 @@ class EvaluateConfig:
     """Tokens per candidate when encoding."""
     head_only_epochs: int = 20
     """Epochs of the projection head trained on frozen base embeddings."""
-    fusion: str = "rrf"
-    """skr_bm25's rule (skr_ray.tasks.ir.fusion): 'rrf' (reciprocal-rank fusion, no parameter) or 'selfval' (the
-    weighted sum or RRF that ranks best on the self-labelled validation split). No human label chooses either."""
+    fusion: str = "selfval"
+    """skr_bm25's rule (skr_ray.tasks.ir.fusion): 'selfval' (the weighted sum or RRF that ranks best for the
+    self-labelled validation questions searched among the whole unlabeled corpus) or 'rrf' (reciprocal-rank fusion,
+    no parameter). No human label chooses either."""
 
     max_pairs: int = 0
     """AD: stratified subsample of the labelled eval pairs (class ratio kept); 0 = all."""

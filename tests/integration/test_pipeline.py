@@ -112,9 +112,14 @@ def test_evaluation_report(pipeline_run):
     metrics = json.loads(art.metrics.read_text())
     assert set(metrics) == {"base", "head_only", "skr", "bm25", "skr_bm25"}
     fusion = json.loads((art.evaluate_dir / "fusion.json").read_text())
-    assert fusion["method"] == "rrf" and fusion["rule"] == "rrf"  # the default: no parameter to choose
+    assert fusion["rule"] == "selfval" and fusion["chosen_by"] == "self-labelled validation"
+    # chosen for the validation questions among the whole unlabeled corpus (the 24 annotated passages)
+    assert fusion["validation_passages"] == 24 and fusion["validation_questions"] >= 2
+    assert fusion["validation_mrr"] >= max(fusion["validation_mrr_dense"], fusion["validation_mrr_bm25"])
     curve = json.loads((art.evaluate_dir / "fusion_curve.json").read_text())["evaluation"]
-    assert metrics["skr_bm25"]["mrr"] == pytest.approx(curve["rrf"])  # the curve's RRF point is the system
+    chosen = curve["rrf"] if fusion["method"] == "rrf" else \
+        curve[fusion["norm"]][[round(w, 2) for w in curve["weights"]].index(round(fusion["weight"], 2))]
+    assert metrics["skr_bm25"]["mrr"] == pytest.approx(chosen)  # the curve's point of the chosen rule is the system
     assert curve["min-max"][0] == pytest.approx(metrics["bm25"]["mrr"])  # weight 0: BM25 alone
     assert curve["min-max"][-1] == pytest.approx(metrics["skr"]["mrr"])  # weight 1: SKR alone
     assert (art.evaluate_dir / "fusion_curve.png").stat().st_size > 10_000
