@@ -75,17 +75,25 @@ def _article(word: str) -> str:
 OPEN_PATHS = ("/healthz",)  # answered without a key (load balancers probe it)
 
 
+DEFAULT_KEYS_ENV = "SKR_API_KEYS"
+"""Where the keys come from when the config names no source."""
+
+
 def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
     """SHA-256 digests of the API keys named by the ``auth`` options (the keys never travel in the app's
     config), or None when authentication is explicitly disabled for local use.
 
     ``auth.api_keys_env``: an environment variable holding comma-separated keys; ``auth.api_keys_file``: a file
-    with one key per line (# comments allowed); ``auth.disabled: true``: no keys (local use only).
+    with one key per line (# comments allowed); ``auth.disabled: true``: no keys (local use only). With none of
+    them, the keys come from ``SKR_API_KEYS`` when it is set (the README's quick start: ``export SKR_API_KEYS=...;
+    skr serve --model ...``).
     """
     import hashlib
     import os
 
     auth = dict(auth or {})
+    if not auth and os.environ.get(DEFAULT_KEYS_ENV, "").strip():
+        auth = {"api_keys_env": DEFAULT_KEYS_ENV}
     if "api_keys" in auth or any(k.startswith("sk-") for k in map(str, auth.values())):
         raise ValueError("auth: put keys in a file or an environment variable, never in the config itself")
     unknown = set(auth) - {"api_keys_env", "api_keys_file", "disabled"}
@@ -107,9 +115,9 @@ def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
             raise ValueError(f"auth.api_keys_file: {path} does not exist")
         keys += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if not keys:
-        raise ValueError("Serve needs API keys: set auth.api_keys_env (comma-separated keys in an environment "
-                         "variable) or auth.api_keys_file (one key per line); for local use only, auth.disabled: "
-                         "true (skr serve --no-auth)")
+        raise ValueError(f"Serve needs API keys: export {DEFAULT_KEYS_ENV}=key1,key2, or set auth.api_keys_env "
+                         "(comma-separated keys in an environment variable) or auth.api_keys_file (one key per "
+                         "line); for local use only, auth.disabled: true (skr serve --no-auth)")
     return sorted({hashlib.sha256(k.encode()).hexdigest() for k in keys})
 
 

@@ -1,6 +1,6 @@
 """`skr serve [-c cluster/serve.yaml] [--model ID=PATH ...] [--port 8000] [--host 127.0.0.1] [--no-auth]`: the Serve
-app on local Ray. API keys come from the config's ``auth`` (an environment variable or a file); ``--no-auth`` is for
-local use and is announced loudly on a non-loopback host."""
+app on local Ray. API keys come from the config's ``auth`` (an environment variable or a file), else from
+``SKR_API_KEYS``; ``--no-auth`` is for local use and is announced loudly on a non-loopback host."""
 
 from __future__ import annotations
 

@@ -20,7 +20,15 @@ def test_keys_from_an_environment_variable_or_a_file(tmp_path, monkeypatch):
     assert both == sorted({_digest(k) for k in ("k1", "k2", "k3")})  # digests only: no key travels in the app
 
 
+def test_keys_from_skr_api_keys_when_the_config_names_no_source(monkeypatch):
+    monkeypatch.setenv("SKR_API_KEYS", "sk-quick-start")  # the README's quick start: export, then skr serve
+    assert load_api_keys({}) == [_digest("sk-quick-start")]
+    assert load_api_keys(None) == [_digest("sk-quick-start")]
+    assert load_api_keys({"disabled": True}) is None  # an explicit choice wins over the environment
+
+
 def test_no_keys_is_refused_unless_disabled_explicitly(tmp_path, monkeypatch):
+    monkeypatch.delenv("SKR_API_KEYS", raising=False)
     with pytest.raises(ValueError, match="Serve needs API keys"):
         load_api_keys({})
     monkeypatch.setenv("EMPTY_KEYS", " , ")
