@@ -88,26 +88,31 @@ def _selfval_choices(model, tokenizer, cfg, labels_run: Path) -> dict:
     return out
 
 
-def _fusion_on_dev(scores: np.ndarray, evalset) -> dict:
-    """BM25 alone, RRF and the best weighted sum (in hindsight: a ceiling, not a choice) on the dev set."""
+def _fusion_on_dev(scores: np.ndarray, evalset, choices: dict[str, dict]) -> dict:
+    """BM25 alone, RRF and the best weighted sum (in hindsight: a ceiling, not a choice) on the dev set, and the
+    dev MRR of each label-free choice (``choices``: where it was chosen -> rule; each gains ``dev_mrr``)."""
     from skr_ray.evaluate.baselines import bm25_scores
     from skr_ray.evaluate.metrics import first_relevant_ranks
-    from skr_ray.tasks.ir.fusion import fusion_curve
+    from skr_ray.tasks.ir.fusion import fused_scores, fusion_curve
 
     q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
     bm25 = bm25_scores([evalset.queries[i] for i in q_ids], [evalset.corpus[i] for i in d_ids])
-    curve = fusion_curve(scores, bm25, lambda s: float(np.mean(1.0 / first_relevant_ranks(s, d_ids, q_ids,
-                                                                                          evalset.qrels))))
+
+    def mrr(s: np.ndarray) -> float:
+        return float(np.mean(1.0 / first_relevant_ranks(s, d_ids, q_ids, evalset.qrels)))
+
+    curve = fusion_curve(scores, bm25, mrr)
+    for rule in choices.values():
+        rule["dev_mrr"] = mrr(fused_scores(scores, bm25, rule))
     return {"bm25": curve["min-max"][0], "rrf": curve["rrf"],
-            "best_wsum": max(max(curve["min-max"]), max(curve["zmuv"])), "curve": curve}
+            "best_wsum": max(max(curve["min-max"]), max(curve["zmuv"])), "curve": curve, "selfval": choices}
 
 
 def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
     from skr_ray.artifacts import Artifacts
-    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
-    from skr_ray.models.backbone import model_id
     from skr_ray.tasks.ir import training as hooks
     from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.train.deepspeed_config import GRADIENT_CLIPPING, torch_optimizer
@@ -157,17 +162,9 @@ def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **v, "dev_mrr": mrr})
         log.info("%s epoch %d: %s", name, epoch + 1, history[-1])
     kept = min(history[1:], key=lambda h: h["val_loss"]) if cfg.train.keep == "best_val_loss" else history[-1]
-    fusion = _fusion_on_dev(scores, evalset)  # the last epoch's model
-    fusion["selfval"] = _selfval_choices(model, tokenizer, cfg, labels_run)
-    from skr_ray.evaluate.baselines import bm25_scores
-    from skr_ray.evaluate.metrics import first_relevant_ranks
-    from skr_ray.tasks.ir.fusion import fused_scores
-
-    q_ids, d_ids = list(evalset.queries), list(evalset.corpus)
-    bm25 = bm25_scores([evalset.queries[i] for i in q_ids], [evalset.corpus[i] for i in d_ids])
+    # the last epoch's model
+    fusion = _fusion_on_dev(scores, evalset, _selfval_choices(model, tokenizer, cfg, labels_run))
     for where, rule in fusion["selfval"].items():
-        ranks = first_relevant_ranks(fused_scores(scores, bm25, rule), d_ids, q_ids, evalset.qrels)
-        rule["dev_mrr"] = float(np.mean(1.0 / ranks))
         log.info("%s: fusion chosen on self-labelled validation (%s): %s -> dev MRR %.3f", name, where,
                  {k: rule.get(k) for k in ("method", "norm", "weight")}, rule["dev_mrr"])
     log.info("%s fusion on dev: BM25 %.3f, RRF %.3f, best weighted sum in hindsight %.3f", name, fusion["bm25"],
@@ -184,7 +181,6 @@ def head_only_row(cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
     from skr_ray.evaluate.metrics import first_relevant_ranks
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
-    from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
     from skr_ray.train.head_only import apply_head, train_projection_head
     from skr_ray.train.loop import ReexpressionModel

@@ -125,10 +125,9 @@ class TextEncoder:
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
                                       spec.prompt, spec.pooling)
-        hits = [k in self.prefix.store for k in self.prefix._rows(tokens["input_ids"], tokens["attention_mask"])]
         with torch.inference_mode():
             states = self.prefix.final_token_states(decoder_body(self.model), tokens).float()
-            return (self.head(states) if self.head is not None else states), hits
+            return (self.head(states) if self.head is not None else states), self.prefix.last_hits
 
 
 def _training_prefix_cache(cfg: SKRConfig, checkpoint: str, model: Any, directory: str | None) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from skr_ray.artifacts import write_json
+from skr_ray.artifacts import write_json, write_text
 from skr_ray.evaluate.metrics import bootstrap_mean_interval, ranking_order, strictly_decreasing
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def write_report(
         for a, b in compared:
             c = metrics[a]["comparisons"][b]
             lo, hi = c["mrr_diff_ci95"]
-            lines.append(f"| `{a}` − `{b}` | {_signed(c['mrr_diff'])} | [{_signed(lo)}, {_signed(hi)}] | "
+            lines.append(f"| `{a}` − `{b}` | {signed(c['mrr_diff'])} | [{signed(lo)}, {signed(hi)}] | "
                          f"{'yes' if c['excludes_zero'] else 'no'} |")
     if "skr_bm25" in context:
         f = context["skr_bm25"]
@@ -124,7 +124,7 @@ def plot_fusion_curve(path: Path, curve: dict[str, Any], choice: dict[str, Any])
     plt.close(fig)
 
 
-def _signed(x: float) -> str:
+def signed(x: float) -> str:
     """+0.031 / −0.012 (a true minus sign, so a column of differences lines up)."""
     return f"{x:+.3f}".replace("-", "\u2212")
 
@@ -194,22 +194,14 @@ def write_run(path: Path, scores: np.ndarray, query_ids: list[str], doc_ids: lis
         q = _trec_id(qid)
         lines += [f"{q} Q0 {docs[i]} {rank} {v!r} {run_name}" for rank, (i, v) in
                   enumerate(zip(order[:n].tolist(), values.tolist()), start=1)]
-    _write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def write_qrels(path: Path, qrels: dict[str, set[str]], query_ids: list[str]) -> None:
     """The relevance judgements of the evaluated queries as TREC qrels (``qid 0 docid 1``), beside the run files
     so the folder is enough to recompute the report."""
     lines = [f"{_trec_id(q)} 0 {_trec_id(d)} 1" for q in query_ids for d in sorted(qrels.get(q, ()))]
-    _write_text(path, "\n".join(lines) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Whole file or nothing (temp name, then rename): a killed evaluation leaves no half-written ranking."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def plot_recall(path: Path, curves: dict[str, np.ndarray]) -> None:

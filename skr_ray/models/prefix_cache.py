@@ -69,6 +69,7 @@ class FrozenPrefixCache:
         self.store: dict[tuple[int, ...], torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
+        self.last_hits: list[bool] = []  # per row of the last states() call: its states were stored already
         self.loaded = 0
         self.directory = Path(directory) if directory else None
         if self.directory is not None:
@@ -123,6 +124,7 @@ class FrozenPrefixCache:
     def states(self, body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D) left-padded prefix states for a left-padded batch, computing only unseen rows."""
         keys = self._rows(input_ids, attention_mask)
+        self.last_hits = [k in self.store for k in keys]
         missing = list(dict.fromkeys(k for k in keys if k not in self.store))
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)

@@ -30,21 +30,24 @@ def _lora_modules(bank: AdapterBank) -> list:
     return [m for m in bank.model.modules() if isinstance(m, LoraLayer)]
 
 
-def _unmerged(registry, model_id: str, kind: str = "embed") -> torch.Tensor:
-    """The answer of the multiplexing path (merging off)."""
+def _served(registry, model_id: str, kind: str = "embed", merge: bool = True) -> tuple[AdapterBank, torch.Tensor]:
+    """A fresh bank holding ``model_id`` alone, and its answer to TEXTS (embed) or PAIRS (classify)."""
     entries, base = registry
-    bank = AdapterBank(base, merge=False)
+    bank = AdapterBank(base, merge=merge)
     bank.load(entries[model_id])
     out = bank.embed(model_id, TEXTS) if kind == "embed" else bank.classify(model_id, PAIRS)
+    return bank, torch.tensor(out)
+
+
+def _unmerged(registry, model_id: str, kind: str = "embed") -> torch.Tensor:
+    """The answer of the multiplexing path (merging off)."""
+    bank, out = _served(registry, model_id, kind, merge=False)
     assert bank.merged is None and not any(m.merged for m in _lora_modules(bank))
-    return torch.tensor(out)
+    return out
 
 
 def test_one_adapter_is_served_merged_with_the_unmerged_answers(registry):
-    entries, base = registry
-    bank = AdapterBank(base)
-    bank.load(entries["ir-a"])
-    merged = torch.tensor(bank.embed("ir-a", TEXTS))
+    bank, merged = _served(registry, "ir-a")
     assert bank.merged == "ir-a"
     layers = _lora_modules(bank)
     assert layers and all(m.merged for m in layers)  # the forward ran the base weights with LoRA folded in
@@ -82,10 +85,7 @@ def test_a_second_adapter_unmerges_and_the_last_one_left_is_merged_again(registr
 
 
 def test_the_other_head_routes_run_merged_too(registry):
-    entries, base = registry
-    bank = AdapterBank(base)
-    bank.load(entries["ad"])
-    probs = torch.tensor(bank.classify("ad", PAIRS))
+    bank, probs = _served(registry, "ad", "classify")
     assert bank.merged == "ad"
     torch.testing.assert_close(probs, _unmerged(registry, "ad", "classify"), atol=1e-4, rtol=1e-4)
 

@@ -7,6 +7,7 @@ from the self-labelled validation split (stored with the checkpoint), never from
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.artifacts import Artifacts, write_json, write_text
 from skr_ray.config import SKRConfig
 from skr_ray.evaluate.metrics import bootstrap_auc, percentile_interval
+from skr_ray.evaluate.report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, signed
 from skr_ray.tasks.ad.metrics import classification_metrics
 from skr_ray.tasks.ad.scoring import cached_score_pairs
 
@@ -29,8 +31,6 @@ TITLES = {
     "head_only": "Head-only (frozen backbone + MLP)",
     "skr": "SKR (LoRA + classifier head)",
 }
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 # (a, b): the report gives paired intervals of AUROC(a) - AUROC(b) and AUPRC(a) - AUPRC(b) when both ran
 COMPARISONS = [("skr", "head_only"), ("skr", "sft"), ("skr", "base")]
 
@@ -134,14 +134,12 @@ def _train_head_only(cfg: SKRConfig, art: Artifacts) -> tuple[Any, float]:
 def write_pair_scores(path: Path, pairs: Sequence[Any], labels: np.ndarray, scores: np.ndarray) -> None:
     """One system's continuous score for every labelled pair (tab-separated: pair_id, query_id, doc_id, label,
     score; the score exact, as ``repr`` of its float64), so AUROC/AUPRC can be recomputed with any tool."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        out.writerow(["pair_id", "query_id", "doc_id", "label", "score"])
-        for p, y, s in zip(pairs, np.asarray(labels).tolist(), np.asarray(scores, dtype=np.float64).tolist()):
-            out.writerow([p.pair_id, p.query_id, p.doc_id, int(y), repr(s)])
-    tmp.replace(path)
+    text = io.StringIO()
+    out = csv.writer(text, delimiter="\t", lineterminator="\n")
+    out.writerow(["pair_id", "query_id", "doc_id", "label", "score"])
+    for p, y, s in zip(pairs, np.asarray(labels).tolist(), np.asarray(scores, dtype=np.float64).tolist()):
+        out.writerow([p.pair_id, p.query_id, p.doc_id, int(y), repr(s)])
+    write_text(path, text.getvalue())
 
 
 def add_auc_intervals(results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
@@ -176,11 +174,6 @@ def add_auc_intervals(results: dict[str, dict[str, Any]], scores: dict[str, np.n
         results[a].setdefault("comparisons", {})[b] = entry
         compared.append((a, b))
     return compared
-
-
-def _signed(x: float) -> str:
-    """+0.031 / −0.012 (a true minus sign, so a column of differences lines up)."""
-    return f"{x:+.3f}".replace("-", "\u2212")
 
 
 def write_ad_report(out_dir: Path, results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
@@ -220,7 +213,7 @@ def write_ad_report(out_dir: Path, results: dict[str, dict[str, Any]], scores: d
             cells = []
             for metric in ("auroc", "auprc"):
                 lo, hi = c[f"{metric}_diff_ci95"]
-                cells += [f"{_signed(c[f'{metric}_diff'])} [{_signed(lo)}, {_signed(hi)}]",
+                cells += [f"{signed(c[f'{metric}_diff'])} [{signed(lo)}, {signed(hi)}]",
                           "yes" if c[f"{metric}_excludes_zero"] else "no"]
             lines.append(f"| `{a}` − `{b}` | " + " | ".join(cells) + " |")
     lines += ["", "![Precision-recall](pr_curve.png) ![ROC](roc_curve.png)", ""]

@@ -143,20 +143,19 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             record(name, q @ d.T, q_ids, d_ids, secs)
         elif name == "skr_bm25":
             from skr_ray.evaluate.baselines import bm25_scores
-            from skr_ray.tasks.ir.fusion import fused_scores
+            from skr_ray.tasks.ir.fusion import describe, fused_scores
 
             q, q_ids, d, d_ids, secs = skr_pair()
+            dense = q @ d.T
             choice = _fusion_choice(cfg, art, skr["spec"], prepared)
-            from skr_ray.tasks.ir.fusion import describe
-
             context["skr_bm25"] = {k: v for k, v in choice.items() if k != "validation_curve"}
             context["skr_bm25"]["description"] = describe(choice)
             fused_scores(np.ones((1, 2)), np.ones((1, 2)), {"method": "rrf"})  # ranx compiles on its first call
             t0 = time.perf_counter()
             bm25 = bm25_scores([queries[i] for i in q_ids], reference_docs(d_ids))
-            fused = fused_scores(q @ d.T, bm25, choice)
+            fused = fused_scores(dense, bm25, choice)
             record(name, fused, q_ids, d_ids, secs + time.perf_counter() - t0)
-            _write_fusion_curve(art, q @ d.T, bm25, q_ids, d_ids, qrels, choice)
+            _write_fusion_curve(art, dense, bm25, q_ids, d_ids, qrels, choice)
 
     write_report(art.evaluate_dir, results, curves, context, reciprocal)
     Artifacts.write_config(art.evaluate_dir, cfg)
@@ -191,7 +190,8 @@ def _encode_ahead(cfg: SKRConfig, art: Artifacts, systems: list[str], corpus: di
     if "skr" in systems or "skr_bm25" in systems:
         skr_spec = _skr_spec(art)
         jobs.append(_eval_job(skr_spec, corpus, queries, cfg))
-        if "skr_bm25" in systems and cfg.evaluate.fusion == "selfval" and not (art.evaluate_dir / "fusion.json").is_file():
+        if ("skr_bm25" in systems and cfg.evaluate.fusion == "selfval"
+                and not (art.evaluate_dir / "fusion.json").is_file()):
             prepared["fusion"] = _fusion_job(cfg, art, skr_spec)
             if prepared["fusion"] is not None:
                 jobs.append(prepared["fusion"][0])

@@ -63,12 +63,14 @@ def fuse_runs(dense: Any, bm25: Any, rule: dict[str, Any]) -> Any:
     return fuse([dense, bm25], norm=rule["norm"], method="wsum", params={"weights": [w, 1.0 - w]})
 
 
-def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], depth: int = FUSION_DEPTH) -> np.ndarray:
-    """(Q, N) SKR and BM25 scores -> (Q, N) fused scores under ``rule``."""
+def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], depth: int = FUSION_DEPTH,
+                 runs: tuple[Any, Any] | None = None) -> np.ndarray:
+    """(Q, N) SKR and BM25 scores -> (Q, N) fused scores under ``rule``. ``runs``: their ranx Runs, when the
+    caller fuses the same scores under several rules and builds them once."""
     if rule["method"] == "wsum" and float(rule["weight"]) in (0.0, 1.0):  # one system alone: its own ranking
         return (dense if float(rule["weight"]) == 1.0 else bm25).astype(np.float64)
-    fused = fuse_runs(to_run(dense, "skr", depth), to_run(bm25, "bm25", depth), rule)
-    return _to_matrix(fused, dense.shape)
+    runs = runs or (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
+    return _to_matrix(fuse_runs(*runs, rule), dense.shape)
 
 
 def mrr_of(scores: np.ndarray, gold: np.ndarray) -> float:
@@ -85,15 +87,9 @@ def fusion_curve(dense: np.ndarray, bm25: np.ndarray, mrr: Any, depth: int = FUS
     runs = (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
     curve: dict[str, Any] = {"weights": list(WEIGHTS)}
     for norm in NORMALIZATIONS:
-        values = []
-        for w in WEIGHTS:
-            if w in (0.0, 1.0):
-                values.append(mrr(dense if w == 1.0 else bm25))
-            else:
-                values.append(mrr(_to_matrix(fuse_runs(*runs, {"method": "wsum", "norm": norm, "weight": w}),
-                                             dense.shape)))
-        curve[norm] = values
-    curve["rrf"] = mrr(_to_matrix(fuse_runs(*runs, {"method": "rrf"}), dense.shape))
+        curve[norm] = [mrr(fused_scores(dense, bm25, {"method": "wsum", "norm": norm, "weight": w}, runs=runs))
+                       for w in WEIGHTS]
+    curve["rrf"] = mrr(fused_scores(dense, bm25, {"method": "rrf"}, runs=runs))
     return curve
 
 

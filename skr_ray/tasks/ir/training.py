@@ -64,24 +64,21 @@ def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig
     head, model.head = model.head, torch.nn.Identity()  # raw pooled states, as the head will read them
     was_training = model.training
     model.eval()
+    order = sorted(range(len(train)), key=lambda i: len(train[i]["passage"]))
+    states = {"query": np.zeros((len(train), head.hidden_size), dtype=np.float32)}
+    states["passage"] = np.zeros_like(states["query"])
     try:
-        order = sorted(range(len(train)), key=lambda i: len(train[i]["passage"]))
-        q = np.zeros((len(train), head.hidden_size), dtype=np.float32)
-        p = np.zeros_like(q)
         for i in range(0, len(order), t.batch_size):
             rows = order[i : i + t.batch_size]
-            q[rows] = torch.nn.functional.normalize(
-                embed(model, tokenizer, [train[r]["query"] for r in rows], t.max_query_length, device,
-                      t.embed_prompt, t.pooling).float(), dim=-1).cpu().numpy()
-            p[rows] = torch.nn.functional.normalize(
-                embed(model, tokenizer, [train[r]["passage"] for r in rows], t.max_length, device,
-                      t.embed_prompt, t.pooling).float(), dim=-1).cpu().numpy()
+            for field, max_length in (("query", t.max_query_length), ("passage", t.max_length)):
+                states[field][rows] = embed(model, tokenizer, [train[r][field] for r in rows], max_length, device,
+                                            t.embed_prompt, t.pooling).float().cpu().numpy()
     finally:
         model.head = head
         model.train(was_training)
-    with torch.enable_grad():
-        fitted = train_projection_head(q, p, cfg.evaluate.head_only_epochs, t.batch_size, t.temperature,
-                                       seed=cfg.seed)
+    with torch.enable_grad():  # the projection head normalizes its input, as for head-only's normalized states
+        fitted = train_projection_head(states["query"], states["passage"], cfg.evaluate.head_only_epochs,
+                                       t.batch_size, t.temperature, seed=cfg.seed)
     return {k: v.to(device) for k, v in fitted.state_dict().items()}
 
 
