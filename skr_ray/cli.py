@@ -38,8 +38,17 @@ def _stage(name: str, cfg: SKRConfig) -> dict:
     return result
 
 
+def preflight(cfg: SKRConfig, stages: tuple[str, ...]) -> None:
+    """Check the config against every stage about to run before any of them starts (a task's ``checks``):
+    a model that one stage cannot use fails here, not inside a Ray worker an hour in."""
+    from skr_ray.tasks import get_task
+
+    get_task(cfg.task).check(cfg, stages)
+
+
 def run_pipeline(cfg: SKRConfig) -> dict:
     """annotate -> train -> evaluate; each stage is skipped when its artifact already exists."""
+    preflight(cfg, ("annotate", "train", "evaluate"))
     results = {}
     for stage in ("annotate", "train", "evaluate"):
         log.info("=== stage: %s ===", stage)
@@ -48,7 +57,7 @@ def run_pipeline(cfg: SKRConfig) -> dict:
 
 
 COMMANDS = ["annotate", "train", "evaluate", "run", "config", "plan", "compare", "serve", "submit", "status", "logs",
-            "stop"]
+            "stop", "tiny-vlm"]
 CONFIG_COMMANDS = ("annotate", "train", "evaluate", "run", "config", "plan")  # overrides are config keys
 
 
@@ -59,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML config file; repeat to layer files (a preset, then a cluster overlay)")
     parser.add_argument("--json", action="store_true", help="plan: print the plan as JSON")
     parser.add_argument("--metric", default=None, help="compare: the metric charted (default: MRR, AUPRC or mean IoU)")
-    parser.add_argument("--out", default=None, help="compare: folder for compare.md and compare.png (default: .)")
+    parser.add_argument("--out", default=None, help="compare: folder for compare.md and compare.png (default: .); "
+                        "tiny-vlm: the model folder (default: ~/.cache/skr_ray/tiny-gemma3-vlm)")
     parser.add_argument("--log-level", default=os.environ.get("SKR_LOG_LEVEL", "INFO"))
     parser.add_argument("--model", action="append", default=[], metavar="ID=PATH",
                         help="serve: a model id and its checkpoint or run folder (repeatable)")
@@ -82,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     _setup_logging(args.log_level)
+    if args.command == "tiny-vlm":
+        from skr_ray.tiny_vlm import tiny_vlm_main
+
+        return tiny_vlm_main(args.out)
     if args.command == "compare":  # positional arguments are run folders here, not overrides
         from skr_ray.compare import compare_main
 
@@ -132,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             summary = run_pipeline(cfg).get("evaluate", {})
         else:
+            preflight(cfg, (args.command,))
             summary = _stage(args.command, cfg)
     except (CorpusError, ModelLoadError, FileNotFoundError, StageInputError, StageError, NotImplementedError) as exc:
         print(f"skr: error: {exc}", file=sys.stderr)

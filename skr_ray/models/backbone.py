@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+RANDOM_MODEL_MARKER = "SKR_RANDOM_WEIGHTS.json"
+"""Written into a model folder whose weights are random (``skr tiny-vlm``): reports say so."""
 
 
 class ModelLoadError(RuntimeError):
@@ -58,6 +60,15 @@ def embedded_gguf_path() -> Path:
 def cache_root(cfg: ModelConfig) -> Path:
     root = cfg.cache_dir or os.environ.get("SKR_CACHE_DIR") or "~/.cache/skr_ray"
     return Path(root).expanduser()
+
+
+def random_weights_note(cfg: ModelConfig) -> str:
+    """A line for reports when the backbone's weights are random (its folder holds the marker), else ''."""
+    path = Path(cfg.name_or_path).expanduser()
+    if cfg.name_or_path == EMBEDDED_MODEL or not (path / RANDOM_MODEL_MARKER).is_file():
+        return ""
+    return (f"**the backbone ({path.name}) has random weights** (built by `skr tiny-vlm`): these figures show "
+            "that every stage runs, not how well OD works")
 
 
 def resolve_source(cfg: ModelConfig) -> ModelSource:

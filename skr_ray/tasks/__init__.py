@@ -39,9 +39,16 @@ class Task:
     """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
     stages: dict[str, str] = field(default_factory=dict)
     """The task's pipeline stages: 'annotate' | 'train' | 'evaluate' -> 'module:function' taking the config."""
+    checks: str = ""
+    """'module:function' taking (config, stages about to run): raises before any work on what cannot run."""
 
     def training_hooks(self) -> ModuleType:
         return importlib.import_module(self.training)
+
+    def check(self, cfg: Any, stages: tuple[str, ...]) -> None:
+        if self.checks:
+            module, func = self.checks.split(":")
+            getattr(importlib.import_module(module), func)(cfg, stages)
 
     def stage(self, name: str) -> Callable[..., dict] | None:
         target = self.stages.get(name)

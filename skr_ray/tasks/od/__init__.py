@@ -27,6 +27,7 @@ TASK = register_task(
         make_head=make_head,
         loss=box_l1_loss,
         training="skr_ray.tasks.od.training",
+        checks="skr_ray.tasks.od.annotate:check_stages",
         stages={
             "annotate": "skr_ray.tasks.od.annotate:run_od_annotation",
             "train": "skr_ray.train.trainer:run_training_stage",

@@ -273,4 +273,21 @@ def check_inputs(cfg: SKRConfig) -> None:
     if cfg.od.asker == "model":
         from skr_ray.models.backbone import require_vision_model
 
-        require_vision_model(cfg.model, "task=od", " (set model.name_or_path, or od.asker=scripted to test the search)")
+        require_vision_model(cfg.model, "task=od", NO_VLM_HINT)
+
+
+NO_VLM_HINT = (" (set model.name_or_path to one: Qwen2-VL, LLaVA-1.6, Phi-3-V, Gemma-3. Without one, "
+               "`skr tiny-vlm` builds a tiny random Gemma-3 that shows every OD stage run, with the answers from "
+               "od.asker=scripted: see README, \"OD without a vision-language model\")")
+
+
+def check_stages(cfg: SKRConfig, stages: tuple[str, ...]) -> None:
+    """Before any stage starts: annotation's inputs, and a vision-language model for every stage that reads
+    pages with the backbone (training and evaluation always do; annotation unless the scripted describer
+    answers for it)."""
+    if "annotate" in stages:
+        check_inputs(cfg)
+    if {"train", "evaluate"} & set(stages):
+        from skr_ray.models.backbone import require_vision_model
+
+        require_vision_model(cfg.model, "task=od " + "/".join(s for s in stages if s != "annotate"), NO_VLM_HINT)

@@ -18,6 +18,7 @@ import numpy as np
 
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.models.backbone import random_weights_note
 from skr_ray.tasks.od.boxes import iou
 from skr_ray.tasks.od.pages import TruthPage, read_truth
 
@@ -65,7 +66,8 @@ def run_od_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     ensure_ray(cfg.ray)
     summary = json.loads(art.annotate_summary.read_text()) if art.annotate_summary.is_file() else {}
     context = {"eval": cfg.data.eval, "pages": len(pages), "objects": sum(len(p.boxes) for p in pages),
-               "model": cfg.model.name_or_path, "asker": cfg.od.asker, "strategy": cfg.od.strategy,
+               "model": cfg.model.name_or_path, "random_weights": random_weights_note(cfg.model),
+               "asker": cfg.od.asker, "strategy": cfg.od.strategy,
                "self_labels": summary.get("status_counts", {})}
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, dict[str, list[float] | None]] = {}
@@ -158,6 +160,8 @@ def write_od_report(out_dir: Path, results: dict[str, dict[str, Any]], predictio
         "truth = each object's composite_bbox, a page scores its best-matching object)",
         f"- model: `{context['model']}`; self-labels by strategy `{context['strategy']}`: {context['self_labels']}",
     ]
+    if context.get("random_weights"):
+        lines.append(f"- {context['random_weights']}")
     if scripted:
         lines.append("- **answers came from the scripted describer (an oracle reading the truth), not from a model**: "
                      "these rows measure the search algorithms and the pipeline, not a model")
