@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.corpus import add_length, drop_done, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
@@ -75,7 +75,7 @@ class SelfAnnotator:
         self.model_id = model_id(annotator)
         self.learner_id = model_id(self.cfg.model)
         self.prompt_versions = {k: IMAGE_PROMPT_VERSION if self.images else kind_prompt_version(k) for k in self.kinds}
-        self.node_id = _node_id()
+        self.node_id = node_id()
         art = Artifacts(self.cfg.output_dir)
         art.annotate_journal.mkdir(parents=True, exist_ok=True)
         art.labels_dir.mkdir(parents=True, exist_ok=True)
@@ -194,78 +194,6 @@ class SelfAnnotator:
             f.write("".join(f"{i}\n" for i in ids))
 
 
-def write_label_file(labels_dir: Path, rows: dict[str, list], schema: pa.Schema = LABEL_SCHEMA) -> Path:
-    """One parquet file per labelled block, renamed into place only once complete."""
-    import uuid
-
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = labels_dir / (name + ".tmp")
-    pq.write_table(pa.Table.from_pydict(rows, schema=schema), tmp)
-    os.replace(tmp, labels_dir / name)
-    return labels_dir / name
-
-
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside Ray (plain benchmarks)
-        return ""
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading back what exists (resume, summary, training input) — plain pyarrow, no Ray.
-
-
-def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
-    """All readable label rows; unreadable files (a run killed mid-write) are set aside."""
-    tables = []
-    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
-        try:
-            tables.append(_conform(pq.read_table(path)))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
-            if quarantine:
-                path.rename(path.with_suffix(".corrupt"))
-    if not tables:
-        return LABEL_SCHEMA.empty_table()
-    table = pa.concat_tables(tables)
-    # A row can exist twice only if a killed run wrote it and the resume redid it: keep one.
-    seen: set[tuple[str, int]] = set()
-    keep = []
-    for i, (d, k) in enumerate(zip(table[DOC_ID].to_pylist(), table["label_index"].to_pylist())):
-        if (d, k) not in seen:
-            seen.add((d, k))
-            keep.append(i)
-    return table.take(keep) if len(keep) != len(table) else table
-
-
-def read_rows_by_key(labels_dir: Path, key: str, quarantine: bool = True) -> list[dict[str, Any]]:
-    """Every readable label row, one per ``key`` value (the first written wins: a resumed run may have
-    redone a row a killed run had written); unreadable files are set aside, their rows redone."""
-    rows: dict[str, dict[str, Any]] = {}
-    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
-            if quarantine:
-                path.rename(path.with_suffix(".corrupt"))
-            continue
-        for row in table.to_pylist():
-            rows.setdefault(row[key], row)
-    return [rows[k] for k in sorted(rows)]
-
-
-def _conform(table: pa.Table) -> pa.Table:
-    """Label files of older versions lack newer provenance columns: fill them, keep the schema."""
-    for name in LABEL_SCHEMA.names:
-        if name not in table.column_names:
-            table = table.append_column(name, pa.array([""] * len(table), pa.string()))
-    return table.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA)
-
-
 def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
     """Final status per row: 'ok' rows whose question repeats an earlier one become 'duplicate'."""
     statuses = table["status"].to_pylist()
@@ -299,14 +227,6 @@ def summarize(table: pa.Table, corpus_rows: int, labels_per_doc: int, dedup: boo
         "usable_per_kind": dict(sorted(Counter(k for k, s in zip(kinds, statuses) if s == "ok").items())),
         "status_counts": dict(sorted(counts.items())),
     }
-
-
-def journal_counts(journal_dir: Path) -> Counter:
-    """How many times each doc id went through generation, over every run into this folder."""
-    counts: Counter = Counter()
-    for path in sorted(journal_dir.glob("*.txt")) if journal_dir.is_dir() else []:
-        counts.update(line for line in path.read_text().splitlines() if line)
-    return counts
 
 
 def _drain(ds: Any, documents: int) -> None:

@@ -85,7 +85,7 @@ class LabelWriter:
     """Ray Data UDF: generated (or skipped) requests -> label rows, one parquet file per batch."""
 
     def __init__(self, cfg_dict: dict[str, Any], model_id: str) -> None:
-        from skr_ray.annotate.pipeline import _node_id
+        from skr_ray.annotate.labelstore import node_id
         from skr_ray.artifacts import Artifacts
         from skr_ray.tasks import get_task
         from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter
@@ -100,7 +100,7 @@ class LabelWriter:
         self.versions = {k: kind_prompt_version(k) for k in a.label_kinds}
         from skr_ray.models.backbone import model_id as id_of
 
-        self.model_id, self.node_id = model_id, _node_id()
+        self.model_id, self.node_id = model_id, node_id()
         self.learner_id = id_of(self.cfg.model)
         self.labels_dir = Artifacts(self.cfg.output_dir).labels_dir
         self.labels_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ class LabelWriter:
                                       "seed": self.cfg.seed})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from skr_ray.annotate.pipeline import write_label_file
+        from skr_ray.annotate.labelstore import write_label_file
         from skr_ray.tasks.ir.labels import parse_label
 
         rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}

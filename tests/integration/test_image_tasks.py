@@ -42,7 +42,7 @@ def ir_run(ray_local, tiny_vlm_dir, image_sets, tmp_path_factory):
 
 
 def test_image_ir_questions_training_and_retrieval(ir_run, image_sets):
-    from skr_ray.annotate.pipeline import read_labels
+    from skr_ray.annotate.labelstore import read_labels
     from skr_ray.models.checkpoint import load_skr_model
     from skr_ray.models.encoding import embed_texts
     from skr_ray.models.vision import embed_images

@@ -2,7 +2,7 @@
 
 import pyarrow.parquet as pq
 
-from skr_ray.annotate.pipeline import journal_counts, read_labels, write_label_file
+from skr_ray.annotate.labelstore import journal_counts, read_labels, write_label_file
 from skr_ray.schema import LABEL_SCHEMA
 
 

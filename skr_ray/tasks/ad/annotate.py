@@ -51,7 +51,7 @@ def _ensure_questions(cfg: SKRConfig) -> Path:
 
 def read_judgements(labels_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every readable judged pair (one row per pair id); unreadable files are set aside and redone."""
-    from skr_ray.annotate.pipeline import read_rows_by_key
+    from skr_ray.annotate.labelstore import read_rows_by_key
 
     return read_rows_by_key(labels_dir, "pair_id", quarantine)
 
@@ -148,7 +148,7 @@ def _ontopic(cfg: SKRConfig, questions: list[tuple[str, str]], passages: dict[st
 
 
 def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
-    from skr_ray.annotate.pipeline import read_labels
+    from skr_ray.annotate.labelstore import read_labels
     from skr_ray.models.backbone import model_id
     from skr_ray.ray_utils import ensure_ray
     from skr_ray.schema import DOC_ID, TEXT

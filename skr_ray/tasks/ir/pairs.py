@@ -19,7 +19,8 @@ class Pair:
 
 def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
     """Usable self-labels only: status 'ok' after duplicate questions are marked."""
-    from skr_ray.annotate.pipeline import mark_duplicates, read_labels
+    from skr_ray.annotate.labelstore import read_labels
+    from skr_ray.annotate.pipeline import mark_duplicates
 
     table = read_labels(labels_dir, quarantine=False)
     statuses = mark_duplicates(table, drop_duplicates)
@@ -49,7 +50,7 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list
 def label_corpus(labels_dir: Path) -> dict[str, str]:
     """doc id -> passage of every document the annotate stage saw (usable label or not): the unlabeled
     corpus itself, for label-free mining."""
-    from skr_ray.annotate.pipeline import read_labels
+    from skr_ray.annotate.labelstore import read_labels
 
     table = read_labels(labels_dir, quarantine=False)
     return dict(zip(table[DOC_ID].to_pylist(), table[TEXT].to_pylist()))

@@ -96,7 +96,7 @@ class PageSearcher:
                  checkpoint: str | None = None) -> None:
         import torch
 
-        from skr_ray.annotate.pipeline import _node_id
+        from skr_ray.annotate.labelstore import node_id
         from skr_ray.models.backbone import set_threads
         from skr_ray.tasks.od.similarity import load_similarity
         from skr_ray.tasks.od.strategies import strategy
@@ -107,7 +107,7 @@ class PageSearcher:
         self.asker = make_asker(cfg, device, checkpoint)
         similarity = load_similarity(cfg.od.similarity) if needs_similarity(cfg) else None
         self.start = strategy(cfg.od.strategy, cfg.od, similarity)
-        self.node_id = _node_id()
+        self.node_id = node_id()
         self.labels_dir = Path(labels_dir)
         self.labels_dir.mkdir(parents=True, exist_ok=True)
         Path(journal_dir).mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ class PageSearcher:
         self.prompt_version = PROMPT_VERSION
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from skr_ray.annotate.pipeline import write_label_file
+        from skr_ray.annotate.labelstore import write_label_file
         from skr_ray.tasks.od.pages import PageRef, load_page
         from skr_ray.tasks.od.search import PageInfo, PageLabel, SearchStats, run_searches
 
@@ -162,7 +162,7 @@ class PageSearcher:
 
 def read_page_labels(labels_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every readable page label (one per page id); unreadable files are set aside and their pages redone."""
-    from skr_ray.annotate.pipeline import read_rows_by_key
+    from skr_ray.annotate.labelstore import read_rows_by_key
 
     return read_rows_by_key(labels_dir, "page_id", quarantine)
 
@@ -175,7 +175,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     import ray.data
     from tqdm.auto import tqdm
 
-    from skr_ray.annotate.pipeline import journal_counts
+    from skr_ray.annotate.labelstore import journal_counts
     from skr_ray.ray_utils import annotation_pool
 
     labels_dir, journal_dir = out_dir / "labels", out_dir / "journal"
