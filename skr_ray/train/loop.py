@@ -97,7 +97,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head.load_state_dict(loop_config["head_init"])
     model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir")),
                               group_by_length=cfg.train.group_by_length).to(device)
-    from skr_ray.train.trainer import BEST, export_checkpoint, latest_ray_checkpoint
+    from skr_ray.train.checkpoints import BEST, export_checkpoint, latest_ray_checkpoint
 
     train_examples = loop_config["train_examples"]
     val_examples = loop_config["val_examples"]

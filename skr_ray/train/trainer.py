@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from skr_ray.artifacts import Artifacts, StageError, StageInputError, write_json
 from skr_ray.config import SKRConfig
-from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, HEAD_WEIGHTS, RUN_CONFIG
+from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG
+from skr_ray.train.checkpoints import BEST, export_checkpoint, latest_ray_checkpoint
 
 log = logging.getLogger(__name__)
-
-BEST = "best"  # under a run's Ray storage: the loadable parts of the lowest-validation-loss epoch
-
-
-def latest_ray_checkpoint(storage: Path) -> Path | None:
-    """Newest complete checkpoint of an earlier (possibly killed) run of this stage."""
-    candidates = []
-    for state in storage.glob("**/checkpoint_*/state.json"):
-        try:
-            epoch = json.loads(state.read_text())["epoch"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if (state.parent / "deepspeed" / "latest").is_file():
-            candidates.append((epoch, state.stat().st_mtime, state.parent))
-    return max(candidates)[2] if candidates else None
-
 
 # head_info keys that fix the shapes and the inputs a checkpoint was trained with: a killed run resumes only
 # under the same values (the threshold and class counts may differ; they are refitted or informational)
@@ -191,17 +175,3 @@ def _loop(loop_config: dict[str, Any]) -> None:
     from skr_ray.train.loop import train_loop_per_worker
 
     train_loop_per_worker(loop_config)
-
-
-def export_checkpoint(ray_checkpoint: Path, target: Path, cfg: SKRConfig) -> None:
-    """Copy the loadable parts (adapter, head, state) out of Ray's storage into <stage>/checkpoint/."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(ray_checkpoint / ADAPTER, tmp / ADAPTER)
-    for name in (HEAD_CONFIG, HEAD_WEIGHTS, "state.json"):
-        if (ray_checkpoint / name).is_file():
-            shutil.copy2(ray_checkpoint / name, tmp / name)
-    (tmp / RUN_CONFIG).write_text(cfg.to_yaml())
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)

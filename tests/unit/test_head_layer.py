@@ -126,7 +126,8 @@ def test_a_killed_training_run_resumes_only_under_its_own_head_settings(tmp_path
     import json
 
     from skr_ray.artifacts import StageInputError
-    from skr_ray.train.trainer import check_resume, latest_ray_checkpoint
+    from skr_ray.train.checkpoints import latest_ray_checkpoint
+    from skr_ray.train.trainer import check_resume
 
     ckpt = tmp_path / "train" / "ray" / "reexpression" / "checkpoint_000001"
     (ckpt / "deepspeed").mkdir(parents=True)
