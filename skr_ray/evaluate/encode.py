@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
+from skr_ray.models.prefix_cache import prefix_cache_root
 from skr_ray.ray_utils import actor_pool, replica_pool
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,6 @@ def _base_prefix_cache(cfg: SKRConfig, model: Any, directory: str | None) -> Any
     cache = FrozenPrefixCache(n_layers - t.lora_layers, folder, persist=False)
     log.info("base model: encoding over %d cached frozen-prefix states of training (%s)", cache.loaded, folder)
     return cache
-
-
-def prefix_cache_root(cfg: SKRConfig) -> str:
-    """Where training keeps its frozen-prefix states (train.prefix_cache_dir or OUTPUT_DIR/cache/frozen_prefix)."""
-    return str(Path(cfg.train.prefix_cache_dir or Path(cfg.output_dir) / "cache" / "frozen_prefix").resolve())
 
 
 def _cache_key(spec: EncoderSpec, texts: dict[str, str], ids: list[str], cfg: SKRConfig) -> str:

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skr_ray.config import SKRConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -153,6 +155,11 @@ def cache_directory(root: str | Path, model_key: str, split: int, dtype: str) ->
     never mix in."""
     digest = hashlib.sha256(f"{model_key}|split={split}|{dtype}".encode()).hexdigest()[:16]
     return Path(root) / f"split{split}-{digest}"
+
+
+def prefix_cache_root(cfg: SKRConfig) -> str:
+    """Where training keeps its frozen-prefix states (train.prefix_cache_dir or OUTPUT_DIR/cache/frozen_prefix)."""
+    return str(Path(cfg.train.prefix_cache_dir or Path(cfg.output_dir) / "cache" / "frozen_prefix").resolve())
 
 
 def frozen_split(checkpoint_dir: str | Path, n_layers: int) -> int | None:

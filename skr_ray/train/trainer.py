@@ -71,7 +71,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from skr_ray.evaluate.encode import prefix_cache_root
+    from skr_ray.models.prefix_cache import prefix_cache_root
     from skr_ray.ray_utils import cluster_gpus, ensure_ray
     from skr_ray.tasks import get_task
 

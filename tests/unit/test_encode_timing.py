@@ -14,10 +14,9 @@ TEXTS = SEEN + ["a text training never saw"]
 def setup(tiny_model_dir, tmp_path):
     """A top-layer checkpoint and the frozen-prefix states its training stored for SEEN (e5v format)."""
     from skr_ray.config import load_config
-    from skr_ray.evaluate.encode import prefix_cache_root
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.encoding import decoder_body, format_for_embedding
-    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
+    from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory, prefix_cache_root
     from tests.tiny import make_checkpoint
 
     overrides = ("train.lora_layers=1",)
@@ -34,7 +33,8 @@ def setup(tiny_model_dir, tmp_path):
 
 
 def test_rows_carry_their_model_seconds_and_whether_they_were_cached(setup):
-    from skr_ray.evaluate.encode import TextEncoder, prefix_cache_root
+    from skr_ray.evaluate.encode import TextEncoder
+    from skr_ray.models.prefix_cache import prefix_cache_root
 
     cfg, ckpt = setup
     batch = {"id": np.array(list("abcd")), "text": np.array(TEXTS), "job": np.array([0, 1, 1, 0])}

@@ -94,10 +94,10 @@ def test_evaluation_encodes_over_the_states_training_stored(tiny_model_dir, tmp_
     import numpy as np
 
     from skr_ray.config import load_config
-    from skr_ray.evaluate.encode import TextEncoder, prefix_cache_root
+    from skr_ray.evaluate.encode import TextEncoder
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.encoding import format_for_embedding
-    from skr_ray.models.prefix_cache import cache_directory, frozen_split
+    from skr_ray.models.prefix_cache import cache_directory, frozen_split, prefix_cache_root
     from tests.tiny import make_checkpoint
 
     overrides = ("train.lora_layers=1",)
