@@ -57,7 +57,7 @@ class SelfAnnotator:
         a = self.cfg.annotate
         self.images = self.cfg.data.modality == "image"
         if self.images:  # image documents: the question is written from the image alone
-            from skr_ray.models.vision import text_tokenizer
+            from skr_ray.models.common import text_tokenizer
 
             self.model, self.processor, self.device = model, tokenizer, device
             tokenizer = text_tokenizer(tokenizer)

@@ -122,7 +122,7 @@ class TextEncoder:
         import torch
 
         from skr_ray.models.encoding import decoder_body, format_for_embedding
-        from skr_ray.models.vision import text_tokenizer
+        from skr_ray.models.common import text_tokenizer
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
                                       spec.prompt, spec.pooling)

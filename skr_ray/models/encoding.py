@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from skr_ray.models.common import last_token_pool, text_tokenizer
+
 
 def tokenize_for_embedding(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, append_eos: bool = True
@@ -36,6 +38,8 @@ def pad_left(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 EMBED_PROMPTS = ("plain", "e5v")
+# E5-V style prompt baseline: summarize the input in one word and read the last token's state.
+E5V_TEMPLATE = "{text}\nSummarize the above in one word:"
 POOLINGS = ("last_token", "mean", "echo")
 # Echo embeddings (Springer et al. 2024): the text twice; in a causal model only the second copy's states
 # have seen the whole text, so their mean is the embedding.
@@ -86,8 +90,6 @@ def _prompted(
         return tokenize_for_embedding(tokenizer, texts, max_length)
     if prompt != "e5v":
         raise ValueError(f"unknown embedding prompt {prompt!r}; known: {EMBED_PROMPTS}")
-    from skr_ray.tasks.ir.prompts import E5V_TEMPLATE
-
     ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     wrapped = []
     for row in ids:
@@ -110,13 +112,6 @@ def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
         if body is not None:
             return body
     return inner.model
-
-
-def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, D), (B, T) -> (B, D): state of each row's last attended token (left or right padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
-    last = (attention_mask * positions).argmax(dim=1)  # (B,)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def pool_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,8 +194,6 @@ def embed_texts(
     ``group_by_length``: run the batch as forward passes over rows of similar length (:func:`length_groups`)
     instead of one pass padded to its longest row: same embeddings, fewer padded tokens computed.
     """
-    from skr_ray.models.vision import text_tokenizer
-
     tokens = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
     def states_of(part: dict[str, torch.Tensor]) -> torch.Tensor:
         return final_token_states(model, {k: v.to(device) for k, v in part.items()}).float()  # (b, D)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from skr_ray.models.encoding import last_token_pool
+from skr_ray.models.common import last_token_pool
 
 
 def is_vision_model(path: str | Path) -> bool:
@@ -83,11 +83,6 @@ def image_final_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
     """(B, D) final-token hidden states of the last layer, for image + text inputs."""
     out = vision_body(model)(**batch, use_cache=False)
     return last_token_pool(out.last_hidden_state, batch["attention_mask"])
-
-
-def text_tokenizer(loaded: Any) -> Any:
-    """The tokenizer inside a processor (vision-language backbones), or the tokenizer itself."""
-    return loaded.tokenizer if hasattr(loaded, "image_processor") else loaded
 
 
 def image_messages(text: str) -> list[dict]:

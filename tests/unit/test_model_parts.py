@@ -7,8 +7,8 @@ import torch
 from skr_ray.annotate.generation import GenerationEngine
 from skr_ray.config import ModelConfig, TrainConfig
 from skr_ray.models.backbone import load_backbone
-from skr_ray.models.encoding import (embed_texts, format_for_embedding, last_token_pool, length_groups,
-                                     tokenize_for_embedding)
+from skr_ray.models.common import last_token_pool
+from skr_ray.models.encoding import embed_texts, format_for_embedding, length_groups, tokenize_for_embedding
 from skr_ray.tasks.ir.head import EmbeddingHead
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
 from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer

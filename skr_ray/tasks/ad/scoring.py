@@ -54,7 +54,7 @@ class PairScorer:
         if mode == "head" and self.head is None:
             raise ValueError("mode 'head' needs an SKR checkpoint with a classifier head")
         self.model.eval()
-        from skr_ray.models.vision import text_tokenizer
+        from skr_ray.models.common import text_tokenizer
 
         self.processor = self.tokenizer if self.cfg.data.modality == "image" else None  # (question, image) pairs
         self.tokenizer = text_tokenizer(self.tokenizer)

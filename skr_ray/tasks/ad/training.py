@@ -92,7 +92,7 @@ def _loss(out: torch.Tensor, labels: torch.Tensor, engine: Any, tokenizer: Any, 
     from skr_ray.tasks.ad.loss import bce_loss
 
     if _is_sft(engine):
-        from skr_ray.models.vision import text_tokenizer
+        from skr_ray.models.common import text_tokenizer
         from skr_ray.tasks.ad.sft import answer_token_ids
 
         yes, no = answer_token_ids(text_tokenizer(tokenizer))
@@ -108,7 +108,7 @@ def batch_loss(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, d
 
 def _scores(out: torch.Tensor, engine: Any, tokenizer: Any) -> torch.Tensor:
     if _is_sft(engine):
-        from skr_ray.models.vision import text_tokenizer
+        from skr_ray.models.common import text_tokenizer
         from skr_ray.tasks.ad.sft import answer_token_ids
 
         yes, no = answer_token_ids(text_tokenizer(tokenizer))

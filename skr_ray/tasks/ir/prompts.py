@@ -72,9 +72,6 @@ def build_kind_messages(text: str, kind: str) -> list[dict[str, str]]:
     ]
 
 
-# E5-V style prompt baseline: summarize the input in one word and read the last token's state.
-E5V_TEMPLATE = "{text}\nSummarize the above in one word:"
-
 
 # Image documents (charts, pages): the model writes one question the image answers, from the image alone.
 IMAGE_PROMPT_VERSION = "ir-image-question-v1"

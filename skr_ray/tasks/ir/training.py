@@ -85,7 +85,7 @@ def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig
 def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str,
           pooling: str = "last_token") -> torch.Tensor:
     from skr_ray.models.encoding import format_for_embedding
-    from skr_ray.models.vision import text_tokenizer
+    from skr_ray.models.common import text_tokenizer
 
     batch = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
     extra = {"pool_mask": batch["pool_mask"].to(device)} if "pool_mask" in batch else {}
