@@ -74,6 +74,16 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be >= 0")
 
 
+LABEL_KINDS = ("question", "keywords", "statement")
+"""Kinds of self-written queries (``annotate.label_kinds``)."""
+
+
+def check_kinds(kinds: list[str]) -> None:
+    unknown = [k for k in kinds if k not in LABEL_KINDS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
+        raise ConfigError(f"annotate.label_kinds must be distinct kinds from {LABEL_KINDS}, got {kinds}")
+
+
 @dataclass
 class AnnotateConfig:
     """Self-annotation: the base model writes labels through its normal generation."""
@@ -138,8 +148,6 @@ class AnnotateConfig:
             raise ConfigError("annotate.tensor_parallel_size must be >= 1 and annotate.max_model_len >= 0")
         if self.questions_per_doc < 1:
             raise ConfigError("annotate.questions_per_doc must be >= 1")
-        from skr_ray.tasks.ir.labels import check_kinds
-
         check_kinds(self.label_kinds)
         if not 0.0 < self.max_copy_ratio <= 1.0:
             raise ConfigError("annotate.max_copy_ratio must be in (0, 1]")
@@ -269,8 +277,6 @@ class TrainConfig:
         if not 0.0 < self.duplicate_threshold <= 1.0:
             raise ConfigError("train.duplicate_threshold must be in (0, 1]")
         if self.label_kinds:
-            from skr_ray.tasks.ir.labels import check_kinds
-
             check_kinds(self.label_kinds)
         if self.offload_params and self.zero_stage != 3:
             raise ConfigError("train.offload_params needs train.zero_stage=3 (only ZeRO-3 partitions parameters)")
@@ -324,6 +330,8 @@ class EvaluateConfig:
 
 AD_LABEL_SOURCES = ("judge", "source")
 AD_HEAD_INITS = ("random", "probe")
+AD_RULES = ("number", "name", "negation", "entity", "swap")
+"""On-topic negative rules (``ad.rules``; see skr_ray.tasks.ad.ontopic)."""
 HEAD_INPUT_NORMS = ("none", "batch")
 
 
@@ -391,10 +399,9 @@ class ADConfig:
         bad = [s for s in self.ontopic_sources if s not in ("rewrite", "rules")]
         if bad:
             raise ConfigError(f"ad.ontopic_sources: unknown {bad}; known: rewrite, rules")
-        from skr_ray.tasks.ad.ontopic import RULES
-
-        if [r for r in self.rules if r not in RULES]:
-            raise ConfigError(f"ad.rules: unknown {[r for r in self.rules if r not in RULES]}; known: {list(RULES)}")
+        bad = [r for r in self.rules if r not in AD_RULES]
+        if bad:
+            raise ConfigError(f"ad.rules: unknown {bad}; known: {list(AD_RULES)}")
         for key in ("max_questions", "hard_negatives", "easy_negatives", "ontopic_negatives"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"ad.{key} must be >= 0")

@@ -28,9 +28,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from skr_ray.config import AD_RULES
+
 REWRITE_PROMPT_VERSION = "ad-ontopic-rewrite-v1"
-RULES = ("number", "name", "negation", "entity", "swap")
-ONTOPIC_KINDS = ("rewrite", *(f"rule_{r}" for r in RULES))
+ONTOPIC_KINDS = ("rewrite", *(f"rule_{r}" for r in AD_RULES))
 
 STOPWORDS = frozenset(
     "a an the of in on at to for from by with and or but is are was were be been being do does did has have had "
@@ -172,7 +173,7 @@ def perturb(rule: str, question: str, passage: str, pools: Pools, rng: random.Ra
         if not m or re.search(r"\bnot\b|n't\b", question):
             return "", "no_auxiliary"
         return question[: m.end()] + " not" + question[m.end():], "ok"
-    raise ValueError(f"unknown rule {rule!r}; known: {RULES}")
+    raise ValueError(f"unknown rule {rule!r}; known: {AD_RULES}")
 
 
 def rule_negatives(questions: list[tuple[str, str]], passages: dict[str, str], rules: list[str], seed: int

@@ -81,18 +81,6 @@ def normalize_for_dedup(question: str) -> str:
     return " ".join(words(question))
 
 
-LABEL_KINDS = ("question", "keywords", "statement")
-"""Kinds of self-written queries (``annotate.label_kinds``)."""
-
-
-def check_kinds(kinds: list[str]) -> None:
-    unknown = [k for k in kinds if k not in LABEL_KINDS]
-    if unknown or not kinds or len(set(kinds)) != len(kinds):
-        from skr_ray.config import ConfigError
-
-        raise ConfigError(f"annotate.label_kinds must be distinct kinds from {LABEL_KINDS}, got {kinds}")
-
-
 def kind_filter(kind: str, base: QuestionFilter) -> QuestionFilter:
     """The filter of one label kind: a keyword query is short and has no question mark, a statement is a
     sentence; each is checked against its own worked example."""
