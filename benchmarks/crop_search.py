@@ -65,11 +65,11 @@ def main() -> None:
     import torch
 
     from skr_ray.config import ODConfig
-    from skr_ray.models.backbone import set_threads
     from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import set_threads
     from skr_ray.models.vision import load_vision_model
+    from skr_ray.pages import load_page, read_truth
     from skr_ray.tasks.od.ask import ModelAsker
-    from skr_ray.tasks.od.pages import load_page, read_truth
     from skr_ray.tasks.od.scripted import ScriptedDescriber
     from skr_ray.tasks.od.search import PageInfo
     from skr_ray.tasks.od.similarity import load_similarity

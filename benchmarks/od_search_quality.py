@@ -22,8 +22,8 @@ DOCPAGES = REPO.parent / "shared" / "data" / "docpages"
 
 def strategy_rows(root: Path, noises: list[float]) -> None:
     from skr_ray.config import ODConfig
+    from skr_ray.pages import load_page, read_truth
     from skr_ray.tasks.od.evaluate import page_iou
-    from skr_ray.tasks.od.pages import load_page, read_truth
     from skr_ray.tasks.od.scripted import ScriptedDescriber
     from skr_ray.tasks.od.search import PageInfo, SearchStats, run_searches
     from skr_ray.tasks.od.similarity import load_similarity
@@ -52,9 +52,9 @@ def strategy_rows(root: Path, noises: list[float]) -> None:
 
 
 def anchor_rows(root: Path) -> None:
+    from skr_ray.pages import load_page, ocr_words, read_truth
     from skr_ray.tasks.od.boxes import enclosing, iou
-    from skr_ray.tasks.od.pages import load_page, read_truth
-    from skr_ray.tasks.od.strategies.ocr import find_anchor, ocr_words
+    from skr_ray.tasks.od.strategies.ocr import find_anchor
 
     hits = total = 0
     caption_iou, composite_iou = [], []

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.corpus import add_length, drop_done, read_corpus, resolve_corpus, validate_corpus
+from skr_ray.ray_utils import actor_pool
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
-from skr_ray.ray_utils import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ class SelfAnnotator:
 
     def _generate_on_images(self, refs: list[str]) -> list[str]:
         from skr_ray.models.vision import generate_on_images, render_image_prompts
+        from skr_ray.pages import load_page
         from skr_ray.tasks.ir.prompts import IMAGE_ASK
-        from skr_ray.tasks.od.pages import load_page
 
         images = [load_page(r) for r in refs]  # a corrupt file fails its row: status error
         prompts = render_image_prompts(self.processor, [IMAGE_ASK] * len(images))
@@ -245,7 +245,7 @@ def _image_corpus(cfg: SKRConfig) -> list[Any]:
     from skr_ray.config import ConfigError
     from skr_ray.corpus import CorpusError
     from skr_ray.models.backbone import require_vision_model
-    from skr_ray.tasks.od.pages import list_pages
+    from skr_ray.pages import list_pages
 
     if cfg.data.unlabeled == "demo":
         raise CorpusError("data.modality=image: set data.unlabeled to a folder of images or PDFs, or a corpus.jsonl "
@@ -283,7 +283,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if cfg.data.modality == "image":
         import ray.data
 
-        from skr_ray.tasks.od.pages import ref_to_text
+        from skr_ray.pages import ref_to_text
 
         ds, total = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
     else:

@@ -77,7 +77,7 @@ class TextEncoder:
 
         from skr_ray.models.encoding import embed_texts
         from skr_ray.models.vision import embed_images
-        from skr_ray.tasks.od.pages import load_page
+        from skr_ray.pages import load_page
 
         texts = [str(t) for t in batch["text"]]
         is_image = [bool(x) for x in batch["image"]] if "image" in batch else [False] * len(texts)
@@ -121,8 +121,8 @@ class TextEncoder:
         which texts found their states stored."""
         import torch
 
-        from skr_ray.models.encoding import decoder_body, format_for_embedding
         from skr_ray.models.common import text_tokenizer
+        from skr_ray.models.encoding import decoder_body, format_for_embedding
 
         tokens = format_for_embedding(text_tokenizer(self.tokenizer), texts, self.cfg.evaluate.max_length,
                                       spec.prompt, spec.pooling)

@@ -19,7 +19,7 @@ def read_image_eval_set(spec: str, max_queries: int = 0) -> EvalSet:
     page with ids ``<_id>#<page>`` (1-based, as qrels name them). The returned corpus maps each id to its image
     reference (a path, or ``path#page=N``; the encoders load it).
     """
-    from skr_ray.tasks.od.pages import PageRef, ref_to_text
+    from skr_ray.pages import PageRef, ref_to_text
 
     root = Path(spec).expanduser().resolve()
     corpus_path = root / "corpus.jsonl"
@@ -61,8 +61,7 @@ def ocr_texts(corpus: dict[str, str], cache: Path) -> dict[str, str]:
     """Tesseract's text of every image (cached: OCR is the slow part of these references)."""
     from tqdm.auto import tqdm
 
-    from skr_ray.tasks.od.pages import load_page
-    from skr_ray.tasks.od.strategies.ocr import ocr_words
+    from skr_ray.pages import load_page, ocr_words
 
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = [d for d in corpus if d not in done]

@@ -46,8 +46,8 @@ def test_image_ir_questions_training_and_retrieval(ir_run, image_sets):
     from skr_ray.models.checkpoint import load_skr_model
     from skr_ray.models.encoding import embed_texts
     from skr_ray.models.vision import embed_images
+    from skr_ray.pages import load_page, PageRef
     from skr_ray.tasks.ir.prompts import IMAGE_PROMPT_VERSION
-    from skr_ray.tasks.od.pages import load_page, PageRef
 
     cfg, results, art = ir_run
     pages, beir = image_sets
@@ -81,9 +81,9 @@ def test_image_ad_from_the_same_questions(ir_run, image_sets, tiny_vlm_dir, tmp_
     from skr_ray.cli import run_pipeline
     from skr_ray.models.checkpoint import load_skr_model
     from skr_ray.models.vision import image_batch, image_final_states
+    from skr_ray.pages import PageRef, load_page
     from skr_ray.tasks.ad.annotate import read_judgements
     from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION, render_image_prompts
-    from skr_ray.tasks.od.pages import PageRef, load_page
 
     _, _, ir_art = ir_run
     pages, beir = image_sets

@@ -80,10 +80,10 @@ def test_training_on_pages_writes_a_box_checkpoint(od_run):
 
 def test_evaluation_scores_each_system_against_the_truth(od_run, pages_dir):
     from skr_ray.models.checkpoint import load_skr_model
-    from skr_ray.tasks.od.evaluate import page_iou
-    from skr_ray.tasks.od.pages import read_truth
-    from skr_ray.tasks.od.training import page_inputs
     from skr_ray.models.vision import image_final_states
+    from skr_ray.pages import read_truth
+    from skr_ray.tasks.od.evaluate import page_iou
+    from skr_ray.tasks.od.training import page_inputs
 
     cfg, results, art = od_run
     metrics = results["evaluate"]

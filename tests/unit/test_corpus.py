@@ -120,7 +120,7 @@ def test_pdfs_as_a_text_corpus_one_row_per_page_and_corrupt_files_counted(tmp_pa
 
 def test_image_eval_sets_may_name_pdf_pages(tmp_path):
     from skr_ray.evaluate.images import read_image_eval_set
-    from skr_ray.tasks.od.pages import load_page
+    from skr_ray.pages import load_page
     from tests.tiny import text_pdf
 
     (tmp_path / "qrels").mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from skr_ray.config import ODConfig
+from skr_ray.pages import list_pages, load_page, read_truth
 from skr_ray.tasks.od.boxes import iou
-from skr_ray.tasks.od.pages import list_pages, load_page, read_truth
 from skr_ray.tasks.od.scripted import ScriptedDescriber
 from skr_ray.tasks.od.search import PageInfo, SearchStats, run_searches
 from skr_ray.tasks.od.similarity import jaccard
@@ -134,7 +134,8 @@ def test_malformed_answers_get_statuses():
 
 
 def test_ocr_anchors_with_real_tesseract(pages_dir):
-    from skr_ray.tasks.od.strategies.ocr import find_anchor, ocr_words
+    from skr_ray.pages import ocr_words
+    from skr_ray.tasks.od.strategies.ocr import find_anchor
 
     truth = read_truth(pages_dir)
     raw = json.loads((pages_dir / "annotations.json").read_text())["pages"]

@@ -102,8 +102,8 @@ class PairScorer:
         import torch
 
         from skr_ray.models.vision import image_batch, image_final_states
+        from skr_ray.pages import load_page
         from skr_ray.tasks.ad.prompts import render_image_prompts
-        from skr_ray.tasks.od.pages import load_page
 
         out: dict[str, Any] = {k: batch[k] for k in batch}
         images = [load_page(str(p)) for p in batch["passage"]]

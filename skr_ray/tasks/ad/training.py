@@ -70,8 +70,8 @@ def _forward(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, dev
 
     if cfg.data.modality == "image":  # (question, image): the passage names the image, the processor reads it
         from skr_ray.models.vision import image_batch
+        from skr_ray.pages import load_page
         from skr_ray.tasks.ad.prompts import render_image_prompts
-        from skr_ray.tasks.od.pages import load_page
 
         images = [load_page(e["passage"]) for e in chunk]
         batch = image_batch(tokenizer, images, render_image_prompts(tokenizer, [e["query"] for e in chunk]), device)

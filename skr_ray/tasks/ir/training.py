@@ -84,8 +84,8 @@ def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig
 
 def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device: Any, prompt: str,
           pooling: str = "last_token") -> torch.Tensor:
-    from skr_ray.models.encoding import format_for_embedding
     from skr_ray.models.common import text_tokenizer
+    from skr_ray.models.encoding import format_for_embedding
 
     batch = format_for_embedding(text_tokenizer(tokenizer), texts, max_length, prompt, pooling)
     extra = {"pool_mask": batch["pool_mask"].to(device)} if "pool_mask" in batch else {}
@@ -95,7 +95,7 @@ def embed(engine: Any, tokenizer: Any, texts: list[str], max_length: int, device
 def embed_images(engine: Any, processor: Any, refs: list[str], device: Any, prompt: str) -> torch.Tensor:
     """Image documents (data.modality=image): each image under the image embedding prompt."""
     from skr_ray.models.vision import IMAGE_EMBED_PROMPTS, image_batch, render_image_prompts
-    from skr_ray.tasks.od.pages import load_page
+    from skr_ray.pages import load_page
 
     images = [load_page(r) for r in refs]
     batch = image_batch(processor, images, render_image_prompts(processor, [IMAGE_EMBED_PROMPTS[prompt]] * len(refs)),

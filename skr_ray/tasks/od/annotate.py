@@ -119,7 +119,7 @@ class PageSearcher:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from skr_ray.annotate.labelstore import write_label_file
-        from skr_ray.tasks.od.pages import PageRef, load_page
+        from skr_ray.pages import PageRef, load_page
         from skr_ray.tasks.od.search import PageInfo, PageLabel, SearchStats, run_searches
 
         refs = [PageRef(str(i), str(p), int(n)) for i, p, n in zip(batch["page_id"], batch["path"], batch["page"])]
@@ -233,8 +233,8 @@ def summarize(rows: list[dict[str, Any]], pages: int, problems: list[str]) -> di
 
 
 def run_od_annotation(cfg: SKRConfig) -> dict[str, Any]:
+    from skr_ray.pages import list_pages
     from skr_ray.ray_utils import ensure_ray
-    from skr_ray.tasks.od.pages import list_pages
 
     art = Artifacts(cfg.output_dir)
     if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():

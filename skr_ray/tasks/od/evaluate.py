@@ -19,8 +19,8 @@ import numpy as np
 from skr_ray.artifacts import Artifacts, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.models.backbone import random_weights_note
+from skr_ray.pages import TruthPage, read_truth
 from skr_ray.tasks.od.boxes import iou
-from skr_ray.tasks.od.pages import TruthPage, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _plot(out_dir: Path, results: dict[str, dict[str, Any]], predictions: dict[s
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from skr_ray.tasks.od.pages import load_page
+    from skr_ray.pages import load_page
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     bins = np.linspace(0, 1, 11)

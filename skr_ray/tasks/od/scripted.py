@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from skr_ray.pages import read_truth
 from skr_ray.tasks.od.boxes import contains
-from skr_ray.tasks.od.pages import read_truth
 from skr_ray.tasks.od.search import Ask
 
 SLACK_PX = 2.0

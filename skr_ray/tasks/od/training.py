@@ -42,7 +42,7 @@ def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
 def page_inputs(processor: Any, examples: list[dict], target: str, device: Any) -> dict[str, torch.Tensor]:
     """Model inputs of a batch of pages with the box prompt."""
     from skr_ray.models.vision import image_batch
-    from skr_ray.tasks.od.pages import PageRef, load_page
+    from skr_ray.pages import PageRef, load_page
     from skr_ray.tasks.od.prompts import render_prompts
 
     images = [load_page(PageRef(e["page_id"], e["path"], e.get("page", -1))) for e in examples]
@@ -71,7 +71,7 @@ def box_text(box: list[float]) -> str:
 def sft_inputs(processor: Any, examples: list[dict], target: str, device: Any) -> dict[str, torch.Tensor]:
     """Page + box prompt + the box as text; labels are the answer's tokens (and end of turn), -100 elsewhere."""
     from skr_ray.models.vision import image_batch
-    from skr_ray.tasks.od.pages import PageRef, load_page
+    from skr_ray.pages import PageRef, load_page
     from skr_ray.tasks.od.prompts import render_prompts
 
     tok = processor.tokenizer

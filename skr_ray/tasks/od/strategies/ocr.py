@@ -10,47 +10,15 @@ box from ``direct`` or ``fuzzy`` (``od.ocr_object``). A page where no anchor mat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from skr_ray.pages import Word, ocr_words
 from skr_ray.tasks.od.boxes import enclosing, to_normalized
 from skr_ray.tasks.od.search import Ask, PageInfo, PageLabel, Strategy
 
 _SPACE = re.compile(r"\s+")
 _NONE = {"", "none", "no", "n/a", "na", "there is none", "none.", "no source"}
 MAX_ANCHOR_CHARS = 400
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    box: tuple[int, int, int, int]  # pixels
-
-
-class TesseractMissing(RuntimeError):
-    pass
-
-
-def ocr_words(image: Any, lang: str = "eng") -> list[Word]:
-    """Tesseract's words in reading order with their pixel boxes."""
-    import os
-
-    import pytesseract
-
-    # tesseract's own OpenMP threads slow it down when actors already share the cores (2.5x here)
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
-    try:
-        data = pytesseract.image_to_data(image, lang=lang, output_type=pytesseract.Output.DICT)
-    except pytesseract.TesseractNotFoundError:
-        raise TesseractMissing(
-            "the OCR strategy needs the tesseract program: apt-get install -y tesseract-ocr (make install does it)"
-        ) from None
-    words = []
-    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
-                                      data["height"]):
-        if text.strip() and float(conf) >= 0:
-            words.append(Word(text.strip(), (int(x), int(y), int(x + w), int(y + h))))
-    return words
 
 
 def normalize(text: str) -> str:

@@ -1,4 +1,5 @@
-"""Page images for OD: what self-annotation reads (images only) and what evaluation reads (images + boxes).
+"""Page images: what self-annotation reads (images only), what OD evaluation reads (images + boxes), and
+tesseract's words on a page (OD's OCR anchors, the OCR text of image documents).
 
 ``data.unlabeled`` for OD may be a folder of page images (PNG/JPEG/WebP, searched recursively), a folder
 with ``images/`` (a docpages-style set: its ``annotations.json`` is never opened here), a ``corpus.jsonl``
@@ -173,3 +174,35 @@ def ref_to_text(ref: PageRef) -> str:
 def ref_from_text(page_id: str, text: str) -> PageRef:
     path, _, page = text.rpartition("#page=")
     return PageRef(page_id, path, int(page)) if path and page.isdigit() else PageRef(page_id, text)
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    box: tuple[int, int, int, int]  # pixels
+
+
+class TesseractMissing(RuntimeError):
+    pass
+
+
+def ocr_words(image: Any, lang: str = "eng") -> list[Word]:
+    """Tesseract's words in reading order with their pixel boxes."""
+    import os
+
+    import pytesseract
+
+    # tesseract's own OpenMP threads slow it down when actors already share the cores (2.5x here)
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    try:
+        data = pytesseract.image_to_data(image, lang=lang, output_type=pytesseract.Output.DICT)
+    except pytesseract.TesseractNotFoundError:
+        raise TesseractMissing(
+            "the OCR strategy needs the tesseract program: apt-get install -y tesseract-ocr (make install does it)"
+        ) from None
+    words = []
+    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
+                                      data["height"]):
+        if text.strip() and float(conf) >= 0:
+            words.append(Word(text.strip(), (int(x), int(y), int(x + w), int(y + h))))
+    return words
