@@ -83,7 +83,7 @@ def test_evaluation_scores_each_system_against_the_truth(od_run, pages_dir):
     from skr_ray.models.vision import image_final_states
     from skr_ray.pages import read_truth
     from skr_ray.tasks.od.evaluate import page_iou
-    from skr_ray.tasks.od.training import page_inputs
+    from skr_ray.tasks.od.inputs import page_inputs
 
     cfg, results, art = od_run
     metrics = results["evaluate"]

@@ -47,7 +47,7 @@ class PageReader:
         import torch
 
         from skr_ray.models.vision import image_final_states
-        from skr_ray.tasks.od.training import page_inputs
+        from skr_ray.tasks.od.inputs import page_inputs
 
         examples = [{"page_id": str(i), "path": str(p), "page": int(n)}
                     for i, p, n in zip(batch["page_id"], batch["path"], batch["page"])]

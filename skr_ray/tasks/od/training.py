@@ -13,6 +13,7 @@ import torch
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import SKRConfig
+from skr_ray.tasks.od.inputs import page_inputs
 
 
 def _val_bucket(page_id: str, seed: int) -> float:
@@ -37,16 +38,6 @@ def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
 
     return {"pooling": "last_token", "prompt": PROMPT_VERSION, "target": cfg.od.target,
             "options": {"hidden": cfg.od.head_hidden, "input_norm": cfg.od.head_input_norm}}
-
-
-def page_inputs(processor: Any, examples: list[dict], target: str, device: Any) -> dict[str, torch.Tensor]:
-    """Model inputs of a batch of pages with the box prompt."""
-    from skr_ray.models.vision import image_batch
-    from skr_ray.pages import PageRef, load_page
-    from skr_ray.tasks.od.prompts import render_prompts
-
-    images = [load_page(PageRef(e["page_id"], e["path"], e.get("page", -1))) for e in examples]
-    return image_batch(processor, images, render_prompts(processor, [target] * len(images)), device)
 
 
 class AnswerAsText(torch.nn.Module):
