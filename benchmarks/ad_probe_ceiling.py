@@ -69,7 +69,7 @@ def lora_ceiling(cfg, pairs, y, groups, folds: int) -> dict:
 
     from skr_ray.models.backbone import load_backbone, set_threads
     from skr_ray.models.checkpoint import add_lora
-    from skr_ray.tasks.ad.head import make_head
+    from skr_ray.models.heads import make_classifier_head
     from skr_ray.tasks.ad.training import _forward, batch_loss, resolve_pos_weight
     from skr_ray.train.loop import ReexpressionModel
 
@@ -81,7 +81,7 @@ def lora_ceiling(cfg, pairs, y, groups, folds: int) -> dict:
         torch.manual_seed(cfg.seed + fold)
         backbone, tok = load_backbone(cfg.model, layers=cfg.ad.head_layer)
         backbone = add_lora(backbone, cfg.train)
-        head = make_head(backbone.config.get_text_config().hidden_size,
+        head = make_classifier_head(backbone.config.get_text_config().hidden_size,
                          {"hidden": cfg.ad.head_hidden, "input_norm": cfg.ad.head_input_norm})
         model = ReexpressionModel(backbone, head, group_by_length=True)
         params = [p for p in model.parameters() if p.requires_grad]

@@ -53,8 +53,8 @@ def run_size(size: str, steps: int, seq: int, device: str) -> dict:
     from skr_ray.config import load_config
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.models.encoding import final_token_states
+    from skr_ray.models.heads import EmbeddingHead
     from skr_ray.plan import ModelShape, TowerShape, plan_training, shape_from_config
-    from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.tasks.ir.loss import info_nce
     from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 

@@ -112,9 +112,9 @@ def run_row(name: str, cfg, labels_run: Path, evalset, cache_root: Path) -> dict
     from skr_ray.artifacts import Artifacts
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.heads import EmbeddingHead
     from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
     from skr_ray.tasks.ir import training as hooks
-    from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.train.deepspeed_config import GRADIENT_CLIPPING, torch_optimizer
     from skr_ray.train.loop import ReexpressionModel
 
@@ -181,8 +181,8 @@ def head_only_row(cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
     from skr_ray.evaluate.metrics import first_relevant_ranks
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
+    from skr_ray.tasks.ir.head_only import apply_head, train_projection_head
     from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
-    from skr_ray.train.head_only import apply_head, train_projection_head
     from skr_ray.train.loop import ReexpressionModel
 
     t0 = time.perf_counter()

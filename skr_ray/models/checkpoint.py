@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skr_ray.config import SKRConfig, TrainConfig, load_config
 from skr_ray.models.backbone import load_backbone
+from skr_ray.models.heads import make_task_head
 
 ADAPTER = "adapter"
 HEAD_WEIGHTS = "head.safetensors"
@@ -65,8 +66,6 @@ def head_layers(head_info: dict[str, Any]) -> int:
 
 def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> SKRModel:
     """Backbone + LoRA adapter + head from an SKR checkpoint folder."""
-    from skr_ray.tasks import get_task
-
     root = Path(checkpoint_dir)
     if not (root / ADAPTER).is_dir() or not (root / HEAD_CONFIG).is_file():
         raise FileNotFoundError(f"{root} is not an SKR checkpoint (needs {ADAPTER}/ and {HEAD_CONFIG})")
@@ -78,7 +77,7 @@ def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu
     if head_info.get("objective", "head") == "sft":  # answers through the LM head: no task head
         head: torch.nn.Module = torch.nn.Identity()
     else:
-        head = get_task(head_info["task"]).make_head(head_info["hidden_size"], head_info.get("options", {}))
+        head = make_task_head(head_info["task"], head_info["hidden_size"], head_info.get("options", {}))
     if (root / HEAD_WEIGHTS).is_file():
         head.load_state_dict(load_file(str(root / HEAD_WEIGHTS)))
     head.to(device).eval()

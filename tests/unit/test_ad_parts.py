@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skr_ray.corpus import CorpusError
-from skr_ray.tasks.ad.head import ClassifierHead
+from skr_ray.models.heads import ClassifierHead
 from skr_ray.tasks.ad.labels import parse_yes_no, yes_no_token_ids, yes_probability
 from skr_ray.tasks.ad.loss import bce_loss
 from skr_ray.tasks.ad.metrics import best_threshold, classification_metrics
@@ -122,25 +122,25 @@ def test_classifier_head_shapes_and_loss():
 
 
 def test_head_input_norm_standardizes_states_and_round_trips():
-    from skr_ray.tasks.ad.head import make_head
+    from skr_ray.models.heads import make_classifier_head
 
     torch.manual_seed(0)
     common = torch.full((32,), 40.0)  # a large shared component, small per-input variation
     states = common + 0.1 * torch.randn(64, 32)
-    head = make_head(32, {"hidden": 64, "input_norm": "batch"})
+    head = make_classifier_head(32, {"hidden": 64, "input_norm": "batch"})
     head.train()
     head(states)  # updates the running statistics
     assert head.norm.running_mean.mean().item() == pytest.approx(4.0, abs=0.5)  # momentum 0.1 of 40
     head(states[:1])  # a batch of one uses the running statistics instead of failing
-    loaded = make_head(32, {"hidden": 64, "input_norm": "batch"})
+    loaded = make_classifier_head(32, {"hidden": 64, "input_norm": "batch"})
     loaded.load_state_dict(head.state_dict())
     head.eval()
     loaded.eval()
     torch.testing.assert_close(loaded(states), head(states))
-    old = make_head(32, {"hidden": 64})  # checkpoints from before input_norm: no norm, same keys as then
+    old = make_classifier_head(32, {"hidden": 64})  # checkpoints from before input_norm: no norm, same keys as then
     assert old.norm is None and all(k.startswith("net.") for k in old.state_dict())
     with pytest.raises(ValueError, match="input_norm"):
-        make_head(32, {"input_norm": "layer"})
+        make_classifier_head(32, {"input_norm": "layer"})
 
 
 def test_classification_metrics_and_threshold():

@@ -128,7 +128,7 @@ def test_training_embeds_with_the_configured_pooling(tiny_model_dir, pooling):
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.models.encoding import embed_texts
-    from skr_ray.tasks.ir.head import EmbeddingHead
+    from skr_ray.models.heads import EmbeddingHead
     from skr_ray.tasks.ir.training import embed
     from skr_ray.train.loop import ReexpressionModel
 
@@ -152,8 +152,8 @@ def test_training_grouped_by_length_gives_the_padded_batch_loss_and_gradients(ti
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
     from skr_ray.models.encoding import format_for_embedding, length_groups
+    from skr_ray.models.heads import EmbeddingHead
     from skr_ray.models.prefix_cache import FrozenPrefixCache
-    from skr_ray.tasks.ir.head import EmbeddingHead
     from skr_ray.train.loop import ReexpressionModel
 
     model, tok = load_backbone(ModelConfig(name_or_path=str(tiny_model_dir)))

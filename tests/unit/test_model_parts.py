@@ -9,10 +9,10 @@ from skr_ray.config import ModelConfig, TrainConfig
 from skr_ray.models.backbone import load_backbone
 from skr_ray.models.common import last_token_pool
 from skr_ray.models.encoding import embed_texts, format_for_embedding, length_groups, tokenize_for_embedding
-from skr_ray.tasks.ir.head import EmbeddingHead
+from skr_ray.models.heads import EmbeddingHead
+from skr_ray.tasks.ir.head_only import apply_head, train_projection_head
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
 from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
-from skr_ray.train.head_only import apply_head, train_projection_head
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from skr_ray.models.heads import BoxHead, make_box_head
 from skr_ray.tasks.od.boxes import iou, parse_box, to_normalized, to_pixels
-from skr_ray.tasks.od.head import BoxHead, box_l1_loss, make_head
+from skr_ray.tasks.od.loss import box_l1_loss
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_pixels_normalized_and_iou():
 
 def test_box_head_outputs_valid_normalized_boxes():
     torch.manual_seed(0)
-    head = make_head(32, {"hidden": 64})
+    head = make_box_head(32, {"hidden": 64})
     assert isinstance(head, BoxHead)
     head.eval()
     boxes = head(torch.randn(50, 32) * 10)
@@ -81,10 +82,10 @@ def test_box_loss_is_mean_l1_and_trains_the_head():
 
 def test_heads_share_one_state_dict_layout():
     """AD checkpoints written before the shared MLP body still load: same parameter names."""
-    from skr_ray.tasks.ad.head import make_head as make_ad_head
+    from skr_ray.models.heads import make_classifier_head
 
-    ad = make_ad_head(32, {"hidden": 64, "input_norm": "batch"})
-    od = make_head(32, {"hidden": 64, "input_norm": "batch"})
+    ad = make_classifier_head(32, {"hidden": 64, "input_norm": "batch"})
+    od = make_box_head(32, {"hidden": 64, "input_norm": "batch"})
     assert set(ad.state_dict()) == set(od.state_dict()) == {
         "norm.running_mean", "norm.running_var", "norm.num_batches_tracked",
         "net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias", "net.6.weight", "net.6.bias"}

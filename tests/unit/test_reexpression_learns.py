@@ -63,15 +63,15 @@ def _config(model_dir: Path, tmp_path: Path, **train) -> object:
 def _train(cfg, train: list[dict], epochs: int, lora_learns: bool):
     from skr_ray.models.backbone import load_backbone
     from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.heads import make_embedding_head
     from skr_ray.tasks.ir import training as hooks
-    from skr_ray.tasks.ir.head import make_head
     from skr_ray.train.loop import ReexpressionModel
 
     torch.manual_seed(0)
     backbone, tokenizer = load_backbone(cfg.model)
     backbone = add_lora(backbone, cfg.train)
     info = hooks.head_info(cfg, train)
-    model = ReexpressionModel(backbone, make_head(backbone.config.hidden_size, info["options"]))
+    model = ReexpressionModel(backbone, make_embedding_head(backbone.config.hidden_size, info["options"]))
     model.head.load_state_dict(hooks.fit_start_head(model, tokenizer, train, cfg, "cpu", info))
     if not lora_learns:
         for name, p in model.named_parameters():

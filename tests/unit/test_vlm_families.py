@@ -152,9 +152,10 @@ def _check_od_paths(model, processor) -> None:
 
     from skr_ray.config import TrainConfig
     from skr_ray.models.checkpoint import add_lora
+    from skr_ray.models.heads import make_box_head
     from skr_ray.models.vision import image_batch, image_final_states
     from skr_ray.tasks.od.ask import ModelAsker
-    from skr_ray.tasks.od.head import box_l1_loss, make_head
+    from skr_ray.tasks.od.loss import box_l1_loss
     from skr_ray.tasks.od.prompts import render_prompts
     from skr_ray.tasks.od.search import Ask
     from skr_ray.train.loop import ReexpressionModel
@@ -172,7 +173,7 @@ def _check_od_paths(model, processor) -> None:
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
     hidden = model.config.get_text_config().hidden_size
-    reexpress = ReexpressionModel(add_lora(model, TrainConfig()), make_head(hidden, {"hidden": 64})).to(DEVICE)
+    reexpress = ReexpressionModel(add_lora(model, TrainConfig()), make_box_head(hidden, {"hidden": 64})).to(DEVICE)
     opt = torch.optim.Adam([p for p in reexpress.parameters() if p.requires_grad], lr=1e-2)
     batch = image_batch(processor, pages, prompts, DEVICE)
     target = torch.tensor([[0.1, 0.1, 0.9, 0.5], [0.2, 0.3, 0.6, 0.9]], device=DEVICE)

@@ -1,7 +1,7 @@
 """AD: answerability of a question from a passage -> classifier head with a calibrated probability."""
 
+from skr_ray.models.heads import make_classifier_head
 from skr_ray.tasks import Task, register_task
-from skr_ray.tasks.ad.head import make_head
 from skr_ray.tasks.ad.loss import bce_loss
 from skr_ray.tasks.ad.prompts import PROMPT_VERSION
 
@@ -20,7 +20,7 @@ TASK = register_task(
         prompt_version=PROMPT_VERSION,
         build_messages=_no_single_input_prompt,
         parse=_no_single_input_parse,
-        make_head=make_head,
+        make_head=make_classifier_head,
         loss=bce_loss,
         training="skr_ray.tasks.ad.training",
         stages={

@@ -48,7 +48,7 @@ def fit_head(
     ``keep_best``: return the epoch with the lowest validation loss instead of the last one.
     """
     from skr_ray.models.heads import fit_on_states
-    from skr_ray.tasks.ad.head import ClassifierHead
+    from skr_ray.models.heads import ClassifierHead
     from skr_ray.tasks.ad.loss import bce_loss
     from skr_ray.tasks.ad.metrics import best_threshold
 

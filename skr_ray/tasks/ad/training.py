@@ -60,9 +60,9 @@ def build_head(backbone: Any, info: dict) -> torch.nn.Module:
         from skr_ray.tasks.ad.sft import LMHeadScorer
 
         return LMHeadScorer(backbone)
-    from skr_ray.tasks.ad.head import make_head
+    from skr_ray.models.heads import make_classifier_head
 
-    return make_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
+    return make_classifier_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
 
 
 def _forward(engine: Any, tokenizer: Any, chunk: list[dict], cfg: SKRConfig, device: Any) -> torch.Tensor:

@@ -133,7 +133,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec("plain" if name == "base" else "e5v"))
             record(name, q @ d.T, q_ids, d_ids, secs)
         elif name == "head_only":
-            from skr_ray.train.head_only import apply_head
+            from skr_ray.tasks.ir.head_only import apply_head
 
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec(cfg.train.embed_prompt))
             head = _train_head_only(cfg, art, prepared.get("selflabels"))
@@ -233,7 +233,7 @@ def _frozen_spec(prompt: str) -> EncoderSpec:
 
 def _train_head_only(cfg: SKRConfig, art: Artifacts, selflabels: tuple[EncodeJob, int] | None = None) -> Any:
     """Projection head on frozen base states of the self-labelled *training* split."""
-    from skr_ray.train.head_only import train_projection_head
+    from skr_ray.tasks.ir.head_only import train_projection_head
 
     if not art.is_done(art.annotate_dir):
         raise FileNotFoundError(f"head_only needs self-labels; none finished in {art.annotate_dir}")

@@ -58,7 +58,7 @@ def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig
         return None
     import numpy as np
 
-    from skr_ray.train.head_only import train_projection_head
+    from skr_ray.tasks.ir.head_only import train_projection_head
 
     t = cfg.train
     head, model.head = model.head, torch.nn.Identity()  # raw pooled states, as the head will read them

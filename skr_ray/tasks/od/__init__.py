@@ -7,9 +7,10 @@ Stages: ``annotate`` (the four box self-annotation strategies, searched per page
 
 import json
 
+from skr_ray.models.heads import make_box_head
 from skr_ray.tasks import Task, register_task
 from skr_ray.tasks.od.boxes import parse_box
-from skr_ray.tasks.od.head import box_l1_loss, make_head
+from skr_ray.tasks.od.loss import box_l1_loss
 from skr_ray.tasks.od.prompts import PROMPT_VERSION, build_messages
 
 
@@ -24,7 +25,7 @@ TASK = register_task(
         prompt_version=PROMPT_VERSION,
         build_messages=build_messages,
         parse=_parse,
-        make_head=make_head,
+        make_head=make_box_head,
         loss=box_l1_loss,
         training="skr_ray.tasks.od.training",
         checks="skr_ray.tasks.od.annotate:check_stages",

@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 def fit_box_head(cfg: SKRConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
                  epochs: int) -> tuple[torch.nn.Module, int]:
     """Adam on L1; the epoch with the lowest validation L1 is kept (the last without validation pages)."""
-    from skr_ray.models.heads import fit_on_states
-    from skr_ray.tasks.od.head import box_l1_loss, make_head
+    from skr_ray.models.heads import fit_on_states, make_box_head
+    from skr_ray.tasks.od.loss import box_l1_loss
 
     torch.manual_seed(cfg.seed)
-    head = make_head(x_tr.shape[1], {"hidden": cfg.od.head_hidden, "input_norm": cfg.od.head_input_norm})
+    head = make_box_head(x_tr.shape[1], {"hidden": cfg.od.head_hidden, "input_norm": cfg.od.head_input_norm})
     history = fit_on_states(head, box_l1_loss, torch.optim.Adam(head.parameters(), lr=cfg.od.probe_lr),
                             torch.tensor(x_tr), torch.tensor(y_tr), torch.tensor(x_va), torch.tensor(y_va), epochs,
                             max(2, cfg.train.batch_size), cfg.seed, keep_best=True)

@@ -49,9 +49,9 @@ class AnswerAsText(torch.nn.Module):
 def build_head(backbone: Any, info: dict) -> torch.nn.Module:
     if info.get("objective") == "sft":
         return AnswerAsText()
-    from skr_ray.tasks.od.head import make_head
+    from skr_ray.models.heads import make_box_head
 
-    return make_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
+    return make_box_head(backbone.config.get_text_config().hidden_size, info.get("options", {}))
 
 
 def box_text(box: list[float]) -> str:
@@ -79,7 +79,7 @@ def sft_inputs(processor: Any, examples: list[dict], target: str, device: Any) -
 
 
 def batch_loss(engine: Any, processor: Any, chunk: list[dict], cfg: SKRConfig, device: Any, info: dict) -> torch.Tensor:
-    from skr_ray.tasks.od.head import box_l1_loss
+    from skr_ray.tasks.od.loss import box_l1_loss
 
     if info.get("objective") == "sft":
         return engine(**sft_inputs(processor, chunk, cfg.od.target, device))
@@ -91,7 +91,7 @@ def batch_loss(engine: Any, processor: Any, chunk: list[dict], cfg: SKRConfig, d
 def validate(engine: Any, processor: Any, examples: list[dict], cfg: SKRConfig, device: Any, info: dict) -> dict[str, float]:
     """L1 loss and mean IoU against the self-labelled boxes of the validation pages."""
     from skr_ray.tasks.od.boxes import iou
-    from skr_ray.tasks.od.head import box_l1_loss
+    from skr_ray.tasks.od.loss import box_l1_loss
 
     if not examples:
         return {}

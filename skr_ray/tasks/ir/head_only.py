@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from skr_ray.tasks.ir.head import EmbeddingHead
+from skr_ray.models.heads import EmbeddingHead
 from skr_ray.tasks.ir.loss import info_nce
 
 log = logging.getLogger(__name__)
