@@ -40,7 +40,7 @@ def plain_loop(cfg, texts: list[str]) -> float:
 
 
 def ray_path(cfg) -> float:
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
 
     summary = run_annotation(cfg)
     return summary["documents_labelled"] / summary["seconds"]

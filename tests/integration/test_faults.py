@@ -65,7 +65,7 @@ def _kill_when(predicate, marker: str, job: _Background, timeout: float = 300) -
 
 
 def test_killed_annotation_actor_is_replaced_and_every_row_lands_once(ray_local, tiny_model_dir, tmp_path):
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
 
     out = tmp_path / "run"
     cfg = _cfg(tiny_model_dir, out, "data.max_docs=48", "annotate.batch_size=2",
@@ -90,7 +90,7 @@ def test_killed_annotation_actor_is_replaced_and_every_row_lands_once(ray_local,
 
 
 def test_killed_training_worker_resumes_from_the_last_checkpoint(ray_local, tiny_model_dir, tmp_path):
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
     from skr_ray.train.trainer import run_training
 
     out = tmp_path / "run"

@@ -32,7 +32,7 @@ def labels(ray_local, family_models, tmp_path_factory):
     """One annotate run on the Ray Data pool (Llama writes the labels), shared by every family's ZeRO stages:
     training reads label text, whoever wrote it. Each family's own generation through the annotation UDF is
     tests/unit/test_annotation_engines.py::test_every_family_writes_labels_with_its_own_model."""
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
 
     root = tmp_path_factory.mktemp("labels")
     run_annotation(load_config(None, [f"model.name_or_path={family_models['llama']}", f"output_dir={root}",
@@ -96,8 +96,8 @@ def test_family_trains_exports_and_reloads(family, stage, family_models, labels,
 
 def test_gemma3_vision_trains_under_zero3_and_reloads(ray_local, tiny_vlm_dir, tmp_path):
     """The vision-language family: image IR (question text vs page image) with 2 workers under ZeRO-3."""
-    from skr_ray.annotate.pipeline import run_annotation
     from skr_ray.models.checkpoint import load_skr_model
+    from skr_ray.tasks.ir.annotate import run_annotation
     from skr_ray.train.trainer import run_training
     from tests.pages import make_pages
 

@@ -25,7 +25,7 @@ def _cfg(tiny_model_dir, tmp_path, *extra):
 
 def test_hf_engine_counts_a_prompt_longer_than_the_context_as_too_long(tiny_model_dir, tmp_path):
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.pipeline import SelfAnnotator
+    from skr_ray.tasks.ir.annotate import SelfAnnotator
 
     cfg = _cfg(tiny_model_dir, tmp_path)
     annotator = SelfAnnotator(cfg.to_dict(), 1)
@@ -43,9 +43,9 @@ def test_hf_engine_counts_a_prompt_longer_than_the_context_as_too_long(tiny_mode
 def test_vllm_path_builds_the_hf_prompts_and_writes_the_same_label_rows(tiny_model_dir, tmp_path):
     from skr_ray.annotate.generation import GenerationEngine
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.vllm_engine import ERROR_COLUMN, LabelWriter, PromptBuilder, requests, sampling_params
     from skr_ray.models.backbone import load_backbone
     from skr_ray.tasks.ir.prompts import build_kind_messages
+    from skr_ray.tasks.ir.vllm_engine import ERROR_COLUMN, LabelWriter, PromptBuilder, requests, sampling_params
 
     cfg = _cfg(tiny_model_dir, tmp_path, "annotate.engine=vllm", "annotate.questions_per_doc=2")
     todo = requests(["a", "b", "c"], ["revenue rose in 2019", LONG, ""], ["question", "keywords"], 2,
@@ -81,7 +81,7 @@ def test_vllm_path_builds_the_hf_prompts_and_writes_the_same_label_rows(tiny_mod
                     reason="needs CUDA and vLLM (pip install 'skr_ray[vllm]')")
 def test_vllm_engine_annotates_and_resumes_on_a_gpu(tiny_model_dir, tmp_path, ray_local):
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "data.max_docs=6",
                              "annotate.engine=vllm", "annotate.max_new_tokens=8", "annotate.max_model_len=512"])
@@ -95,9 +95,9 @@ def test_vllm_engine_annotates_and_resumes_on_a_gpu(tiny_model_dir, tmp_path, ra
 def test_a_separate_annotator_writes_the_labels_the_learner_trains_on(tiny_model_dir, tiny_judge_model_dir, tmp_path):
     """annotate.model: a different model writes the labels; rows record both ids; training reads them as usual."""
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.pipeline import SelfAnnotator
     from skr_ray.config import annotator_model
     from skr_ray.models.backbone import model_id
+    from skr_ray.tasks.ir.annotate import SelfAnnotator
 
     texts = np.array(["revenue rose in 2019", "the tax rate fell to 21 percent", "leases run for seven years"],
                      dtype=object)
@@ -124,8 +124,8 @@ def test_every_family_writes_labels_with_its_own_model(family, tmp_path):
     import numpy as np
 
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.pipeline import SelfAnnotator
     from skr_ray.models.backbone import model_id
+    from skr_ray.tasks.ir.annotate import SelfAnnotator
     from tests.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / family, family=family)

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from skr_ray.annotate.pipeline import mark_duplicates, summarize
 from skr_ray.schema import LABEL_SCHEMA
+from skr_ray.tasks.ir.annotate import mark_duplicates, summarize
 from skr_ray.tasks.ir.labels import QuestionFilter, clean_question, copy_ratio, parse_question
 
 SRC = "Revenue from the Nordic segment rose 12% to NOK 4.1 billion in 2023, driven by new vessel contracts."

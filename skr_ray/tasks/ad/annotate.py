@@ -40,7 +40,7 @@ def questions_dir(cfg: SKRConfig) -> Path:
 def _ensure_questions(cfg: SKRConfig) -> Path:
     if cfg.ad.questions_from:
         return questions_dir(cfg)
-    from skr_ray.annotate.pipeline import run_annotation
+    from skr_ray.tasks.ir.annotate import run_annotation
 
     ir_cfg = from_dict({**cfg.to_dict(), "task": "ir", "output_dir": str(Path(cfg.output_dir) / "questions"),
                         "evaluate": {**cfg.to_dict()["evaluate"], "systems": []}})

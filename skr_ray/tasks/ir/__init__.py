@@ -17,7 +17,7 @@ TASK = register_task(
         example_labels=(EXAMPLE_QUESTION,),
         training="skr_ray.tasks.ir.training",
         stages={
-            "annotate": "skr_ray.annotate.pipeline:run_annotation",
+            "annotate": "skr_ray.tasks.ir.annotate:run_annotation",
             "train": "skr_ray.train.trainer:run_training",
             "evaluate": "skr_ray.tasks.ir.evaluate:run_ir_evaluation",
         },

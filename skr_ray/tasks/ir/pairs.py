@@ -20,7 +20,7 @@ class Pair:
 def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
     """Usable self-labels only: status 'ok' after duplicate questions are marked."""
     from skr_ray.annotate.labelstore import read_labels
-    from skr_ray.annotate.pipeline import mark_duplicates
+    from skr_ray.tasks.ir.annotate import mark_duplicates
 
     table = read_labels(labels_dir, quarantine=False)
     statuses = mark_duplicates(table, drop_duplicates)

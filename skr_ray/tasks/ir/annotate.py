@@ -1,4 +1,5 @@
-"""`skr annotate`: shard the corpus over an actor pool of model replicas with Ray Data.
+"""`skr annotate` for IR (and the questions AD's pairs start from): shard the corpus over an actor pool of model
+replicas with Ray Data; the model writes questions (or the other label kinds) for its own passages.
 
 Resumable by construction: each actor writes the label file of every block it finishes itself
 (atomically: temp name, then rename), so a row is on disk the moment its block is labelled. A killed
@@ -293,7 +294,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     existing = read_labels(art.labels_dir)
     done_ids = sorted(set(existing[DOC_ID].to_pylist()))
     if a.engine == "vllm" and cfg.data.modality != "image":
-        from skr_ray.annotate.vllm_engine import annotate_with_vllm
+        from skr_ray.tasks.ir.vllm_engine import annotate_with_vllm
 
         Artifacts.write_config(art.annotate_dir, cfg)
         done = set(zip(existing[DOC_ID].to_pylist(), existing["label_index"].to_pylist()))

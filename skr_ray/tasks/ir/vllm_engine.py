@@ -1,6 +1,6 @@
 """`annotate.engine=vllm`: self-annotation through vLLM on Ray Data (``ray.data.llm``), for GPU clusters.
 
-Same label schema, provenance and resume as the HF ``generate`` path (``skr_ray.annotate.pipeline``); only the
+Same label schema, provenance and resume as the HF ``generate`` path (``skr_ray.tasks.ir.annotate``); only the
 engine differs. One request per (document, label index): the prompt is rendered here with the model's own chat
 template, so it is byte-for-byte the HF path's prompt. Users of ``ray.data.llm`` report that one prompt longer
 than the model's context kills the whole job: here such a row is counted with status ``too_long`` and never
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.ray_utils import actor_pool, cluster_gpus
+from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 
 log = logging.getLogger(__name__)
 
