@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import skr_ray.tasks  # noqa: F401  (registers the built-in tasks, as the CLI does, for tests that call stages directly)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 REPO = Path(__file__).resolve().parents[1]

@@ -1,80 +1,9 @@
-"""Task registry: each task folder registers itself under a name.
+"""The built-in tasks: importing this package registers ir, ad and od with :mod:`skr_ray.registry`.
 
-Shared code (annotation actors, the training loop, the evaluation runner) reaches task-specific
-behaviour only through :class:`Task` looked up here, so adding a task means adding a folder.
+Code above the tasks (CLI, serving, planning) looks a task up with :func:`get_task` from here, which is the
+registry's lookup with the built-in tasks registered. Each task's folder holds its prompts, label parsing,
+stages and training hooks (``skr_ray/tasks/<task>/__init__.py`` registers them).
 """
 
-from __future__ import annotations
-
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Protocol
-
-import torch
-
-
-class Parser(Protocol):
-    def __call__(self, raw: str, source_text: str, options: Any) -> tuple[str, str]:
-        """Return (label, status); status 'ok' marks a usable label."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a task contributes to the shared pipeline."""
-
-    name: str
-    prompt_version: str
-    build_messages: Callable[[str], list[dict[str, str]]]
-    """Chat messages asking the base model to label one input."""
-    parse: Parser
-    """Model text -> (label, status)."""
-    make_head: Callable[[int, dict[str, Any]], torch.nn.Module]
-    """(hidden_size, head options) -> head module applied to the pooled final-token state."""
-    loss: Callable[..., torch.Tensor]
-    example_labels: tuple[str, ...] = ()
-    """Labels shown in the prompt's worked examples; the parser filters near copies of them."""
-    training: str = ""
-    """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
-    stages: dict[str, str] = field(default_factory=dict)
-    """The task's pipeline stages: 'annotate' | 'train' | 'evaluate' -> 'module:function' taking the config."""
-    checks: str = ""
-    """'module:function' taking (config, stages about to run): raises before any work on what cannot run."""
-
-    def training_hooks(self) -> ModuleType:
-        return importlib.import_module(self.training)
-
-    def check(self, cfg: Any, stages: tuple[str, ...]) -> None:
-        if self.checks:
-            module, func = self.checks.split(":")
-            getattr(importlib.import_module(module), func)(cfg, stages)
-
-    def stage(self, name: str) -> Callable[..., dict] | None:
-        target = self.stages.get(name)
-        if target is None:
-            return None
-        module, func = target.split(":")
-        return getattr(importlib.import_module(module), func)
-
-
-_REGISTRY: dict[str, Task] = {}
-
-
-def register_task(task: Task) -> Task:
-    if task.name in _REGISTRY:
-        raise ValueError(f"task {task.name!r} registered twice")
-    _REGISTRY[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}") from None
-
-
-def _load_builtin() -> None:
-    from skr_ray.tasks import ad, ir, od  # noqa: F401  (register themselves)
+from skr_ray.registry import get_task  # noqa: F401  (the lookup, for the layers above)
+from skr_ray.tasks import ad, ir, od  # noqa: F401  (register themselves)

@@ -72,7 +72,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from skr_ray.models.backbone import load_backbone, set_threads
     from skr_ray.models.checkpoint import add_lora, head_layers
-    from skr_ray.tasks import get_task
     from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
     ctx = ray.train.get_context()
@@ -82,7 +81,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     set_threads(cfg.model, replicas=local_world)
     torch.manual_seed(cfg.train.seed)
 
-    task = get_task(cfg.task)
+    task = loop_config["task"]  # the Task of cfg.task, from the trainer
     hooks = task.training_hooks()
     head_info = dict(loop_config["head_info"])
     backbone, tokenizer = load_backbone(cfg.model, device=device, layers=head_layers(head_info))

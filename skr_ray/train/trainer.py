@@ -73,7 +73,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
 
     from skr_ray.models.prefix_cache import prefix_cache_root
     from skr_ray.ray_utils import cluster_gpus, ensure_ray
-    from skr_ray.tasks import get_task
+    from skr_ray.registry import get_task
 
     art = Artifacts(cfg.output_dir)
     train_dir = art.train_dir if objective == "head" else art.sft_dir
@@ -87,7 +87,8 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     ensure_ray(cfg.ray)
     start = time.perf_counter()
 
-    hooks = get_task(cfg.task).training_hooks()
+    task = get_task(cfg.task)  # registered by the caller (the CLI imports skr_ray.tasks)
+    hooks = task.training_hooks()
     train_pairs, val_pairs = hooks.load_examples(cfg, art)
     log.info("self-labelled examples: %d train, %d validation", len(train_pairs), len(val_pairs))
     gpus = cluster_gpus()
@@ -122,6 +123,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
         train_loop_per_worker=_loop,
         train_loop_config={
             "cfg": cfg.to_dict(),
+            "task": task,  # the workers reach the task's head and hooks through it
             "use_gpu": use_gpu,
             "train_examples": train_pairs,
             "val_examples": val_pairs,

@@ -1,7 +1,7 @@
 """AD: answerability of a question from a passage -> classifier head with a calibrated probability."""
 
 from skr_ray.models.heads import make_classifier_head
-from skr_ray.tasks import Task, register_task
+from skr_ray.registry import Task, register_task
 from skr_ray.tasks.ad.loss import bce_loss
 from skr_ray.tasks.ad.prompts import PROMPT_VERSION
 

@@ -1,7 +1,7 @@
 """IR: self-written questions -> contrastive re-expression of the final-token state."""
 
 from skr_ray.models.heads import make_embedding_head
-from skr_ray.tasks import Task, register_task
+from skr_ray.registry import Task, register_task
 from skr_ray.tasks.ir.labels import parse_question
 from skr_ray.tasks.ir.loss import contrastive_loss
 from skr_ray.tasks.ir.prompts import EXAMPLE_QUESTION, PROMPT_VERSION, build_messages

@@ -45,7 +45,7 @@ class SelfAnnotator:
 
         from skr_ray.annotate.generation import GenerationEngine
         from skr_ray.models.backbone import load_backbone, model_id, set_threads
-        from skr_ray.tasks import get_task
+        from skr_ray.registry import get_task
 
         self.cfg = from_dict(cfg_dict)
         self.task = get_task(self.cfg.task)

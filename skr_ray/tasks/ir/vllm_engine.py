@@ -87,7 +87,7 @@ class LabelWriter:
     def __init__(self, cfg_dict: dict[str, Any], model_id: str) -> None:
         from skr_ray.annotate.labelstore import node_id
         from skr_ray.artifacts import Artifacts
-        from skr_ray.tasks import get_task
+        from skr_ray.registry import get_task
         from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter
         from skr_ray.tasks.ir.prompts import kind_prompt_version
 

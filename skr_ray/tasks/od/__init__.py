@@ -8,7 +8,7 @@ Stages: ``annotate`` (the four box self-annotation strategies, searched per page
 import json
 
 from skr_ray.models.heads import make_box_head
-from skr_ray.tasks import Task, register_task
+from skr_ray.registry import Task, register_task
 from skr_ray.tasks.od.boxes import parse_box
 from skr_ray.tasks.od.loss import box_l1_loss
 from skr_ray.tasks.od.prompts import PROMPT_VERSION, build_messages
