@@ -96,6 +96,8 @@ def test_command_parses(where, command):
         assert all("=" in m for m in args.model), f"{where}: --model takes ID=PATH"
     elif args.command == "compare":
         assert args.overrides, f"{where}: compare needs runs"
+    elif args.command == "tiny-vlm":
+        assert not args.overrides, f"{where}: tiny-vlm takes only --out"
     else:
         assert args.overrides, f"{where}: {args.command} needs a job id"
 
