@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from skr_ray.artifacts import Artifacts
@@ -128,9 +129,22 @@ def test_report_values(ad_run):
     art = Artifacts(cfg.output_dir)
     metrics = json.loads(art.metrics.read_text())
     assert set(metrics) == {"base", "sft", "head_only", "skr"}
-    for name, row in metrics.items():
-        assert 0.0 <= row["accuracy"] <= 1.0, name
-        assert 0.0 <= row["auroc"] <= 1.0 and 0.0 <= row["auprc"] <= 1.0, name
+    import csv
+
+    from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
+
+    for name, row in metrics.items():  # every figure recomputed by scikit-learn from the per-pair scores file
+        with (art.evaluate_dir / "scores" / f"{name}.tsv").open() as handle:
+            pairs = list(csv.DictReader(handle, delimiter="\t"))
+        y = np.array([int(r["label"]) for r in pairs])
+        s = np.array([float(r["score"]) for r in pairs])
+        assert len(pairs) == 40 and y.sum() == 8, name
+        assert row["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9), name
+        assert row["auprc"] == pytest.approx(average_precision_score(y, s), abs=1e-9), name
+        lo, hi = row["auprc_ci95"]
+        assert lo - 1e-12 <= row["auprc"] <= hi + 1e-12 and hi - lo > 0, name
+        if "threshold" in row:
+            assert row["accuracy"] == pytest.approx(accuracy_score(y, s >= row["threshold"]), abs=1e-9), name
         assert row["seconds_per_100"] > 0, name
     # 40 stratified pairs of the demo set's 1:4 ratio
     assert metrics["skr"]["positive_rate"] == pytest.approx(0.2)
