@@ -7,7 +7,8 @@ an skr_ray module or ``module:function`` (what a task registers as its stages an
 they run). The layers, from the ground up
 (docs/pipeline.md draws them):
 
-  0  config, artifacts, schema, memory, registry    settings, the run folder, row schemas, the task registry
+  0  config, artifacts, schema, memory, registry,   settings, the run folder, row schemas, the task registry,
+     splits                                         the one train/validation split
   1  models/, corpus, pages, ray_utils, tracking    backbones, heads and checkpoints; input data; Ray; tracking
   2  annotate/, train/, evaluate/                   the runners every task shares
   3  tasks/                                         ir, ad, od: prompts, labels, stages, training hooks
@@ -26,7 +27,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "skr_ray"
 
 LAYERS: dict[int, tuple[str, ...]] = {
-    0: ("skr_ray", "skr_ray.config", "skr_ray.artifacts", "skr_ray.schema", "skr_ray.memory", "skr_ray.registry"),
+    0: ("skr_ray", "skr_ray.config", "skr_ray.artifacts", "skr_ray.schema", "skr_ray.memory", "skr_ray.registry",
+        "skr_ray.splits"),
     1: ("skr_ray.models", "skr_ray.corpus", "skr_ray.pages", "skr_ray.ray_utils", "skr_ray.tracking"),
     2: ("skr_ray.annotate", "skr_ray.train", "skr_ray.evaluate"),
     3: ("skr_ray.tasks",),

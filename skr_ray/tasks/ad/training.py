@@ -3,7 +3,6 @@ next-token cross-entropy on the yes/no answer token (SFT baseline)."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -11,12 +10,8 @@ import torch
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import SKRConfig
-
-
-def _val_bucket(query_id: str, seed: int) -> float:
-    source_doc = query_id.split("#")[0]  # split by the question's source passage: no leakage across sides
-    digest = hashlib.sha256(f"{seed}:{source_doc}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+from skr_ray.splits import split_by
+from skr_ray.tasks.ad.head import head_options
 
 
 def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
@@ -25,9 +20,8 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
     rows = [r for r in read_judgements(art.labels_dir, quarantine=False) if r["status"] == "ok"]
     examples = [{"query": r["query"], "passage": r["passage"], "label": int(r["answer"]),
                  "query_id": r["query_id"], "kind": r.get("kind", "")} for r in rows]
-    train = [e for e in examples if _val_bucket(e["query_id"], cfg.train.seed) >= cfg.train.val_fraction]
-    val = [e for e in examples if _val_bucket(e["query_id"], cfg.train.seed) < cfg.train.val_fraction]
-    return train, val
+    # split by the question's source passage: no leakage across sides
+    return split_by(examples, lambda e: e["query_id"].split("#")[0], cfg.train.val_fraction, cfg.train.seed)
 
 
 def resolve_pos_weight(cfg: SKRConfig, train: list[dict]) -> float:
@@ -46,7 +40,7 @@ def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
         "pooling": "last_token",
         "prompt": IMAGE_PROMPT_VERSION if cfg.data.modality == "image" else PROMPT_VERSION,
         "max_passage_tokens": cfg.ad.max_passage_tokens,
-        "options": {"hidden": cfg.ad.head_hidden, "input_norm": cfg.ad.head_input_norm},
+        "options": head_options(cfg),
         "pos_weight": resolve_pos_weight(cfg, train),
         "train_class_balance": {"yes": pos, "no": len(train) - pos},
         "threshold": 0.5,

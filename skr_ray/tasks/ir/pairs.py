@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from skr_ray.schema import DOC_ID, TEXT
+from skr_ray.splits import split_by
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,9 @@ def load_pairs(labels_dir: Path, drop_duplicates: bool = True) -> list[Pair]:
     return sorted(pairs, key=lambda p: (p.doc_id, p.query))
 
 
-def _bucket(doc_id: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Deterministic split by document, so a passage never sits on both sides."""
-    train = [p for p in pairs if _bucket(p.doc_id, seed) >= val_fraction]
-    val = [p for p in pairs if _bucket(p.doc_id, seed) < val_fraction]
-    return train, val
+    return split_by(pairs, lambda p: p.doc_id, val_fraction, seed)
 
 
 def label_corpus(labels_dir: Path) -> dict[str, str]:

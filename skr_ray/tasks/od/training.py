@@ -6,19 +6,15 @@ reads the final-token state. Pages are decoded from disk per batch (workers shar
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import SKRConfig
+from skr_ray.splits import split_by
+from skr_ray.tasks.od.head import head_options
 from skr_ray.tasks.od.inputs import page_inputs
-
-
-def _val_bucket(page_id: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{page_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
@@ -28,16 +24,14 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
     rows = [r for r in read_page_labels(art.labels_dir, quarantine=False) if r["status"] == "ok"]
     examples = [{"page_id": r["page_id"], "path": r["image"], "page": int(r["page"]),
                  "box": [float(v) for v in r["box"]]} for r in rows]
-    train = [e for e in examples if _val_bucket(e["page_id"], cfg.train.seed) >= cfg.train.val_fraction]
-    val = [e for e in examples if _val_bucket(e["page_id"], cfg.train.seed) < cfg.train.val_fraction]
-    return train, val
+    return split_by(examples, lambda e: e["page_id"], cfg.train.val_fraction, cfg.train.seed)
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
     from skr_ray.tasks.od.prompts import PROMPT_VERSION
 
     return {"pooling": "last_token", "prompt": PROMPT_VERSION, "target": cfg.od.target,
-            "options": {"hidden": cfg.od.head_hidden, "input_norm": cfg.od.head_input_norm}}
+            "options": head_options(cfg)}
 
 
 class AnswerAsText(torch.nn.Module):
