@@ -5,13 +5,23 @@ Stages talk only through these files; each stage folder also carries the resolve
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from skr_ray.config import SKRConfig
 
+log = logging.getLogger(__name__)
+
 SUCCESS = "_SUCCESS"
+ADAPTER = "adapter"
+"""A checkpoint's LoRA adapter folder (PEFT's save_pretrained layout)."""
+
+STAGES = ("annotate", "train", "sft", "evaluate")
+"""Stage folders whose finished result :meth:`Artifacts.finished` reads ('sft': the SFT baseline's training)."""
 
 
 class StageInputError(ValueError):
@@ -104,6 +114,29 @@ class Artifacts:
         return self.evaluate_dir / "scores" / f"{system}.tsv"
 
     # helpers ------------------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        dirs = {"annotate": self.annotate_dir, "train": self.train_dir, "sft": self.sft_dir,
+                "evaluate": self.evaluate_dir}
+        if stage not in dirs:
+            raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+        return dirs[stage]
+
+    def finished(self, stage: str) -> dict[str, Any] | None:
+        """The stored result of a finished stage, or None when it has to run (or resume).
+
+        Finished means the stage folder's ``_SUCCESS`` marker and its result are both there: the summary
+        (annotate), the metrics (evaluate), the final checkpoint's adapter (train, sft; the result is what
+        ``_SUCCESS`` recorded)."""
+        folder = self.stage_dir(stage)
+        if not self.is_done(folder):
+            return None
+        if stage in ("train", "sft"):
+            if not (folder / "checkpoint" / ADAPTER).is_dir():
+                return None
+            return json.loads((folder / SUCCESS).read_text() or "{}")
+        result = self.annotate_summary if stage == "annotate" else self.metrics
+        return json.loads(result.read_text()) if result.is_file() else None
+
     @staticmethod
     def is_done(stage_dir: Path) -> bool:
         return (stage_dir / SUCCESS).is_file()
@@ -129,3 +162,28 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def skip_if_done(stage: str | Callable[..., str]) -> Callable[[F], F]:
+    """Decorate a stage entry point ``fn(cfg, ...)``: when its stage already finished in ``cfg.output_dir``,
+    return the stored result instead of running it (so ``skr run`` after a finished stage, or a resubmitted job,
+    redoes nothing). ``stage`` is the stage's name, or a function of the entry point's other arguments that
+    gives it (training: 'train' or 'sft')."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(cfg: SKRConfig, *args: Any, **kwargs: Any) -> Any:
+            name = stage(*args, **kwargs) if callable(stage) else stage
+            art = Artifacts(cfg.output_dir)
+            done = art.finished(name)
+            if done is not None:
+                log.info("%s already complete in %s; skipping", name, art.stage_dir(name))
+                return done
+            return fn(cfg, *args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -15,11 +15,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from skr_ray.artifacts import ADAPTER
 from skr_ray.config import SKRConfig, TrainConfig, load_config
 from skr_ray.models.backbone import load_backbone
 from skr_ray.models.heads import make_task_head
 
-ADAPTER = "adapter"
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_CONFIG = "head.json"
 RUN_CONFIG = "config.yaml"

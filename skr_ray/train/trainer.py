@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skr_ray.artifacts import Artifacts, StageError, StageInputError, write_json
+from skr_ray.artifacts import Artifacts, StageError, StageInputError, skip_if_done, write_json
 from skr_ray.config import SKRConfig
-from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG
+from skr_ray.models.checkpoint import HEAD_CONFIG
 from skr_ray.train.checkpoints import BEST, export_checkpoint, latest_ray_checkpoint
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, kept: int | None = N
     plt.close(fig)
 
 
+@skip_if_done(lambda objective="head": "train" if objective == "head" else "sft")
 def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     """Train the task head + LoRA (objective 'head', the SKR model) or, for tasks that answer
     through generation, LoRA through the LM head on the same self-labels (objective 'sft')."""
@@ -78,10 +79,6 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     art = Artifacts(cfg.output_dir)
     train_dir = art.train_dir if objective == "head" else art.sft_dir
     checkpoint_dir = train_dir / "checkpoint"
-    if art.is_done(train_dir) and (checkpoint_dir / ADAPTER).is_dir():
-        log.info("training already complete in %s; skipping", checkpoint_dir)
-        done = json.loads((train_dir / "_SUCCESS").read_text() or "{}")
-        return done
     if not art.is_done(art.annotate_dir):
         raise FileNotFoundError(f"no finished self-annotation in {art.annotate_dir}; run `skr annotate` first")
     ensure_ray(cfg.ray)
@@ -165,9 +162,9 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
 
 
 def run_training_stage(cfg: SKRConfig) -> dict[str, Any]:
-    """`skr train` for tasks with a generative baseline: the SKR model (LoRA + head), then the SFT baseline
-    (LoRA through the LM head on the same self-labels) when it is evaluated."""
-    out = {"skr": run_training(cfg, objective="head")}
+    """`skr train`, the same for every task: the SKR model (LoRA + head), then, when it is evaluated, the SFT
+    baseline (LoRA through the LM head on the same self-labels) under ``"sft"`` of the returned summary."""
+    out = dict(run_training(cfg, objective="head"))
     if "sft" in cfg.evaluate.systems:
         out["sft"] = run_training(cfg, objective="sft")
     return out

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from skr_ray.artifacts import Artifacts, StageError, write_json
+from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.ray_utils import actor_pool
 
@@ -147,6 +147,7 @@ def _ontopic(cfg: SKRConfig, questions: list[tuple[str, str]], passages: dict[st
     return out, statuses
 
 
+@skip_if_done("annotate")
 def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.annotate.labelstore import read_labels
     from skr_ray.models.backbone import model_id
@@ -157,9 +158,6 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.tasks.ad.scoring import generation_params
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
-        log.info("annotation already complete in %s; skipping", art.annotate_dir)
-        return json.loads(art.annotate_summary.read_text())
     start = time.perf_counter()
     qdir = _ensure_questions(cfg)
     ensure_ray(cfg.ray)

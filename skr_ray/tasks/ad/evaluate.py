@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from skr_ray.artifacts import Artifacts, write_json, write_text
+from skr_ray.artifacts import Artifacts, skip_if_done, write_json, write_text
 from skr_ray.config import SKRConfig
 from skr_ray.evaluate.metrics import bootstrap_auc, percentile_interval
 from skr_ray.evaluate.report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, signed
@@ -51,14 +51,12 @@ def _ntp_row(labels: np.ndarray, scored: list[dict]) -> tuple[dict[str, Any], np
     return m, soft
 
 
+@skip_if_done("evaluate")
 def run_ad_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import ensure_ray
     from skr_ray.tasks.ad.pairs import read_eval_pairs
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.evaluate_dir) and art.metrics.is_file():
-        log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
-        return json.loads(art.metrics.read_text())
     pairs = read_eval_pairs(cfg.data.eval, cfg.data.max_chars, cfg.evaluate.max_pairs, cfg.seed,
                             images=cfg.data.modality == "image")
     systems = list(cfg.evaluate.systems)

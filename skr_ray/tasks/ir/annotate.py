@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
-from skr_ray.artifacts import Artifacts, StageError, write_json
+from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import add_length, drop_done, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.ray_utils import actor_pool
@@ -45,10 +45,9 @@ class SelfAnnotator:
 
         from skr_ray.annotate.generation import GenerationEngine
         from skr_ray.models.backbone import load_backbone, model_id, set_threads
-        from skr_ray.registry import get_task
+        from skr_ray.tasks.ir.prompts import EXAMPLE_QUESTION
 
         self.cfg = from_dict(cfg_dict)
-        self.task = get_task(self.cfg.task)
         from skr_ray.config import annotator_model
 
         annotator = annotator_model(self.cfg)  # the learner itself unless annotate.model is set
@@ -65,7 +64,7 @@ class SelfAnnotator:
         self.engine = GenerationEngine(model, tokenizer, a.max_input_tokens, a.max_new_tokens, device)
         base_filter = QuestionFilter(
             a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
-            echo_of=tuple(self.task.example_labels),
+            echo_of=(EXAMPLE_QUESTION,),
         )
         from skr_ray.tasks.ir.labels import kind_filter
         from skr_ray.tasks.ir.prompts import IMAGE_PROMPT_VERSION, kind_prompt_version
@@ -178,7 +177,7 @@ class SelfAnnotator:
                 rows["raw_output"].append(raw)
                 rows["label"].append(label)
                 rows["status"].append(status)
-                rows["task"].append(self.task.name)
+                rows["task"].append(self.cfg.task)
                 rows["prompt_version"].append(self.prompt_versions[kind])
                 rows["label_kind"].append(kind)
                 rows["model_id"].append(self.model_id)
@@ -261,6 +260,7 @@ def _image_corpus(cfg: SKRConfig) -> list[Any]:
     return pages
 
 
+@skip_if_done("annotate")
 def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
@@ -268,9 +268,6 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import annotation_pool, ensure_ray
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
-        log.info("annotation already complete in %s; skipping", art.annotate_dir)
-        return json.loads(art.annotate_summary.read_text())
     unreadable: list[str] = []
     if cfg.data.modality == "image":
         pages = _image_corpus(cfg)  # fail on bad input before starting Ray

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skr_ray.artifacts import Artifacts
+from skr_ray.artifacts import Artifacts, skip_if_done
 from skr_ray.config import SKRConfig
 from skr_ray.corpus import read_eval_set
 from skr_ray.evaluate.encode import EncodeJob, EncoderSpec, encode_many, encode_texts
@@ -40,13 +40,11 @@ def _embed_pair(
     return (emb[q_rows], [ids[i][2:] for i in q_rows], emb[d_rows], [ids[i][2:] for i in d_rows], seconds)
 
 
+@skip_if_done("evaluate")
 def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import ensure_ray
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.evaluate_dir) and art.metrics.is_file():
-        log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
-        return json.loads(art.metrics.read_text())
     if cfg.data.modality == "image":
         from skr_ray.evaluate.images import read_image_eval_set
 
@@ -133,7 +131,7 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec("plain" if name == "base" else "e5v"))
             record(name, q @ d.T, q_ids, d_ids, secs)
         elif name == "head_only":
-            from skr_ray.tasks.ir.head_only import apply_head
+            from skr_ray.tasks.ir.probe import apply_head
 
             q, q_ids, d, d_ids, secs = frozen_pair(_frozen_spec(cfg.train.embed_prompt))
             head = _train_head_only(cfg, art, prepared.get("selflabels"))
@@ -233,7 +231,7 @@ def _frozen_spec(prompt: str) -> EncoderSpec:
 
 def _train_head_only(cfg: SKRConfig, art: Artifacts, selflabels: tuple[EncodeJob, int] | None = None) -> Any:
     """Projection head on frozen base states of the self-labelled *training* split."""
-    from skr_ray.tasks.ir.head_only import train_projection_head
+    from skr_ray.tasks.ir.probe import train_projection_head
 
     if not art.is_done(art.annotate_dir):
         raise FileNotFoundError(f"head_only needs self-labels; none finished in {art.annotate_dir}")

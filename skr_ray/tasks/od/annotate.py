@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.artifacts import Artifacts, StageError, write_json
+from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.ray_utils import actor_pool
 
@@ -232,14 +232,12 @@ def summarize(rows: list[dict[str, Any]], pages: int, problems: list[str]) -> di
     }
 
 
+@skip_if_done("annotate")
 def run_od_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.pages import list_pages
     from skr_ray.ray_utils import ensure_ray
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.annotate_dir) and art.annotate_summary.is_file():
-        log.info("annotation already complete in %s; skipping", art.annotate_dir)
-        return json.loads(art.annotate_summary.read_text())
     check_inputs(cfg)
     pages, problems = list_pages(cfg.data.unlabeled, cfg.data.max_docs)  # bad input fails before Ray starts
     ensure_ray(cfg.ray)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from skr_ray.artifacts import Artifacts, write_json
+from skr_ray.artifacts import Artifacts, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.models.backbone import random_weights_note
 from skr_ray.pages import TruthPage, read_truth
@@ -51,13 +51,11 @@ def box_metrics(boxes: dict[str, list[float] | None], pages: list[TruthPage]) ->
             "pages": len(pages), "ious": [round(float(v), 4) for v in ious]}
 
 
+@skip_if_done("evaluate")
 def run_od_evaluation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import ensure_ray
 
     art = Artifacts(cfg.output_dir)
-    if art.is_done(art.evaluate_dir) and art.metrics.is_file():
-        log.info("evaluation already complete in %s; skipping", art.evaluate_dir)
-        return json.loads(art.metrics.read_text())
     pages = read_truth(cfg.data.eval, cfg.evaluate.max_pages)
     systems = list(cfg.evaluate.systems)
     for name, ckpt in (("skr", art.checkpoint_dir), ("sft", art.sft_checkpoint_dir)):
