@@ -224,9 +224,9 @@ def head_params(shape: ModelShape, cfg: SKRConfig) -> int:
 
     from skr_ray.tasks import get_task
 
-    options = {"hidden": 256} if cfg.task in ("ad", "od") else {}
+    task = get_task(cfg.task)
     with torch.device("meta"):
-        head = get_task(cfg.task).make_head(shape.text.hidden, options)
+        head = task.make_head(shape.text.hidden, task.head_options(cfg))
     return sum(p.numel() for p in head.parameters())
 
 

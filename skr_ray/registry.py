@@ -13,35 +13,29 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 
-class Parser(Protocol):
-    def __call__(self, raw: str, source_text: str, options: Any) -> tuple[str, str]:
-        """Return (label, status); status 'ok' marks a usable label."""
-
-
 @dataclass(frozen=True)
 class Task:
-    """What a task contributes to the shared pipeline."""
+    """What a task contributes to the shared pipeline: only what code outside the task's folder calls.
+
+    Prompts, label parsing, losses and baselines stay inside ``skr_ray/tasks/<task>/`` (its ``prompts``,
+    ``labels``, ``loss``, ``probe`` modules), reached through the stages and training hooks named here."""
 
     name: str
-    prompt_version: str
-    build_messages: Callable[[str], list[dict[str, str]]]
-    """Chat messages asking the base model to label one input."""
-    parse: Parser
-    """Model text -> (label, status)."""
     make_head: Callable[[int, dict[str, Any]], torch.nn.Module]
-    """(hidden_size, head options) -> head module applied to the pooled final-token state."""
-    loss: Callable[..., torch.Tensor]
-    example_labels: tuple[str, ...] = ()
-    """Labels shown in the prompt's worked examples; the parser filters near copies of them."""
+    """(hidden_size, head options) -> head module applied to the pooled final-token state (the trainer, serving
+    and ``skr plan`` build heads through it)."""
+    head_options: Callable[[Any], dict[str, Any]]
+    """config -> the head's options as a checkpoint's ``head.json`` records them (sizes, input norm)."""
     training: str = ""
     """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
     stages: dict[str, str] = field(default_factory=dict)
-    """The task's pipeline stages: 'annotate' | 'train' | 'evaluate' -> 'module:function' taking the config."""
+    """The task's pipeline stages: 'annotate' | 'train' | 'evaluate' -> 'module:function' taking the config
+    (``skr annotate|train|evaluate|run``)."""
     checks: str = ""
     """'module:function' taking (config, stages about to run): raises before any work on what cannot run."""
 

@@ -133,7 +133,9 @@ def make_checkpoint(model_dir: Path, target: Path, task: str = "ir", seed: int =
     hidden = model.config.get_text_config().hidden_size
     options = {"hidden": 64} if task in ("ad", "od") else {}
     head = get_task(task).make_head(hidden, options)
-    prompt = {"ir": "e5v", "ad": "ad-answerable-v1", "od": get_task("od").prompt_version}[task]
+    from skr_ray.tasks.od.prompts import PROMPT_VERSION as OD_PROMPT
+
+    prompt = {"ir": "e5v", "ad": "ad-answerable-v1", "od": OD_PROMPT}[task]
     info = {"task": task, "objective": "head", "pooling": "last_token", "hidden_size": hidden,
             "prompt": prompt, "options": options, **head_extra}
     if task == "ad":

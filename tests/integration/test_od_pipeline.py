@@ -65,7 +65,7 @@ def test_crop_search_labels_every_page_once_with_its_trace(od_run):
 
 def test_training_on_pages_writes_a_box_checkpoint(od_run):
     cfg, results, art = od_run
-    info = results["train"]["skr"]
+    info = results["train"]
     assert info["train_pairs"] + info["val_pairs"] == 8 and info["val_pairs"] >= 1
     history = json.loads((art.train_dir / "history.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)

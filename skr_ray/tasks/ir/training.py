@@ -9,6 +9,7 @@ import torch
 
 from skr_ray.artifacts import Artifacts
 from skr_ray.config import SKRConfig
+from skr_ray.tasks.ir.head import head_options
 
 
 def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict]]:
@@ -41,8 +42,8 @@ def load_examples(cfg: SKRConfig, art: Artifacts) -> tuple[list[dict], list[dict
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    options = {"projection": True} if cfg.train.head_init == "probe" else {}
-    return {"pooling": cfg.train.pooling, "prompt": cfg.train.embed_prompt, "normalize": True, "options": options,
+    return {"pooling": cfg.train.pooling, "prompt": cfg.train.embed_prompt, "normalize": True,
+            "options": head_options(cfg),
             "documents": cfg.data.modality}
 
 
@@ -58,7 +59,7 @@ def fit_start_head(model: Any, tokenizer: Any, train: list[dict], cfg: SKRConfig
         return None
     import numpy as np
 
-    from skr_ray.tasks.ir.head_only import train_projection_head
+    from skr_ray.tasks.ir.probe import train_projection_head
 
     t = cfg.train
     head, model.head = model.head, torch.nn.Identity()  # raw pooled states, as the head will read them

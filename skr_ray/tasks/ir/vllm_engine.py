@@ -87,15 +87,13 @@ class LabelWriter:
     def __init__(self, cfg_dict: dict[str, Any], model_id: str) -> None:
         from skr_ray.annotate.labelstore import node_id
         from skr_ray.artifacts import Artifacts
-        from skr_ray.registry import get_task
         from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter
-        from skr_ray.tasks.ir.prompts import kind_prompt_version
+        from skr_ray.tasks.ir.prompts import EXAMPLE_QUESTION, kind_prompt_version
 
         self.cfg = from_dict(cfg_dict)
         a = self.cfg.annotate
-        self.task = get_task(self.cfg.task)
         base = QuestionFilter(a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
-                              echo_of=tuple(self.task.example_labels))
+                              echo_of=(EXAMPLE_QUESTION,))
         self.filters = {k: kind_filter(k, base) for k in a.label_kinds}
         self.versions = {k: kind_prompt_version(k) for k in a.label_kinds}
         from skr_ray.models.backbone import model_id as id_of
@@ -132,7 +130,7 @@ class LabelWriter:
                 label, status = parse_label(raw, text, self.filters[kind], kind)
             for name, value in ((DOC_ID, str(batch[DOC_ID][i])), ("label_index", int(batch["label_index"][i])),
                                 (TEXT, text), ("raw_output", raw), ("label", label), ("status", status),
-                                ("task", self.task.name), ("prompt_version", self.versions[kind]),
+                                ("task", self.cfg.task), ("prompt_version", self.versions[kind]),
                                 ("model_id", self.model_id), ("generation", self.generation), ("annotated_at", now),
                                 ("node_id", self.node_id), ("label_kind", kind), ("learner_model_id", self.learner_id)):
                 rows[name].append(value)

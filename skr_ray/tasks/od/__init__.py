@@ -2,31 +2,20 @@
 
 Stages: ``annotate`` (the four box self-annotation strategies, searched per page on a Ray Data actor pool),
 ``train`` (the shared Ray Train + DeepSpeed loop: LoRA + box head, L1), ``evaluate`` (IoU against
-``composite_bbox``), and serving (``POST /v1/detect``).
+``composite_bbox``), and serving (``POST /v1/detect``). The task's roles, as in every task folder: ``annotate``,
+``training``, ``evaluate``, ``head``, ``loss``, ``prompts`` (with ``boxes``, their parsing) and ``probe`` (the
+head-only baseline and SKR's starting head); ``search``, ``ask``, ``scripted``, ``strategies`` and friends are OD's
+own.
 """
 
-import json
-
-from skr_ray.models.heads import make_box_head
 from skr_ray.registry import Task, register_task
-from skr_ray.tasks.od.boxes import parse_box
-from skr_ray.tasks.od.loss import box_l1_loss
-from skr_ray.tasks.od.prompts import PROMPT_VERSION, build_messages
-
-
-def _parse(raw: str, source_text: str, options: object) -> tuple[str, str]:
-    box, status = parse_box(raw)
-    return (json.dumps([round(v, 6) for v in box]) if box else ""), status
-
+from skr_ray.tasks.od.head import head_options, make_head
 
 TASK = register_task(
     Task(
         name="od",
-        prompt_version=PROMPT_VERSION,
-        build_messages=build_messages,
-        parse=_parse,
-        make_head=make_box_head,
-        loss=box_l1_loss,
+        make_head=make_head,
+        head_options=head_options,
         training="skr_ray.tasks.od.training",
         checks="skr_ray.tasks.od.annotate:check_stages",
         stages={
