@@ -181,7 +181,7 @@ def head_only_row(cfg, labels_run: Path, evalset, cache_root: Path) -> dict:
     from skr_ray.evaluate.metrics import first_relevant_ranks
     from skr_ray.models.backbone import load_backbone, model_id
     from skr_ray.models.prefix_cache import FrozenPrefixCache, cache_directory
-    from skr_ray.tasks.ir.head_only import apply_head, train_projection_head
+    from skr_ray.tasks.ir.probe import apply_head, train_projection_head
     from skr_ray.tasks.ir.pairs import load_pairs, split_pairs
     from skr_ray.train.loop import ReexpressionModel
 

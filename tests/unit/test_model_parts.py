@@ -10,7 +10,7 @@ from skr_ray.models.backbone import load_backbone
 from skr_ray.models.common import last_token_pool
 from skr_ray.models.encoding import embed_texts, format_for_embedding, length_groups, tokenize_for_embedding
 from skr_ray.models.heads import EmbeddingHead
-from skr_ray.tasks.ir.head_only import apply_head, train_projection_head
+from skr_ray.tasks.ir.probe import apply_head, train_projection_head
 from skr_ray.tasks.ir.loss import contrastive_loss, info_nce
 from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
