@@ -69,7 +69,8 @@ def test_training_on_pages_writes_a_box_checkpoint(od_run):
     assert info["train_pairs"] + info["val_pairs"] == 8 and info["val_pairs"] >= 1
     history = json.loads((art.train_dir / "history.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
-    assert 0.0 <= history[-1]["val_mean_iou"] <= 1.0 and history[-1]["val_loss"] > 0
+    # the head starts from a probe fitted on the self-labelled boxes: its validation boxes overlap theirs
+    assert history[-1]["val_mean_iou"] > 0.0 and history[-1]["val_loss"] > 0
     head = json.loads((art.checkpoint_dir / "head.json").read_text())
     assert head["task"] == "od" and head["hidden_size"] == 32 and head["options"]["hidden"] == 64
     assert (art.train_dir / "probe" / "base_states_selflabels.json").is_file()  # the head started from a probe
