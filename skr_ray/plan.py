@@ -230,10 +230,16 @@ def head_params(shape: ModelShape, cfg: SKRConfig) -> int:
     return sum(p.numel() for p in head.parameters())
 
 
+def _image_inputs(cfg: SKRConfig) -> bool:
+    from skr_ray.tasks import get_task
+
+    return cfg.data.modality == "image" or get_task(cfg.task).image_inputs
+
+
 def tokens_per_example(shape: ModelShape, cfg: SKRConfig) -> tuple[int, int]:
     """(language-model tokens, vision-tower tokens) one training example runs through the backbone."""
     t = cfg.train
-    if cfg.task == "od" or (cfg.data.modality == "image"):
+    if _image_inputs(cfg):
         image = shape.image_tokens + PROMPT_TOKENS
         if cfg.task == "ir":  # a query (text) and an image document per example
             return t.max_query_length + PROMPT_TOKENS + image * (1 + t.hard_negatives), shape.vision_tokens
@@ -391,7 +397,7 @@ def annotation_estimate(shape: ModelShape, cfg: SKRConfig, batch: int | None = N
     b = _dtype_bytes(cfg, gpu)
     batch = batch or a.batch_size
     t = shape.text
-    prompt = (shape.image_tokens if cfg.data.modality == "image" or cfg.task == "od" else a.max_input_tokens)
+    prompt = (shape.image_tokens if _image_inputs(cfg) else a.max_input_tokens)
     prompt += 3 * PROMPT_TOKENS  # system turn, worked example, instruction
     seq = prompt + a.max_new_tokens
     comp = {
@@ -401,7 +407,7 @@ def annotation_estimate(shape: ModelShape, cfg: SKRConfig, batch: int | None = N
         "logits": batch * t.vocab * 4,
         "CUDA context": CONTEXT_BYTES if gpu else 0,
     }
-    if shape.vision is not None and prompt and (cfg.data.modality == "image" or cfg.task == "od"):
+    if shape.vision is not None and prompt and _image_inputs(cfg):
         v = shape.vision
         comp["vision transient"] = batch * shape.vision_tokens * (4 * v.hidden + 2 * v.intermediate) * b
     per_gpu = int(sum(comp.values()) * FRAGMENTATION)

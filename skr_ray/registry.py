@@ -20,7 +20,7 @@ import torch
 
 @dataclass(frozen=True)
 class Task:
-    """What a task contributes to the shared pipeline: only what code outside the task's folder calls.
+    """What a task contributes to the shared pipeline: only what code outside the task's folder reads.
 
     Prompts, label parsing, losses and baselines stay inside ``skr_ray/tasks/<task>/`` (its ``prompts``,
     ``labels``, ``loss``, ``probe`` modules), reached through the stages and training hooks named here."""
@@ -31,6 +31,10 @@ class Task:
     and ``skr plan`` build heads through it)."""
     head_options: Callable[[Any], dict[str, Any]]
     """config -> the head's options as a checkpoint's ``head.json`` records them (sizes, input norm)."""
+    route: str = ""
+    """The Serve route that answers with this task's checkpoints (``/v1/embeddings``, ``/v1/classify``, ...)."""
+    image_inputs: bool = False
+    """Every input is an image (OD's pages), whatever ``data.modality`` says: planning sizes it as one."""
     training: str = ""
     """Module with the re-expression loop hooks: load_examples, head_info, batch_loss, validate."""
     stages: dict[str, str] = field(default_factory=dict)
@@ -63,6 +67,18 @@ def register_task(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} registered twice")
     _REGISTRY[task.name] = task
     return task
+
+
+def registered() -> list[Task]:
+    return list(_REGISTRY.values())
+
+
+def task_for_route(route: str) -> Task:
+    """The task whose checkpoints a Serve route answers with."""
+    for task in _REGISTRY.values():
+        if task.route == route:
+            return task
+    raise KeyError(f"no registered task serves {route!r}")
 
 
 def get_task(name: str) -> Task:

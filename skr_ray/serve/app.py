@@ -171,7 +171,10 @@ class Api:
         guard.CONFIG.update(digests=options.get("_key_digests"),  # None: authentication disabled
                             max_request_bytes=int(options.get("max_request_bytes", 32 * 2**20)))
 
-    def _entry(self, model: str, task: str, route: str) -> ModelEntry:
+    def _entry(self, model: str, route: str) -> ModelEntry:
+        from skr_ray.tasks import task_for_route
+
+        task = task_for_route(route).name  # the registry says which task's checkpoints a route serves
         entry = self.entries.get(model)
         if entry is None:
             raise _fail(404, f"unknown model {model!r}; GET /v1/models lists {sorted(self.entries)}", "model_not_found")
@@ -257,7 +260,7 @@ class Api:
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
-        entry = self._entry(body.model, "ir", "/v1/embeddings")
+        entry = self._entry(body.model, "/v1/embeddings")
         if body.image is not None:
             if body.input is not None:
                 raise _fail(400, "send input (texts) or image (images), not both", "wrong_input")
@@ -306,7 +309,7 @@ class Api:
 
     @api.post("/v1/classify")
     async def classify(self, body: ClassifyRequest) -> dict[str, Any]:
-        entry = self._entry(body.model, "ad", "/v1/classify")
+        entry = self._entry(body.model, "/v1/classify")
         if not body.query.strip():
             raise _fail(400, "query is empty", "empty_input")
         if entry.vision:  # multimodal AD: the query against a chart or page image
@@ -332,7 +335,7 @@ class Api:
     @api.post("/v1/detect")
     async def detect(self, body: DetectRequest) -> dict[str, Any]:
         raw, image = await self._decode_image(body.image)
-        entry = self._entry(body.model, "od", "/v1/detect")
+        entry = self._entry(body.model, "/v1/detect")
         from skr_ray.tasks.od.boxes import to_pixels
         from skr_ray.tasks.od.prompts import DEFAULT_OBJECT
 

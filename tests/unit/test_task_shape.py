@@ -28,8 +28,11 @@ def test_each_task_folder_holds_the_same_roles(task):
 def test_task_declares_only_what_shared_code_calls():
     from skr_ray.tasks import get_task
 
-    assert {f.name for f in dataclasses.fields(Task)} == {"name", "make_head", "head_options", "training",
-                                                          "stages", "checks"}
+    assert {f.name for f in dataclasses.fields(Task)} == {"name", "make_head", "head_options", "route",
+                                                          "image_inputs", "training", "stages", "checks"}
+    from skr_ray.tasks import task_for_route
+
+    assert [task_for_route(r).name for r in ("/v1/embeddings", "/v1/classify", "/v1/detect")] == ["ir", "ad", "od"]
     for name in ("ir", "ad", "od"):
         task = get_task(name)
         assert set(task.stages) == {"annotate", "train", "evaluate"}

@@ -13,6 +13,7 @@ TASK = register_task(
         name="ad",
         make_head=make_head,
         head_options=head_options,
+        route="/v1/classify",
         training="skr_ray.tasks.ad.training",
         stages={
             "annotate": "skr_ray.tasks.ad.annotate:run_ad_annotation",

@@ -13,6 +13,7 @@ TASK = register_task(
         name="ir",
         make_head=make_head,
         head_options=head_options,
+        route="/v1/embeddings",
         training="skr_ray.tasks.ir.training",
         stages={
             "annotate": "skr_ray.tasks.ir.annotate:run_annotation",
