@@ -20,13 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def write_label_file(labels_dir: Path, rows: dict[str, list], schema: pa.Schema = LABEL_SCHEMA) -> Path:
-    """One parquet file per labelled block, renamed into place only once complete."""
-    import uuid
+    """One parquet file per labelled block, renamed into place only once complete.
 
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+    The name ends in a digest of the block's ids (the schema's first column), so a block written twice — a Ray
+    task retried after its actor died between writing the file and returning — replaces its first file instead
+    of adding its rows again: every row lands once."""
+    import hashlib
+
+    ids = rows[schema.names[0]]
+    digest = hashlib.sha1("\x1f".join(map(str, ids)).encode()).hexdigest()[:16]
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{digest}.parquet"
     tmp = labels_dir / (name + ".tmp")
     pq.write_table(pa.Table.from_pydict(rows, schema=schema), tmp)
     os.replace(tmp, labels_dir / name)
+    for earlier in labels_dir.glob(f"*-{digest}.parquet"):  # the same block from an attempt that died
+        if earlier.name != name:
+            earlier.unlink(missing_ok=True)
     return labels_dir / name
 
 

@@ -30,3 +30,18 @@ def test_journal_counts_generation_starts_over_runs(tmp_path):
     assert counts == {"d1": 1, "d2": 2, "d3": 1}
     assert sum(c - 1 for c in counts.values() if c > 1) == 1
     assert journal_counts(tmp_path / "missing") == {}
+
+
+def test_a_block_written_again_replaces_its_first_file(tmp_path):
+    """A Ray task retried after its actor died between writing the block and returning writes the same block
+    again: it replaces the first file, so the rows on disk are there once."""
+    import time
+
+    first = write_label_file(tmp_path, _rows(["d1", "d2"]))
+    time.sleep(1.1)  # another second: another file name prefix
+    again = write_label_file(tmp_path, _rows(["d1", "d2"]))
+    other = write_label_file(tmp_path, _rows(["d3", "d4"]))
+    assert again != first and not first.exists()
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == sorted([again.name, other.name])
+    ids = [d for p in tmp_path.glob("*.parquet") for d in pq.read_table(p)["doc_id"].to_pylist()]
+    assert sorted(ids) == ["d1", "d2", "d3", "d4"]
