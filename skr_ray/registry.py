@@ -69,10 +69,6 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def registered() -> list[Task]:
-    return list(_REGISTRY.values())
-
-
 def task_for_route(route: str) -> Task:
     """The task whose checkpoints a Serve route answers with."""
     for task in _REGISTRY.values():

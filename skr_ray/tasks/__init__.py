@@ -5,5 +5,5 @@ registry's lookup with the built-in tasks registered. Each task's folder holds i
 stages and training hooks (``skr_ray/tasks/<task>/__init__.py`` registers them).
 """
 
-from skr_ray.registry import get_task, registered, task_for_route  # noqa: F401  (lookups, for the layers above)
+from skr_ray.registry import get_task, task_for_route  # noqa: F401  (lookups, for the layers above)
 from skr_ray.tasks import ad, ir, od  # noqa: F401  (register themselves)
