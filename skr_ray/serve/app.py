@@ -34,14 +34,16 @@ api = FastAPI(title="skr_ray", description="SKR heads: embeddings, answerability
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
+    kind = "requests" if status == 429 else "invalid_request_error" if status < 500 else "server_error"  # OpenAI's
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": code}})
 
 
 @api.exception_handler(StarletteHTTPException)  # FastAPI's and Starlette's own (body parse errors, 404, 405)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "code": "bad_request"}
-    return _error(exc.status_code, detail["message"], detail["code"])
+    response = _error(exc.status_code, detail["message"], detail["code"])
+    response.headers.update(exc.headers or {})  # Retry-After on 503
+    return response
 
 
 @api.exception_handler(RequestValidationError)
@@ -60,8 +62,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, f"internal error; error id {error_id} (details in the server log)", "internal_error")
 
 
+RETRY_AFTER_S = 1
+"""What a 503 (replica gone or its queue full) tells a client to wait before retrying; the OpenAI client and most
+HTTP clients honour it."""
+
+
 def _fail(status: int, message: str, code: str) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message, "code": code})
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return HTTPException(status_code=status, detail={"message": message, "code": code}, headers=headers)
 
 
 async def _awaited(response: Any) -> Any:
@@ -96,9 +104,11 @@ def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
         auth = {"api_keys_env": DEFAULT_KEYS_ENV}
     if "api_keys" in auth or any(k.startswith("sk-") for k in map(str, auth.values())):
         raise ValueError("auth: put keys in a file or an environment variable, never in the config itself")
+    auth.pop("requests_per_minute", None)  # a limit, not a key source (see requests_per_minute)
     unknown = set(auth) - {"api_keys_env", "api_keys_file", "disabled"}
     if unknown:
-        raise ValueError(f"auth: unknown option(s) {sorted(unknown)}; known: api_keys_env, api_keys_file, disabled")
+        raise ValueError(f"auth: unknown option(s) {sorted(unknown)}; known: api_keys_env, api_keys_file, disabled, "
+                         "requests_per_minute")
     if auth.get("disabled"):
         if auth.get("api_keys_env") or auth.get("api_keys_file"):
             raise ValueError("auth: disabled is true but keys are configured too; choose one")
@@ -121,24 +131,72 @@ def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
     return sorted({hashlib.sha256(k.encode()).hexdigest() for k in keys})
 
 
-def _key_ok(header: str | None, digests: list[str]) -> bool:
+def requests_per_minute(auth: dict[str, Any] | None) -> int:
+    """``auth.requests_per_minute``: each API key's limit per ingress replica, answered with 429 beyond it (0 or
+    absent: no limit)."""
+    value = (auth or {}).get("requests_per_minute", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"auth.requests_per_minute must be a whole number >= 0 (0: no limit), got {value!r}")
+    return value
+
+
+def _key_digest(header: str | None, digests: list[str]) -> str | None:
+    """The accepted key's digest, or None. The sent key is hashed and compared digest to digest in constant time
+    (hmac.compare_digest), against every accepted digest, so the answer's timing tells nothing about which
+    characters matched."""
     import hashlib
     import hmac
 
     if not header or not header.startswith("Bearer "):
-        return False
+        return None
     digest = hashlib.sha256(header[len("Bearer "):].strip().encode()).hexdigest()
-    return any(hmac.compare_digest(digest, d) for d in digests)
+    match = None
+    for d in digests:
+        if hmac.compare_digest(digest, d):
+            match = d
+    return match
+
+
+def _key_ok(header: str | None, digests: list[str]) -> bool:
+    return _key_digest(header, digests) is not None
+
+
+access_log = logging.getLogger("skr_ray.serve.access")
 
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
-    """Before any routing or parsing: the API key (401), then the body size from its header (413/411)."""
+    """Before any routing or parsing: the API key (401), its rate limit (429), then the body size from its header
+    (413/411). Every request gets one access-log line with the key's id (a digest prefix, never the key)."""
+    import time
+
+    from skr_ray.serve import guard
+
+    start = time.perf_counter()
+    who = "-"
+    response = None
+    if request.url.path not in OPEN_PATHS and guard.CONFIG["digests"] is not None:
+        digest = _key_digest(request.headers.get("authorization"), guard.CONFIG["digests"])
+        if digest is None:
+            response = _error(401, "missing or invalid API key: send 'Authorization: Bearer KEY'", "invalid_api_key")
+        else:
+            who = guard.key_id(digest)
+            wait = guard.LIMITER.admit(digest)
+            if wait is not None:
+                response = _error(429, f"rate limit of {guard.CONFIG['requests_per_minute']} requests per minute "
+                                  f"reached for key {who}; retry after {guard.retry_after_header(wait)} s",
+                                  "rate_limit_exceeded")
+                response.headers["Retry-After"] = guard.retry_after_header(wait)
+    if response is None:
+        response = _size_check(request) or await call_next(request)
+    access_log.info("%s %s %d key=%s %.1fms", request.method, request.url.path, response.status_code, who,
+                    1000 * (time.perf_counter() - start))
+    return response
+
+
+def _size_check(request: Request) -> JSONResponse | None:
     from skr_ray.serve.guard import CONFIG
 
-    if request.url.path not in OPEN_PATHS and CONFIG["digests"] is not None:
-        if not _key_ok(request.headers.get("authorization"), CONFIG["digests"]):
-            return _error(401, "missing or invalid API key: send 'Authorization: Bearer KEY'", "invalid_api_key")
     if request.method == "POST":
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
@@ -146,7 +204,7 @@ async def _guard(request: Request, call_next: Any) -> Any:
         if int(length) > CONFIG["max_request_bytes"]:
             return _error(413, f"request body has {length} bytes; the limit is {CONFIG['max_request_bytes']}",
                           "request_too_large")
-    return await call_next(request)
+    return None
 
 
 @serve.deployment(name="Api")
@@ -168,8 +226,8 @@ class Api:
         self.request_timeout_s = float(options.get("request_timeout_s", 120.0))  # per backbone call: 504 after
         from skr_ray.serve import guard  # through sys.modules: the module the middleware reads
 
-        guard.CONFIG.update(digests=options.get("_key_digests"),  # None: authentication disabled
-                            max_request_bytes=int(options.get("max_request_bytes", 32 * 2**20)))
+        guard.configure(options.get("_key_digests"),  # None: authentication disabled
+                        int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)))
 
     def _entry(self, model: str, route: str) -> ModelEntry:
         from skr_ray.tasks import task_for_route
@@ -373,7 +431,7 @@ class Api:
 def build_app(args: dict[str, Any]) -> Any:
     """Serve application from config args: ``models`` ({id: checkpoint or run dir}) plus options.
 
-    Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys), max_request_bytes (413 above, from
+    Options: auth (api_keys_env | api_keys_file | disabled: see load_api_keys; requests_per_minute: 429 above), max_request_bytes (413 above, from
     the Content-Length header), request_timeout_s (504 after), max_batch_size, max_image_batch_size,
     batch_wait_timeout_s (a batch's wait to fill on an idle replica), max_batch_wait_s (its longest wait on a
     saturated one, 0.2 s; equal to batch_wait_timeout_s: a fixed wait), max_adapters (LRU bound per replica),
@@ -384,7 +442,9 @@ def build_app(args: dict[str, Any]) -> Any:
     ``backbone`` applies to every base model's backbone deployment.
     """
     args = dict(args or {})
-    args["_key_digests"] = load_api_keys(args.pop("auth", {}))  # refuses to build without keys or auth.disabled
+    auth = args.pop("auth", {})
+    args["_requests_per_minute"] = requests_per_minute(auth)
+    args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
     entries, bases = build_registry(dict(args.pop("models", {})))
     backbone_opts = dict(args.pop("backbone", {}))
     ingress_opts = dict(args.pop("ingress", {}))

@@ -6,7 +6,66 @@ FastAPI middleware is imported by reference, so both must look the settings up h
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import deque
 from typing import Any
 
-CONFIG: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20}
-"""digests: SHA-256 of the accepted API keys ([] = none accepted yet; None = authentication disabled)."""
+CONFIG: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20, "requests_per_minute": 0}
+"""digests: SHA-256 of the accepted API keys ([] = none accepted yet; None = authentication disabled);
+requests_per_minute: each key's limit per ingress replica (0: none)."""
+
+KEY_ID_CHARS = 12
+"""A key's id in logs and errors: the first characters of its SHA-256 digest (never the key itself)."""
+
+
+def key_id(digest: str) -> str:
+    return digest[:KEY_ID_CHARS]
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests per key in any 60-second window (a sliding log per key). ``admit`` answers
+    None when the request may go on, else the seconds until the key's oldest request in the window ages out (the
+    ``Retry-After`` a client should wait). One instance per ingress replica: with N replicas behind Serve's proxy
+    a key gets up to N times the limit."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int, clock: Any = time.monotonic) -> None:
+        self.per_minute = int(per_minute)
+        self.clock = clock
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> float | None:
+        if self.per_minute <= 0:
+            return None
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.setdefault(key, deque())
+            while seen and now - seen[0] >= self.WINDOW_S:
+                seen.popleft()
+            if len(seen) >= self.per_minute:
+                return max(self.WINDOW_S - (now - seen[0]), 0.0)
+            seen.append(now)
+            if len(self._seen) > 4 * max(len(CONFIG["digests"] or ()), 1):  # keys gone quiet: drop their logs
+                for k in [k for k, q in self._seen.items() if not q or now - q[-1] >= self.WINDOW_S]:
+                    del self._seen[k]
+            return None
+
+
+LIMITER = RateLimiter(0)
+
+
+def configure(digests: list[str] | None, max_request_bytes: int, requests_per_minute: int = 0) -> None:
+    """Set what the middleware checks (called by the ingress replica's constructor)."""
+    global LIMITER
+    if requests_per_minute < 0:
+        raise ValueError(f"auth.requests_per_minute must be >= 0 (0: no limit), got {requests_per_minute}")
+    CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes), requests_per_minute=int(requests_per_minute))
+    LIMITER = RateLimiter(int(requests_per_minute))
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))

@@ -104,3 +104,104 @@ def test_a_backbone_call_past_the_timeout_is_a_504():
         asyncio.run(api._bounded(slow(), "embed", "ir-a"))
     assert err.value.status_code == 504 and err.value.detail["code"] == "timeout"
     assert asyncio.run(api._bounded(asyncio.sleep(0, result=[1.0]), "embed", "ir-a")) == [1.0]
+
+
+@pytest.fixture()
+def guarded():
+    """The ingress's FastAPI app (its middleware, before any route) with two keys and a limit of 3 per minute."""
+    from fastapi.testclient import TestClient
+
+    from skr_ray.serve import guard
+    from skr_ray.serve.app import api
+
+    saved = dict(guard.CONFIG), guard.LIMITER
+    guard.configure([_digest("k1"), _digest("k2")], 1024, requests_per_minute=3)
+    yield TestClient(api), guard
+    guard.CONFIG.update(saved[0])
+    guard.LIMITER = saved[1]
+
+
+def test_a_key_past_its_rate_limit_gets_429_with_retry_after_and_other_keys_go_on(guarded, caplog):
+    client, guard = guarded
+    k1, k2 = {"Authorization": "Bearer k1"}, {"Authorization": "Bearer k2"}
+    with caplog.at_level("INFO", logger="skr_ray.serve.access"):
+        assert [client.get("/v1/none", headers=k1).status_code for _ in range(3)] == [404, 404, 404]
+        limited = client.get("/v1/none", headers=k1)
+        assert client.get("/v1/none", headers=k2).status_code == 404  # the limit is per key
+        assert client.get("/v1/none", headers={"Authorization": "Bearer k3"}).status_code == 401
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded" and limited.json()["error"]["type"] == "requests"
+    lines = [r.getMessage() for r in caplog.records if r.name == "skr_ray.serve.access"]
+    assert len(lines) == 6 and f"429 key={_digest('k1')[:12]}" in lines[3] and "401 key=-" in lines[5]
+    assert not any("k1 " in ln or ln.endswith("k1") for ln in lines)  # the id, never the key
+
+
+def test_the_limit_is_a_sliding_minute():
+    from skr_ray.serve.guard import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert limiter.admit("a") is None
+    now[0] = 10.0
+    assert limiter.admit("a") is None
+    now[0] = 20.0
+    assert limiter.admit("a") == pytest.approx(40.0)  # the first request ages out at t = 60
+    assert limiter.admit("b") is None  # another key has its own window
+    now[0] = 60.0
+    assert limiter.admit("a") is None and limiter.admit("a") == pytest.approx(10.0)  # the second ages out at 70
+    assert RateLimiter(0).admit("a") is None  # 0: no limit
+
+
+def test_rate_limit_option_is_checked():
+    from skr_ray.serve.app import requests_per_minute
+
+    assert requests_per_minute({"api_keys_env": "X", "requests_per_minute": 120}) == 120
+    assert requests_per_minute(None) == 0
+    for bad in (-1, 1.5, "10", True):
+        with pytest.raises(ValueError, match="requests_per_minute"):
+            requests_per_minute({"requests_per_minute": bad})
+    assert load_api_keys({"disabled": True, "requests_per_minute": 5}) is None  # not an unknown option
+
+
+def test_the_openai_client_retries_our_429_and_503_answers():
+    """The answers carry what the OpenAI client's retry logic reads (status, Retry-After): with max_retries it
+    gets through a rate-limited key and a replica that is briefly unavailable; with none it sees the error."""
+    import openai
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from skr_ray.serve import app as serve_app
+    from skr_ray.serve import guard
+
+    calls = []
+    demo = FastAPI()
+    demo.middleware("http")(serve_app._guard)
+    demo.exception_handler(serve_app.StarletteHTTPException)(serve_app._http_error)
+
+    @demo.post("/v1/embeddings")
+    async def embeddings() -> dict:
+        calls.append(1)
+        if len(calls) == 2:  # the second admitted call finds the replica gone
+            raise serve_app._fail(503, "model replica failed (ActorDiedError)", "replica_error")
+        return {"object": "list", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.5]}]}
+
+    saved = dict(guard.CONFIG), guard.LIMITER
+    # the limiter's clock at each request: 0 admitted; 59.5 -> 429 (Retry-After 1); 60.5 admitted -> 503
+    # (Retry-After 1); 121 admitted -> 200; then 121.5 -> 429 for a client that does not retry
+    now = iter([0.0, 59.5, 60.5, 121.0, 121.5])
+    guard.configure([_digest("k1")], 1024, requests_per_minute=1)
+    guard.LIMITER.clock = lambda: next(now)
+    try:
+        with TestClient(demo) as http:
+            client = openai.OpenAI(base_url="http://testserver/v1", api_key="k1", http_client=http, max_retries=3)
+            assert client.embeddings.create(model="m", input="a").data[0].embedding == [0.5, 0.5]
+            assert len(calls) == 1
+            assert client.embeddings.create(model="m", input="a").data[0].embedding == [0.5, 0.5]
+            assert len(calls) == 3  # the 503 reached the route and was retried; the 429 never reached it
+            bare = openai.OpenAI(base_url="http://testserver/v1", api_key="k1", http_client=http, max_retries=0)
+            with pytest.raises(openai.RateLimitError, match="rate limit of 1 requests per minute"):
+                bare.embeddings.create(model="m", input="a")
+    finally:
+        guard.CONFIG.update(saved[0])
+        guard.LIMITER = saved[1]
