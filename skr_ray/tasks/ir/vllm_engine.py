@@ -64,10 +64,13 @@ class PromptBuilder:
         self.limit = (a.max_model_len or context_length(Path(model_dir))) - a.max_new_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from skr_ray.tasks.ir.prompts import build_kind_messages
+        from skr_ray.tasks.ir.prompts import build_kind_messages, fewshot_prompt
 
         texts = [self.engine.truncate("" if t is None else str(t)) for t in batch[TEXT]]
-        prompts = [self.engine.render(build_kind_messages(t, str(k))) for t, k in zip(texts, batch["kind"])]
+        if self.cfg.annotate.prompt_style == "fewshot":
+            prompts = [fewshot_prompt(t, str(k)) for t, k in zip(texts, batch["kind"])]
+        else:
+            prompts = [self.engine.render(build_kind_messages(t, str(k))) for t, k in zip(texts, batch["kind"])]
         lengths = [len(ids) for ids in self.engine.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         return {**batch, TEXT: np.asarray(texts, dtype=object), "prompt": np.asarray(prompts, dtype=object),
                 "prompt_tokens": np.asarray(lengths), "too_long": np.asarray([n > self.limit for n in lengths]),
@@ -75,10 +78,14 @@ class PromptBuilder:
 
 
 def sampling_params(cfg: SKRConfig, sampled: bool, seed: int) -> dict[str, Any]:
+    from skr_ray.tasks.ir.prompts import FEWSHOT_STOP
+
     a = cfg.annotate
+    stop = {"stop": [FEWSHOT_STOP]} if a.prompt_style == "fewshot" else {}  # resolved by annotate_with_vllm
     if sampled:
-        return {"temperature": a.sample_temperature, "top_p": 0.95, "max_tokens": a.max_new_tokens, "seed": seed}
-    return {"temperature": 0.0, "max_tokens": a.max_new_tokens}
+        return {"temperature": a.sample_temperature, "top_p": 0.95, "max_tokens": a.max_new_tokens, "seed": seed,
+                **stop}
+    return {"temperature": 0.0, "max_tokens": a.max_new_tokens, **stop}
 
 
 class LabelWriter:
@@ -94,8 +101,9 @@ class LabelWriter:
         a = self.cfg.annotate
         base = QuestionFilter(a.min_words, a.max_words, a.max_copy_ratio, a.require_question_mark,
                               echo_of=(EXAMPLE_QUESTION,))
-        self.filters = {k: kind_filter(k, base) for k in a.label_kinds}
-        self.versions = {k: kind_prompt_version(k) for k in a.label_kinds}
+        style = "fewshot" if a.prompt_style == "fewshot" else "chat"  # resolved by annotate_with_vllm
+        self.filters = {k: kind_filter(k, base, style) for k in a.label_kinds}
+        self.versions = {k: kind_prompt_version(k, style) for k in a.label_kinds}
         from skr_ray.models.backbone import model_id as id_of
 
         self.model_id, self.node_id = model_id, node_id()
@@ -162,6 +170,11 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
                     list(a.label_kinds), a.questions_per_doc, done)
     if not todo:
         return ray.data.from_items([])
+    from skr_ray.models.backbone import load_tokenizer
+    from skr_ray.tasks.ir.prompts import resolve_style
+
+    style = resolve_style(a.prompt_style, load_tokenizer(str(model_dir)))  # auto decided once, for every actor
+    cfg = from_dict({**cfg.to_dict(), "annotate": {**cfg.to_dict()["annotate"], "prompt_style": style}})
     cfg_dict = {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())}
     prepared = ray.data.from_items(todo).map_batches(
         PromptBuilder, fn_constructor_kwargs={"cfg_dict": cfg_dict, "model_dir": str(model_dir)},

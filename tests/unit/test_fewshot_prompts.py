@@ -1,0 +1,103 @@
+"""Base-model self-annotation: a pretrained model without a chat template is asked by few-shot completion
+(passage/label records, InPars style) that stops at the end of the label's line; an echo of an example is
+counted, and the label rows say which prompt wrote them."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from skr_ray.config import ConfigError, load_config
+from skr_ray.schema import DOC_ID, TEXT
+
+
+@pytest.fixture(scope="module")
+def tiny_base_gemma(tmp_path_factory):
+    """A tiny random Gemma3ForCausalLM built from config, with a base model's tokenizer (no chat template)."""
+    from tests.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("gemma-base"), family="gemma3_text", chat=False)
+
+
+def test_the_style_follows_the_tokenizer_unless_set(tiny_model_dir, tiny_base_gemma):
+    from skr_ray.models.backbone import load_tokenizer
+    from skr_ray.tasks.ir.prompts import resolve_style
+
+    assert resolve_style("auto", load_tokenizer(tiny_model_dir)) == "chat"
+    assert resolve_style("auto", load_tokenizer(tiny_base_gemma)) == "fewshot"
+    assert resolve_style("chat", load_tokenizer(tiny_base_gemma)) == "chat"
+    with pytest.raises(ConfigError, match="prompt_style"):
+        load_config(None, ["annotate.prompt_style=zero-shot"])
+
+
+@pytest.mark.parametrize("kind", ["question", "keywords", "statement"])
+def test_a_fewshot_prompt_is_records_ending_where_the_label_belongs(kind):
+    from skr_ray.tasks.ir.labels import QuestionFilter, kind_filter, parse_label
+    from skr_ray.tasks.ir.prompts import fewshot_opening, fewshot_prompt, kind_examples
+
+    prompt = fewshot_prompt("Net sales\nwere $5.1 million   in 2019.", kind)
+    field = {"question": "Question", "keywords": "Keywords", "statement": "Fact"}[kind]
+    assert prompt.startswith(fewshot_opening(kind)) and prompt.endswith(f"Passage: Net sales were $5.1 million in 2019.\n{field}:")
+    assert prompt.count("Passage: ") == 4 and prompt.count(f"\n{field}: ") == 3  # three records, then the new one
+    examples = kind_examples(kind, "fewshot")
+    assert len(examples) == 3 and all(f"{field}: {e}\n" in prompt for e in examples)
+    flt = kind_filter(kind, QuestionFilter(), "fewshot")
+    assert parse_label(examples[1], "Net sales were $5.1 million in 2019.", flt, kind)[1] == "echoes_example"
+
+
+def test_a_base_gemma_annotates_by_fewshot_completion(tiny_base_gemma, tmp_path):
+    """The annotation UDF on a tiny random base Gemma-3: prompts are few-shot, generation runs with the line-end
+    stop (and with the records' KV cache reused), every row gets a status, the prompt version says fewshot."""
+    from skr_ray.annotate.labelstore import read_labels
+    from skr_ray.tasks.ir.annotate import SelfAnnotator
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_base_gemma}", f"output_dir={tmp_path}",
+                             "annotate.max_new_tokens=6", "annotate.label_kinds=[question,keywords]"])
+    annotator = SelfAnnotator(cfg.to_dict(), 1)
+    assert annotator.style == "fewshot"
+    seen = []
+    generate = annotator.engine.generate
+    annotator.engine.generate = lambda prompts, *a, **k: seen.append((prompts, k)) or generate(prompts, *a, **k)
+    out = annotator({DOC_ID: np.array(["a", "b"]),
+                     TEXT: np.array(["revenue rose in 2019 .", "the tax rate fell in 2018 ."], dtype=object)})
+    assert len(out["status"]) == 4 and all(s != "error" for s in out["status"])
+    assert [k["stop"] for _, k in seen] == ["\n", "\n"] and all(k["opening"] and k["avoid"] for _, k in seen)
+    assert seen[0][0][0].endswith("Passage: revenue rose in 2019 .\nQuestion:")
+    assert annotator.engine.opening_fallbacks == 0  # the records' KV cache was used, not the plain batch
+    rows = read_labels(tmp_path / "annotate" / "labels").to_pylist()
+    assert {r["prompt_version"] for r in rows} == {"ir-question-v1-fewshot", "ir-keywords-v1-fewshot"}
+    assert all("\n" not in r["raw_output"] for r in rows)
+
+
+def test_the_opening_cache_gives_the_plain_batch_completions(tiny_base_gemma):
+    from skr_ray.annotate.generation import GenerationEngine
+    from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.tasks.ir.prompts import fewshot_opening, fewshot_prompt
+
+    model, tok = load_backbone(ModelConfig(name_or_path=str(tiny_base_gemma)))
+    engine = GenerationEngine(model, tok, 64, 6)
+    prompts = [fewshot_prompt(t, "question") for t in ["revenue rose in 2019 .", "the tax rate fell ."]]
+    assert engine.generate(prompts, stop="\n") == engine.generate(prompts, opening=fewshot_opening("question"),
+                                                                  stop="\n")
+
+
+def test_avoided_words_never_appear_and_the_passage_keeps_its_own(tiny_base_gemma):
+    from skr_ray.annotate.generation import GenerationEngine
+    from skr_ray.config import ModelConfig
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.tasks.ir.prompts import fewshot_avoid, fewshot_prompt
+
+    model, tok = load_backbone(ModelConfig(name_or_path=str(tiny_base_gemma)))
+    engine = GenerationEngine(model, tok, 64, 12)
+    allowed = {"revenue", "rose", "tax", "what", "?"}
+    vocab = {w for w in tok.get_vocab() if not w.startswith("<")}
+    prompts = [fewshot_prompt("revenue rose .", "question"), fewshot_prompt("the tax rate fell .", "question")]
+    out = engine.generate(prompts, avoid=[(vocab - allowed, set()), (vocab, allowed)])
+    assert all(set(re.findall(r"\w+|[^\w\s]", o[0])) <= allowed for o in out) and any(o[0] for o in out), out
+    # the examples' content is avoided unless the passage has it; question and function words stay free
+    banned, free = fewshot_avoid("Revenue rose at the Austin plant.", "question")
+    assert "subscription" in {w.lower() for w in banned} and "Austin" not in banned and "revenue" not in {w.lower() for w in banned}
+    assert {"What", "the", "How"} <= free and not banned & free
