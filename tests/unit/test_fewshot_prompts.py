@@ -101,3 +101,19 @@ def test_avoided_words_never_appear_and_the_passage_keeps_its_own(tiny_base_gemm
     banned, free = fewshot_avoid("Revenue rose at the Austin plant.", "question")
     assert "subscription" in {w.lower() for w in banned} and "Austin" not in banned and "revenue" not in {w.lower() for w in banned}
     assert {"What", "the", "How"} <= free and not banned & free
+
+
+def test_ad_prompts_of_a_base_model_are_records_whose_opening_every_prompt_shares(tiny_base_gemma, tiny_model_dir):
+    from skr_ray.models.backbone import load_tokenizer
+    from skr_ray.tasks.ad.prompts import prompt_version, render_prompts, shared_prefix_ids
+
+    base, chat = load_tokenizer(tiny_base_gemma), load_tokenizer(tiny_model_dir)
+    prompts = render_prompts(base, ["what was revenue ?", "how much tax ?"],
+                             ["revenue rose\nin 2019 .", "the tax rate fell ."], 32)
+    assert all(p.endswith("Can the question be answered from the passage alone?\nAnswer:") for p in prompts)
+    assert prompts[0].count("Answer:") == 3 and " yes\n\n" in prompts[0] and " no\n\n" in prompts[0]
+    assert "Passage: revenue rose in 2019" in prompts[0] and "\nQuestion: what was revenue ?\n" in prompts[0]
+    head = shared_prefix_ids(base)
+    assert len(head) > 20 and all(ids[:len(head)] == head for ids in base(prompts, add_special_tokens=False)["input_ids"])
+    assert prompt_version(base) == "ad-answerable-v1-fewshot" and prompt_version(chat) == "ad-answerable-v1"
+    assert "Answer:" not in render_prompts(chat, ["q ?"], ["p ."], 32)[0]  # an instruction model keeps its chat

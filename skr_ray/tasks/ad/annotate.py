@@ -154,7 +154,6 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.ray_utils import ensure_ray
     from skr_ray.schema import DOC_ID, TEXT
     from skr_ray.tasks.ad.pairs import build_pairs, read_questions
-    from skr_ray.tasks.ad.prompts import PROMPT_VERSION
     from skr_ray.tasks.ad.scoring import generation_params
 
     art = Artifacts(cfg.output_dir)
@@ -197,7 +196,11 @@ def run_ad_annotation(cfg: SKRConfig) -> dict[str, Any]:
 
         from skr_ray.config import annotator_model
 
-        provenance = {"task": "ad", "prompt_version": PROMPT_VERSION, "model_id": model_id(annotator_model(cfg)),
+        from skr_ray.models.backbone import load_tokenizer, materialize
+        from skr_ray.tasks.ad.prompts import prompt_version
+
+        version = prompt_version(load_tokenizer(materialize(annotator_model(cfg))))  # chat, or few-shot records
+        provenance = {"task": "ad", "prompt_version": version, "model_id": model_id(annotator_model(cfg)),
                       "generation": made_with, "annotated_at": now}
         items = [asdict(p) | provenance for p in todo]
         art.labels_dir.mkdir(parents=True, exist_ok=True)

@@ -22,16 +22,43 @@ def build_messages(query: str, passage: str) -> list[dict[str, str]]:
     ]
 
 
+# A base model (no chat template) reads the same ask as records it continues: two worked pairs, one answered
+# and one on-topic but unanswered (hand-written, no evaluation data), then the pair with "Answer:" open.
+FEWSHOT_PROMPT_VERSION = "ad-answerable-v1-fewshot"
+_FEWSHOT_ASK = "Passage: {passage}\nQuestion: {query}\nCan the question be answered from the passage alone?\nAnswer:"
+_FEWSHOT_EXAMPLES = (
+    ("The company leases its headquarters in Austin, Texas, under an agreement that expires in 2027.",
+     "When does the lease of the Austin headquarters expire?", "yes"),
+    ("Revenue for fiscal 2019 rose 12% to $1.24 billion, driven by higher subscription sales in North America.",
+     "How much did revenue from Europe grow in fiscal 2019?", "no"),
+)
+
+
+def fewshot_style(tokenizer) -> bool:
+    """A base model's tokenizer (no chat template): the AD prompt is the few-shot records."""
+    return not getattr(tokenizer, "chat_template", None)
+
+
+def prompt_version(tokenizer) -> str:
+    return FEWSHOT_PROMPT_VERSION if fewshot_style(tokenizer) else PROMPT_VERSION
+
+
+def _fewshot_opening() -> str:
+    return "".join(_FEWSHOT_ASK.format(passage=p, query=q) + f" {a}\n\n" for p, q, a in _FEWSHOT_EXAMPLES)
+
+
 def render_prompts(tokenizer, queries: list[str], passages: list[str], max_passage_tokens: int) -> list[str]:
-    """Chat-rendered prompts ending where the assistant's answer starts; passages cut by tokens."""
+    """Chat-rendered prompts ending where the assistant's answer starts (a base model: few-shot records ending
+    with "Answer:"); passages cut by tokens."""
     ids = tokenizer(list(passages), add_special_tokens=False, truncation=True, max_length=max_passage_tokens)
     out = []
     for query, row in zip(queries, ids["input_ids"]):
-        messages = build_messages(query, tokenizer.decode(row))
-        if tokenizer.chat_template:
-            out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        passage = tokenizer.decode(row)
+        if fewshot_style(tokenizer):
+            out.append(_fewshot_opening() + _FEWSHOT_ASK.format(passage=" ".join(passage.split()), query=query))
         else:
-            out.append("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
+            out.append(tokenizer.apply_chat_template(build_messages(query, passage), tokenize=False,
+                                                     add_generation_prompt=True))
     return out
 
 
@@ -56,12 +83,13 @@ _SENTINEL = "\u2063PASSAGE\u2063"
 
 
 def shared_prefix_ids(tokenizer) -> list[int]:
-    """Token ids every rendered AD prompt starts with (system turn, chat markers, 'Passage:')."""
-    if tokenizer.chat_template:
+    """Token ids every rendered AD prompt starts with (system turn, chat markers, 'Passage:'; for a base model the
+    worked records too)."""
+    if fewshot_style(tokenizer):
+        text = _fewshot_opening() + _FEWSHOT_ASK.format(passage=_SENTINEL, query="q")
+    else:
         text = tokenizer.apply_chat_template(build_messages("q", _SENTINEL), tokenize=False,
                                              add_generation_prompt=True)
-    else:
-        text = "\n\n".join(m["content"] for m in build_messages("q", _SENTINEL))
     prefix = text[: text.index(_SENTINEL)].rstrip()  # the whitespace may merge with the passage's first token
     return tokenizer(prefix, add_special_tokens=False)["input_ids"]
 

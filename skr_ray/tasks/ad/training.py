@@ -33,12 +33,14 @@ def resolve_pos_weight(cfg: SKRConfig, train: list[dict]) -> float:
 
 
 def head_info(cfg: SKRConfig, train: list[dict]) -> dict[str, Any]:
-    from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION, PROMPT_VERSION
+    from skr_ray.models.backbone import load_tokenizer, materialize
+    from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION, prompt_version
 
     pos = sum(e["label"] for e in train)
     return {
         "pooling": "last_token",
-        "prompt": IMAGE_PROMPT_VERSION if cfg.data.modality == "image" else PROMPT_VERSION,
+        "prompt": IMAGE_PROMPT_VERSION if cfg.data.modality == "image" else
+        prompt_version(load_tokenizer(materialize(cfg.model))),
         "max_passage_tokens": cfg.ad.max_passage_tokens,
         "options": head_options(cfg),
         "pos_weight": resolve_pos_weight(cfg, train),
