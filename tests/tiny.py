@@ -39,7 +39,7 @@ def build_tiny_model(target: Path, seed: int = 0, family: str = "llama", chat: b
     words: set[str] = set()
     for line in (demo_dir() / "corpus.jsonl").read_text().splitlines():
         words.update(re.findall(r"\w+|[^\w\s]", json.loads(line)["text"].lower()))
-    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word yes no answer answered can be from alone or keywords fact : .".split())
+    words.update("what which how much did the was is of in for a an ? question passage write one user assistant system summarize above word yes no answer answered can be from alone or".split())
     vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
