@@ -201,9 +201,8 @@ class GenerationEngine:
         for j, text in enumerate(texts):
             for marker in _STOP_MARKERS:
                 text = text.split(marker)[0]
+            text = text.replace(self.tokenizer.pad_token or "\0", "")
             if stop:  # the first line with text on it
-                pad = self.tokenizer.pad_token
-                text = text.replace(pad or "\0", "").lstrip().split(stop)[0]
-            pad = self.tokenizer.pad_token
-            results[order[j // num_return_sequences]].append(text.replace(pad or "\0", "").strip())
+                text = text.lstrip().split(stop)[0]
+            results[order[j // num_return_sequences]].append(text.strip())
         return results
