@@ -183,7 +183,7 @@ async def _guard(request: Request, call_next: Any) -> Any:
             who = guard.key_id(digest)
             wait = guard.LIMITER.admit(digest)
             if wait is not None:
-                response = _error(429, f"rate limit of {guard.CONFIG['requests_per_minute']} requests per minute "
+                response = _error(429, f"rate limit of {guard.LIMITER.per_minute} requests per minute "
                                   f"reached for key {who}; retry after {guard.retry_after_header(wait)} s",
                                   "rate_limit_exceeded")
                 response.headers["Retry-After"] = guard.retry_after_header(wait)

@@ -12,9 +12,9 @@ import time
 from collections import deque
 from typing import Any
 
-CONFIG: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20, "requests_per_minute": 0}
-"""digests: SHA-256 of the accepted API keys ([] = none accepted yet; None = authentication disabled);
-requests_per_minute: each key's limit per ingress replica (0: none)."""
+CONFIG: dict[str, Any] = {"digests": [], "max_request_bytes": 32 * 2**20}
+"""digests: SHA-256 of the accepted API keys ([] = none accepted yet; None = authentication disabled). Each key's
+request limit per ingress replica is ``LIMITER.per_minute`` (0: none)."""
 
 KEY_ID_CHARS = 12
 """A key's id in logs and errors: the first characters of its SHA-256 digest (never the key itself)."""
@@ -63,7 +63,7 @@ def configure(digests: list[str] | None, max_request_bytes: int, requests_per_mi
     global LIMITER
     if requests_per_minute < 0:
         raise ValueError(f"auth.requests_per_minute must be >= 0 (0: no limit), got {requests_per_minute}")
-    CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes), requests_per_minute=int(requests_per_minute))
+    CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes))
     LIMITER = RateLimiter(int(requests_per_minute))
 
 
