@@ -63,13 +63,19 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 RETRY_AFTER_S = 1
-"""What a 503 (replica gone or its queue full) tells a client to wait before retrying; the OpenAI client and most
+"""What a 503 (replica gone, its queue full, the ingress at its bound) or a 504 tells a client to wait before retrying; the OpenAI client and most
 HTTP clients honour it."""
 
 
 def _fail(status: int, message: str, code: str) -> HTTPException:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (503, 504) else None
     return HTTPException(status_code=status, detail={"message": message, "code": code}, headers=headers)
+
+
+_REPLICA_GONE = ("BackPressure", "Unavailable", "ActorDied", "RayActorError", "ActorUnschedulable",
+                 "RequestCancelled")
+"""Exception names that mean the replica was full, died or is being replaced: 503 with Retry-After (a retry
+reaches a live replica), not 500."""
 
 
 async def _awaited(response: Any) -> Any:
@@ -132,8 +138,8 @@ def load_api_keys(auth: dict[str, Any]) -> list[str] | None:
 
 
 def requests_per_minute(auth: dict[str, Any] | None) -> int:
-    """``auth.requests_per_minute``: each API key's limit per ingress replica, answered with 429 beyond it (0 or
-    absent: no limit)."""
+    """``auth.requests_per_minute``: each API key's limit for the app (each ingress replica keeps its even share),
+    answered with 429 beyond it (0 or absent: no limit)."""
     value = (auth or {}).get("requests_per_minute", 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"auth.requests_per_minute must be a whole number >= 0 (0: no limit), got {value!r}")
@@ -166,8 +172,10 @@ access_log = logging.getLogger("skr_ray.serve.access")
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
-    """Before any routing or parsing: the API key (401), its rate limit (429), then the body size from its header
-    (413/411). Every request gets one access-log line with the key's id (a digest prefix, never the key)."""
+    """Before any routing or parsing: the API key (401), its rate limit (429), the body size from its header
+    (413/411), then the replica's admission bound (503 with Retry-After at once when ``max_in_flight`` model
+    requests are already inside). Every request gets one access-log line with the key's id (a digest prefix,
+    never the key)."""
     import time
 
     from skr_ray.serve import guard
@@ -183,12 +191,24 @@ async def _guard(request: Request, call_next: Any) -> Any:
             who = guard.key_id(digest)
             wait = guard.LIMITER.admit(digest)
             if wait is not None:
-                response = _error(429, f"rate limit of {guard.LIMITER.per_minute} requests per minute "
+                response = _error(429, f"rate limit of {guard.LIMITER.app_limit} requests per minute "
                                   f"reached for key {who}; retry after {guard.retry_after_header(wait)} s",
                                   "rate_limit_exceeded")
                 response.headers["Retry-After"] = guard.retry_after_header(wait)
     if response is None:
-        response = _size_check(request) or await call_next(request)
+        response = _size_check(request)
+    if response is None and request.method == "POST":  # model work: bounded, shed at once beyond the bound
+        if guard.IN_FLIGHT.enter():
+            try:
+                response = await call_next(request)
+            finally:
+                guard.IN_FLIGHT.leave()
+        else:
+            response = _error(503, f"server overloaded: {guard.IN_FLIGHT.limit} requests in flight on this "
+                              f"replica; retry after {RETRY_AFTER_S} s", "overloaded")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    elif response is None:
+        response = await call_next(request)
     access_log.info("%s %s %d key=%s %.1fms", request.method, request.url.path, response.status_code, who,
                     1000 * (time.perf_counter() - start))
     return response
@@ -227,7 +247,8 @@ class Api:
         from skr_ray.serve import guard  # through sys.modules: the module the middleware reads
 
         guard.configure(options.get("_key_digests"),  # None: authentication disabled
-                        int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)))
+                        int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)),
+                        int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"))
 
     def _entry(self, model: str, route: str) -> ModelEntry:
         from skr_ray.tasks import task_for_route
@@ -264,7 +285,7 @@ class Api:
             import uuid
 
             name = type(exc).__name__
-            status = 503 if "BackPressure" in name or "Unavailable" in name or "ActorDied" in name else 500
+            status = 503 if any(w in name for w in _REPLICA_GONE) else 500
             error_id = uuid.uuid4().hex[:12]
             log.exception("error %s: backbone call %s for %s failed", error_id, method, model)
             # the details (paths, stack) stay in the replica's log under the error id
@@ -437,17 +458,29 @@ def build_app(args: dict[str, Any]) -> Any:
     saturated one, 0.2 s; equal to batch_wait_timeout_s: a fixed wait), max_adapters (LRU bound per replica),
     merge_single_adapter (true: a replica holding one adapter runs it merged into the base weights),
     max_input_chars, max_input_tokens,
-    max_inputs_per_request, max_image_bytes, max_image_pixels, backbone / ingress: Serve deployment options
+    max_inputs_per_request, max_image_bytes, max_image_pixels, max_in_flight (model requests admitted at once by
+    the app, shared by the ingress replicas; 503 with Retry-After beyond it; default: default_max_in_flight; 0:
+    no bound),
+    backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.
     """
     args = dict(args or {})
     auth = args.pop("auth", {})
-    args["_requests_per_minute"] = requests_per_minute(auth)
-    args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
-    entries, bases = build_registry(dict(args.pop("models", {})))
     backbone_opts = dict(args.pop("backbone", {}))
     ingress_opts = dict(args.pop("ingress", {}))
+    # Two ingress replicas unless told otherwise: when one dies (SIGKILL, OOM, a lost node) the proxy sends new
+    # requests to the other at once instead of holding them until Serve has started a replacement (~15 s).
+    if "autoscaling_config" not in ingress_opts:
+        ingress_opts.setdefault("num_replicas", 2)
+    ingress_replicas = _max_replicas(ingress_opts)
+    # The per-key limit and the admission bound are kept per ingress replica; the proxy spreads requests evenly
+    # over the replicas, so each gets its share of the app-wide figure.
+    per_minute = requests_per_minute(auth)
+    args["_requests_per_minute"] = -(-per_minute // ingress_replicas) if per_minute else 0
+    args["_requests_per_minute_app"] = per_minute
+    args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
+    entries, bases = build_registry(dict(args.pop("models", {})))
     backbone_opts.setdefault("ray_actor_options", {"num_cpus": 1, "num_gpus": _default_gpus()})
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
@@ -457,12 +490,30 @@ def build_app(args: dict[str, Any]) -> Any:
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
     ingress_opts.setdefault("max_ongoing_requests", 256)
     ingress_opts.setdefault("max_queued_requests", 1024)  # beyond this the proxy answers 503 at once
+    in_flight = args.get("max_in_flight", default_max_in_flight(args, backbone_opts, len(bases)))
+    args["max_in_flight"] = -(-int(in_flight) // ingress_replicas) if in_flight else 0
     backbones = {}
     for n, (key, base) in enumerate(bases.items()):
         own = {k: e for k, e in entries.items() if e.backbone == key}
         name = "SKRBackbone" if n == 0 else f"SKRBackbone{n}"
         backbones[key] = SKRBackbone.options(name=name, **backbone_opts).bind(own, base, args)
     return Api.options(**ingress_opts).bind(backbones, entries, args, dict(bases))
+
+
+def _max_replicas(deployment_opts: dict[str, Any]) -> int:
+    replicas = deployment_opts.get("num_replicas", 1)
+    scaling = deployment_opts.get("autoscaling_config") or {}
+    if scaling or replicas == "auto":
+        replicas = int(scaling.get("max_replicas", 1)) if isinstance(scaling, dict) else 1
+    return max(int(replicas), 1)
+
+
+def default_max_in_flight(args: dict[str, Any], backbone_opts: dict[str, Any], n_backbones: int) -> int:
+    """Model requests the app lets in at once (``max_in_flight``, shared evenly by the ingress replicas): two full
+    text batches per backbone replica (the one running and the next filling), at the most replicas the backbone
+    may scale to. More would only queue: under sustained overload every extra request waits longer, and the
+    latency of every accepted request grows with it."""
+    return 2 * int(args.get("max_batch_size", 16)) * _max_replicas(backbone_opts) * max(n_backbones, 1)
 
 
 def _default_gpus() -> float:

@@ -205,3 +205,28 @@ def test_the_openai_client_retries_our_429_and_503_answers():
     finally:
         guard.CONFIG.update(saved[0])
         guard.LIMITER = saved[1]
+
+
+def test_admission_bound_defaults_and_counts():
+    """max_in_flight's default: two full batches per backbone replica at its most replicas, per base model; the
+    bound sheds the request beyond it and frees a place when one leaves."""
+    from skr_ray.serve.app import default_max_in_flight
+    from skr_ray.serve.guard import InFlight
+
+    assert default_max_in_flight({}, {}, 1) == 32
+    assert default_max_in_flight({"max_batch_size": 8}, {"autoscaling_config": {"max_replicas": 4}}, 2) == 128
+    assert default_max_in_flight({"max_batch_size": 4}, {"num_replicas": 3}, 1) == 24
+    bound = InFlight(2)
+    assert bound.enter() and bound.enter() and not bound.enter()
+    bound.leave()
+    assert bound.enter() and (bound.admitted, bound.shed, bound.count) == (3, 1, 2)
+    unbounded = InFlight(0)
+    assert all(unbounded.enter() for _ in range(1000))
+    with pytest.raises(ValueError, match="max_in_flight"):
+        guard_module().configure(None, 1024, max_in_flight=-1)
+
+
+def guard_module():
+    from skr_ray.serve import guard
+
+    return guard
