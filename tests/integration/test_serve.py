@@ -6,7 +6,6 @@ import base64
 import logging
 import io
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
