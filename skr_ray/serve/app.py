@@ -72,6 +72,10 @@ def _fail(status: int, message: str, code: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"message": message, "code": code}, headers=headers)
 
 
+DEFAULT_LATENCY_TOLERANCE = 1.5
+"""``latency_tolerance``: the admission bound adapts (below ``max_in_flight``) so that answered requests take at
+most about this many times the best latency seen on their route (0: a fixed bound at max_in_flight)."""
+
 _REPLICA_GONE = ("BackPressure", "Unavailable", "ActorDied", "RayActorError", "ActorUnschedulable",
                  "RequestCancelled")
 """Exception names that mean the replica was full, died or is being replaced: 503 with Retry-After (a retry
@@ -198,13 +202,17 @@ async def _guard(request: Request, call_next: Any) -> Any:
     if response is None:
         response = _size_check(request)
     if response is None and request.method == "POST":  # model work: bounded, shed at once beyond the bound
-        if guard.IN_FLIGHT.enter():
+        bound = guard.IN_FLIGHT  # the one this request entered, whatever configure() does meanwhile
+        if bound.enter():
+            answered = None
             try:
                 response = await call_next(request)
+                if response.status_code == 200:
+                    answered = time.perf_counter() - start
             finally:
-                guard.IN_FLIGHT.leave()
+                bound.leave(request.url.path, answered)
         else:
-            response = _error(503, f"server overloaded: {guard.IN_FLIGHT.limit} requests in flight on this "
+            response = _error(503, f"server overloaded: {bound.limit} requests in flight on this "
                               f"replica; retry after {RETRY_AFTER_S} s", "overloaded")
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
     elif response is None:
@@ -248,7 +256,8 @@ class Api:
 
         guard.configure(options.get("_key_digests"),  # None: authentication disabled
                         int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)),
-                        int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"))
+                        int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"),
+                        float(options.get("latency_tolerance", DEFAULT_LATENCY_TOLERANCE)))
 
     def _entry(self, model: str, route: str) -> ModelEntry:
         from skr_ray.tasks import task_for_route
@@ -460,7 +469,8 @@ def build_app(args: dict[str, Any]) -> Any:
     max_input_chars, max_input_tokens,
     max_inputs_per_request, max_image_bytes, max_image_pixels, max_in_flight (model requests admitted at once by
     the app, shared by the ingress replicas; 503 with Retry-After beyond it; default: default_max_in_flight; 0:
-    no bound),
+    no bound), latency_tolerance (the bound adapts below max_in_flight to keep answered requests within this
+    many times their route's best latency; 1.5; 0: fixed),
     backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.

@@ -60,34 +60,66 @@ LIMITER = RateLimiter(0)
 
 
 class InFlight:
-    """Admission bound: at most ``limit`` model requests inside one ingress replica at once (0: no bound). A
-    request beyond it is answered 503 at once instead of joining a queue whose wait would only grow under
-    sustained overload, so the requests that are accepted keep their latency. The middleware runs on the
-    replica's event loop, one request at a time between awaits: plain counters are enough."""
+    """Admission bound of one ingress replica: at most ``limit`` model requests inside at once. A request beyond
+    it is answered 503 at once instead of joining a queue whose wait would only grow under sustained overload, so
+    the requests that are accepted keep their latency. The middleware runs on the replica's event loop, one
+    request at a time between awaits: plain counters are enough.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = int(limit)
+    ``ceiling`` is the hard bound (0: none, and no adaptation). With ``tolerance`` > 0 the bound adapts below the
+    ceiling as TCP's congestion window does: it starts at one request, so the best latency of each route is seen
+    unloaded, and grows by one per answer within the tolerance (doubling each round) until the first slow answer;
+    from then on an answered request that took at most ``tolerance`` x the best latency seen on its route raises
+    the bound by 1/bound (about one per round of requests) and a slower one lowers it by ``DECREASE``. On a GPU a batch of 16 costs about what one
+    request costs, and the bound stays near its ceiling; on a CPU a batch costs what its requests cost one by
+    one, and the bound settles at the one or two requests whose wait stays within the tolerance. The best
+    latency drifts up by ``DRIFT`` per answer, so a lasting change of the model's speed is learnt."""
+
+    DECREASE = 0.9
+    DRIFT = 1.0002
+
+    def __init__(self, ceiling: int, tolerance: float = 0.0) -> None:
+        self.ceiling = int(ceiling)
+        self.tolerance = float(tolerance) if self.ceiling else 0.0
+        self.bound = 1.0 if self.tolerance else float(self.ceiling)
+        self.slow_start = bool(self.tolerance)
+        self.best: dict[str, float] = {}
         self.count = 0
         self.shed = 0
         self.admitted = 0
 
+    @property
+    def limit(self) -> int:
+        return max(int(self.bound), 1) if self.ceiling else 0
+
     def enter(self) -> bool:
-        if self.limit and self.count >= self.limit:
+        if self.ceiling and self.count >= self.limit:
             self.shed += 1
             return False
         self.count += 1
         self.admitted += 1
         return True
 
-    def leave(self) -> None:
+    def leave(self, route: str | None = None, seconds: float | None = None) -> None:
+        """One request left; ``route`` and ``seconds`` (answered requests only) steer the adaptive bound."""
         self.count -= 1
+        if not self.tolerance or route is None or seconds is None:
+            return
+        best = min(self.best.get(route, seconds) * self.DRIFT, seconds)
+        self.best[route] = best
+        if seconds <= self.tolerance * best:
+            step = 1.0 if self.slow_start else 1.0 / max(self.bound, 1.0)
+            self.bound = min(self.bound + step, float(self.ceiling))
+        else:
+            self.slow_start = False
+            self.bound = max(self.bound * self.DECREASE, 1.0)
 
 
 IN_FLIGHT = InFlight(0)
 
 
 def configure(digests: list[str] | None, max_request_bytes: int, requests_per_minute: int = 0,
-              max_in_flight: int = 0, app_requests_per_minute: int | None = None) -> None:
+              max_in_flight: int = 0, app_requests_per_minute: int | None = None,
+              latency_tolerance: float = 0.0) -> None:
     """Set what the middleware checks (called by the ingress replica's constructor)."""
     global LIMITER, IN_FLIGHT
     if requests_per_minute < 0:
@@ -96,7 +128,9 @@ def configure(digests: list[str] | None, max_request_bytes: int, requests_per_mi
         raise ValueError(f"max_in_flight must be >= 0 (0: no bound), got {max_in_flight}")
     CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes))
     LIMITER = RateLimiter(int(requests_per_minute), app_limit=app_requests_per_minute)
-    IN_FLIGHT = InFlight(int(max_in_flight))
+    if latency_tolerance < 0 or 0 < latency_tolerance < 1:
+        raise ValueError(f"latency_tolerance must be 0 (a fixed bound) or >= 1, got {latency_tolerance}")
+    IN_FLIGHT = InFlight(int(max_in_flight), float(latency_tolerance))
 
 
 def retry_after_header(seconds: float) -> str:

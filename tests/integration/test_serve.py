@@ -62,6 +62,7 @@ def server(ray_local, checkpoints, tmp_path_factory):
         "max_adapters": 2,  # three models, room for two: exercises the LRU
         "max_input_tokens": 64,
         "max_batch_size": 8,
+        "max_in_flight": 96, "latency_tolerance": 0,  # a fixed bound, 48 per ingress replica: 32 clients all get in
         "batch_wait_timeout_s": 0.005,
         "backbone": {"ray_actor_options": {"num_cpus": 0.5}},  # two backbones on the 2-CPU test cluster
     })

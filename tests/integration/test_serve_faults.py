@@ -49,6 +49,7 @@ def app_url(ray_local, tiny_model_dir, tmp_path_factory, monkeypatch_module):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"models": {"ir": str(ckpt)}, "auth": {"api_keys_env": "SKR_FAULT_KEYS"},
                          "max_batch_size": 4, "batch_wait_timeout_s": 0.05, "max_in_flight": 4,  # 2 per ingress replica
+                         "latency_tolerance": 0,  # a fixed bound (the adaptive one is unit-tested)
                          "request_timeout_s": TIMEOUT_S}),
               name="skr", route_prefix="/")
     yield f"http://127.0.0.1:{port}"

@@ -226,6 +226,33 @@ def test_admission_bound_defaults_and_counts():
         guard_module().configure(None, 1024, max_in_flight=-1)
 
 
+def test_admission_bound_adapts_to_how_a_batch_costs():
+    """On a CPU-like replica a request's latency grows with the requests inside (a batch costs its parts): the
+    bound settles where the latency stays within the tolerance. On a GPU-like one (a batch costs one request)
+    it climbs to the ceiling. A slow stretch lowers it; the best latency is learnt per route."""
+    from skr_ray.serve.guard import InFlight
+
+    def settle(cost) -> InFlight:
+        bound = InFlight(32, tolerance=1.5)
+        for _ in range(400):
+            n = bound.limit
+            assert all(bound.enter() for _ in range(n)) and not bound.enter()
+            for _ in range(n):
+                bound.leave("/v1/embeddings", cost(n))
+        return bound
+
+    cpu = settle(lambda n: 0.1 * n)
+    assert 1 <= cpu.limit <= 2 and cpu.best["/v1/embeddings"] == pytest.approx(0.1, rel=0.1)
+    assert settle(lambda n: 0.1).limit == 32
+    fixed = InFlight(4)  # no tolerance: the ceiling, whatever the latencies
+    for _ in range(50):
+        fixed.enter()
+        fixed.leave("/v1/embeddings", 9.0)
+    assert fixed.limit == 4
+    with pytest.raises(ValueError, match="latency_tolerance"):
+        guard_module().configure(None, 1024, max_in_flight=4, latency_tolerance=0.5)
+
+
 def guard_module():
     from skr_ray.serve import guard
 
