@@ -41,7 +41,8 @@ REQUEST_TIMEOUT_S = 30.0
 """The app's request_timeout_s in this run: a backbone call answers 504 after it. A client waits 2 x this long
 before it counts a request as hung."""
 
-PROCESSES = {"proxy": "ProxyActor", "ingress": "ServeReplica:skr:Api", "backbone": "ServeReplica:skr:SKRBackbone"}
+PROCESSES = {"proxy": "SERVE_PROXY_ACTOR", "ingress": "#Api#", "backbone": "#SKRBackbone#"}
+"""Named actors of this run's Serve instance: SERVE_PROXY_ACTOR-..., SERVE_REPLICA::skr#Api#..., ...#SKRBackbone#..."""
 
 
 @dataclass
@@ -168,13 +169,28 @@ async def open_loop(client: Client, rate: float, seconds: float, on_tick=None) -
     return out
 
 
-def _find(marker: str) -> int | None:
+def _pids(marker: str) -> list[int]:
+    """Pids of this Ray cluster's live Serve actors whose name holds ``marker`` (each actor asked for its own
+    pid, so another Ray cluster on the machine is never touched)."""
     import psutil
+    import ray
 
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(marker in part for part in (p.info["cmdline"] or [])):
-            return p.info["pid"]
-    return None
+    pids = []
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["name"].startswith(("SERVE_REPLICA::", "SERVE_PROXY")) and marker in a["name"]:
+            try:
+                actor = ray.get_actor(a["name"], namespace=a["namespace"])
+                pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=10)
+            except Exception:  # noqa: BLE001 - one being stopped or started
+                continue
+            if psutil.pid_exists(pid):
+                pids.append(pid)
+    return pids
+
+
+def _find(marker: str) -> int | None:
+    pids = _pids(marker)
+    return pids[0] if pids else None
 
 
 class RssSampler(threading.Thread):
@@ -188,10 +204,9 @@ class RssSampler(threading.Thread):
 
         while not self.stop.is_set():
             row = {"t": time.perf_counter() - self.t0}
-            for name, marker in PROCESSES.items():
-                pid = _find(marker)
+            for name, marker in PROCESSES.items():  # the sum over replicas (two ingress replicas by default)
                 try:
-                    row[name] = psutil.Process(pid).memory_info().rss / 2**20 if pid else None
+                    row[name] = sum(psutil.Process(pid).memory_info().rss for pid in _pids(marker)) / 2**20 or None
                 except psutil.Error:
                     row[name] = None
             row["driver"] = psutil.Process().memory_info().rss / 2**20
