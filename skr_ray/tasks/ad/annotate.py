@@ -109,6 +109,9 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
     a = cfg.annotate
     actors, gpus = annotation_pool(cfg)
     ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
+    # Cut the (small) pair rows before the model actors start: actors that reserve every CPU of the cluster would
+    # otherwise starve the repartition task, and both would wait forever (seen on 2 CPUs with 2 actors).
+    ds = ds.materialize()
     ds = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,

@@ -194,7 +194,8 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     if todo:
         a, o = cfg.annotate, cfg.od
         actors, gpus = annotation_pool(cfg)
-        ds = ray.data.from_items(todo).repartition(target_num_rows_per_block=o.pages_per_block)
+        # materialized before the actors start: actors holding every CPU would starve the repartition task
+        ds = ray.data.from_items(todo).repartition(target_num_rows_per_block=o.pages_per_block).materialize()
         ds = ds.map_batches(
             PageSearcher,
             fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": actors,
