@@ -3,8 +3,8 @@
 Phases, all in one run against the same app (an IR and an AD checkpoint on one backbone):
 
 1. unloaded: one client, one request at a time, alternating /v1/embeddings and /v1/classify: p50/p99 per route;
-2. capacity: closed loop, ``--clients`` concurrent clients for ``--capacity-s``: answered requests per second and
-   p50/p99 at capacity;
+2. capacity: closed loop, ``--clients`` concurrent clients for ``--capacity-s`` (each waits Retry-After when shed):
+   answered requests per second and p50/p99 at capacity;
 3. soak: open loop, Poisson arrivals at ``--overload`` x capacity for ``--minutes``: what is accepted (200), what
    is shed (503 with Retry-After in OpenAI's error shape) and how fast a shed answer comes, p50/p99 of the
    accepted requests per route and per 30-s window, and the RSS of the HTTP proxy, the ingress replica and the
@@ -136,7 +136,10 @@ async def closed_loop(client: Client, clients: int, seconds: float) -> tuple[lis
         async def worker(i: int) -> None:
             k = i
             while time.perf_counter() - t0 < seconds:
-                out.append(await client.one(s, ROUTES[k % 2], t0))
+                o = await client.one(s, ROUTES[k % 2], t0)
+                out.append(o)
+                if o.retry_after:  # a shed answer: wait as told, as the OpenAI client does, instead of spinning
+                    await asyncio.sleep(float(o.retry_after))
                 k += 1
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
