@@ -41,6 +41,14 @@ def actor_pool(size: int) -> object:
     return ray.data.ActorPoolStrategy(size=max(1, int(size)))
 
 
+def blocks_for_actors(ds: object, rows_per_block: int) -> object:
+    """``ds`` cut into blocks of ``rows_per_block`` rows and materialized, for a model actor pool to read. The
+    (small) rows are cut before the actors start: actors that reserve every CPU of the cluster (num_actors x
+    num_cpus_per_actor) would otherwise starve the repartition task, and both would wait forever. Small blocks
+    also mean each finished block is written at once, so a killed run loses little."""
+    return ds.repartition(target_num_rows_per_block=rows_per_block).materialize()
+
+
 def replica_pool(requested: int, cpus_per_replica: float, gpus_per_replica: float, model: ModelConfig) -> int:
     """Model replicas of an actor pool: ``requested`` when > 0; 0 = one per GPU on a cluster with GPUs, else one
     per ``cpus_per_replica`` CPUs of the cluster (each replica then runs ``cores / replicas`` torch threads: on a

@@ -102,16 +102,13 @@ def _judge(cfg: SKRConfig, items: list[dict[str, Any]], art: Artifacts) -> None:
     """'judge' self-labels: the base model's greedy yes/no answer to every pair, on a Ray Data actor pool."""
     import ray.data
 
-    from skr_ray.ray_utils import annotation_pool
+    from skr_ray.ray_utils import annotation_pool, blocks_for_actors
     from skr_ray.tasks.ad.scoring import PairScorer
 
     items.sort(key=lambda r: len(r["passage"]) + len(r["query"]), reverse=True)  # little padding
     a = cfg.annotate
     actors, gpus = annotation_pool(cfg)
-    ds = ray.data.from_items(items).repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
-    # Cut the (small) pair rows before the model actors start: actors that reserve every CPU of the cluster would
-    # otherwise starve the repartition task, and both would wait forever (seen on 2 CPUs with 2 actors).
-    ds = ds.materialize()
+    ds = blocks_for_actors(ray.data.from_items(items), a.batch_size * a.rows_per_file_batches)
     ds = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "mode": "judge", "checkpoint": None,

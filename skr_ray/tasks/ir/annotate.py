@@ -277,7 +277,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
 
-    from skr_ray.ray_utils import annotation_pool, ensure_ray
+    from skr_ray.ray_utils import annotation_pool, blocks_for_actors, ensure_ray
 
     art = Artifacts(cfg.output_dir)
     unreadable: list[str] = []
@@ -319,11 +319,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if remaining > 0:
         actors, gpus = annotation_pool(cfg)
         ds = ds.map_batches(add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
-        # Small blocks: each finished block is written at once, so a killed run loses little.
-        ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
-        # Read, sort and cut the (small) text rows before the model actors start: actors that reserve every CPU
-        # of the cluster (num_actors x num_cpus_per_actor) would otherwise starve these tasks and wait forever.
-        ds = ds.materialize()
+        ds = blocks_for_actors(ds, a.batch_size * a.rows_per_file_batches)  # read, sorted and cut first
         ds = ds.map_batches(
             SelfAnnotator,
             # actors write under output_dir: absolute, since their working directory is not ours

@@ -176,7 +176,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     from tqdm.auto import tqdm
 
     from skr_ray.annotate.labelstore import journal_counts
-    from skr_ray.ray_utils import annotation_pool
+    from skr_ray.ray_utils import annotation_pool, blocks_for_actors
 
     labels_dir, journal_dir = out_dir / "labels", out_dir / "journal"
     for stale in labels_dir.glob("*.parquet.tmp") if labels_dir.is_dir() else []:
@@ -194,8 +194,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     if todo:
         a, o = cfg.annotate, cfg.od
         actors, gpus = annotation_pool(cfg)
-        # materialized before the actors start: actors holding every CPU would starve the repartition task
-        ds = ray.data.from_items(todo).repartition(target_num_rows_per_block=o.pages_per_block).materialize()
+        ds = blocks_for_actors(ray.data.from_items(todo), o.pages_per_block)
         ds = ds.map_batches(
             PageSearcher,
             fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": actors,
