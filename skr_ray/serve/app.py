@@ -487,7 +487,7 @@ def build_app(args: dict[str, Any]) -> Any:
     # The per-key limit and the admission bound are kept per ingress replica; the proxy spreads requests evenly
     # over the replicas, so each gets its share of the app-wide figure.
     per_minute = requests_per_minute(auth)
-    args["_requests_per_minute"] = -(-per_minute // ingress_replicas) if per_minute else 0
+    args["_requests_per_minute"] = _share(per_minute, ingress_replicas)
     args["_requests_per_minute_app"] = per_minute
     args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
     entries, bases = build_registry(dict(args.pop("models", {})))
@@ -500,14 +500,22 @@ def build_app(args: dict[str, Any]) -> Any:
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
     ingress_opts.setdefault("max_ongoing_requests", 256)
     ingress_opts.setdefault("max_queued_requests", 1024)  # beyond this the proxy answers 503 at once
-    in_flight = args.get("max_in_flight", default_max_in_flight(args, backbone_opts, len(bases)))
-    args["max_in_flight"] = -(-int(in_flight) // ingress_replicas) if in_flight else 0
+    from skr_ray.serve import guard
+
+    in_flight = int(args.get("max_in_flight", default_max_in_flight(args, backbone_opts, len(bases))))
+    guard.check_admission(in_flight, float(args.get("latency_tolerance", DEFAULT_LATENCY_TOLERANCE)))
+    args["max_in_flight"] = _share(in_flight, ingress_replicas)
     backbones = {}
     for n, (key, base) in enumerate(bases.items()):
         own = {k: e for k, e in entries.items() if e.backbone == key}
         name = "SKRBackbone" if n == 0 else f"SKRBackbone{n}"
         backbones[key] = SKRBackbone.options(name=name, **backbone_opts).bind(own, base, args)
     return Api.options(**ingress_opts).bind(backbones, entries, args, dict(bases))
+
+
+def _share(total: int, replicas: int) -> int:
+    """One ingress replica's even share of an app-wide limit, rounded up (0 stays 0: no limit)."""
+    return -(-total // replicas)
 
 
 def _max_replicas(deployment_opts: dict[str, Any]) -> int:

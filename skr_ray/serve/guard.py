@@ -124,13 +124,18 @@ def configure(digests: list[str] | None, max_request_bytes: int, requests_per_mi
     global LIMITER, IN_FLIGHT
     if requests_per_minute < 0:
         raise ValueError(f"auth.requests_per_minute must be >= 0 (0: no limit), got {requests_per_minute}")
-    if max_in_flight < 0:
-        raise ValueError(f"max_in_flight must be >= 0 (0: no bound), got {max_in_flight}")
+    check_admission(max_in_flight, latency_tolerance)
     CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes))
     LIMITER = RateLimiter(int(requests_per_minute), app_limit=app_requests_per_minute)
+    IN_FLIGHT = InFlight(int(max_in_flight), float(latency_tolerance))
+
+
+def check_admission(max_in_flight: int, latency_tolerance: float) -> None:
+    """The admission options' allowed values (checked when the app is built and again by each replica)."""
+    if max_in_flight < 0:
+        raise ValueError(f"max_in_flight must be >= 0 (0: no bound), got {max_in_flight}")
     if latency_tolerance < 0 or 0 < latency_tolerance < 1:
         raise ValueError(f"latency_tolerance must be 0 (a fixed bound) or >= 1, got {latency_tolerance}")
-    IN_FLIGHT = InFlight(int(max_in_flight), float(latency_tolerance))
 
 
 def retry_after_header(seconds: float) -> str:
