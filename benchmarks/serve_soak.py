@@ -321,7 +321,8 @@ def main() -> None:
     ap.add_argument("--overload", type=float, default=2.0, help="soak arrival rate / measured capacity")
     ap.add_argument("--clients", type=int, default=32, help="closed-loop clients for the capacity phase")
     ap.add_argument("--capacity-s", type=float, default=45.0)
-    ap.add_argument("--unloaded", type=int, default=60, help="requests of the one-client phase")
+    ap.add_argument("--unloaded", type=int, default=240,
+                    help="requests of the one-client phase (120 per route: a p99 of 30 samples is their maximum)")
     ap.add_argument("--fault-minutes", type=float, default=3.0, help="0: skip the replica-kill phase")
     ap.add_argument("--fault-load", type=float, default=0.8, help="fault phase arrival rate / capacity")
     ap.add_argument("--max-in-flight", type=int, default=None, help="the app's max_in_flight (default: its own)")

@@ -72,10 +72,6 @@ def _fail(status: int, message: str, code: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"message": message, "code": code}, headers=headers)
 
 
-DEFAULT_LATENCY_TOLERANCE = 1.5
-"""``latency_tolerance``: the admission bound adapts (below ``max_in_flight``) so that answered requests take at
-most about this many times the best latency seen on their route (0: a fixed bound at max_in_flight)."""
-
 _REPLICA_GONE = ("BackPressure", "Unavailable", "ActorDied", "RayActorError", "ActorUnschedulable",
                  "RequestCancelled")
 """Exception names that mean the replica was full, died or is being replaced: 503 with Retry-After (a retry
@@ -256,8 +252,7 @@ class Api:
 
         guard.configure(options.get("_key_digests"),  # None: authentication disabled
                         int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)),
-                        int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"),
-                        float(options.get("latency_tolerance", DEFAULT_LATENCY_TOLERANCE)))
+                        int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"))
 
     def _entry(self, model: str, route: str) -> ModelEntry:
         from skr_ray.tasks import task_for_route
@@ -275,8 +270,14 @@ class Api:
         return entry
 
     async def _call(self, model: str, method: str, *args: Any) -> Any:
+        from skr_ray.serve.guard import Shed
+
         handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
-        return await self._bounded(getattr(handle, method).remote(*args), method, model)
+        answer = await self._bounded(getattr(handle, method).remote(*args), method, model)
+        if isinstance(answer, Shed):  # beyond the backbone replica's adaptive bound: shed, at once
+            raise _fail(503, f"server overloaded: the model replica is running {answer.limit} requests; retry "
+                             f"after {RETRY_AFTER_S} s", "overloaded")
+        return answer
 
     async def _bounded(self, response: Any, method: str, model: str) -> Any:
         """Await a backbone call within request_timeout_s: 504 after it, 503 when the replica is gone or full."""
@@ -469,8 +470,8 @@ def build_app(args: dict[str, Any]) -> Any:
     max_input_chars, max_input_tokens,
     max_inputs_per_request, max_image_bytes, max_image_pixels, max_in_flight (model requests admitted at once by
     the app, shared by the ingress replicas; 503 with Retry-After beyond it; default: default_max_in_flight; 0:
-    no bound), latency_tolerance (the bound adapts below max_in_flight to keep answered requests within this
-    many times their route's best latency; 1.5; 0: fixed),
+    no bound), latency_tolerance (each backbone replica's bound adapts below its share of max_in_flight to keep
+    the requests it runs within this many times their best latency; 1.5; 0: the fixed bound only),
     backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.
@@ -503,7 +504,10 @@ def build_app(args: dict[str, Any]) -> Any:
     from skr_ray.serve import guard
 
     in_flight = int(args.get("max_in_flight", default_max_in_flight(args, backbone_opts, len(bases))))
-    guard.check_admission(in_flight, float(args.get("latency_tolerance", DEFAULT_LATENCY_TOLERANCE)))
+    guard.check_admission(in_flight, float(args.get("latency_tolerance", guard.DEFAULT_LATENCY_TOLERANCE)))
+    # The hard bound is split over the ingress replicas; the adaptive one lives in each backbone replica (the
+    # only place that sees all the requests its model runs), with the ceiling of its share.
+    args["_backbone_in_flight"] = _share(in_flight, _max_replicas(backbone_opts) * max(len(bases), 1))
     args["max_in_flight"] = _share(in_flight, ingress_replicas)
     backbones = {}
     for n, (key, base) in enumerate(bases.items()):

@@ -264,6 +264,13 @@ class SKRBackbone:
             return await self._load_model(model_id)
 
         self.get_model = serve.multiplexed(max_num_models_per_replica=int(options.get("max_adapters", 4)))(load)
+        # The adaptive admission bound (guard.InFlight): every model request of this replica, whichever ingress
+        # replica sent it; beyond it the answer is guard.Shed at once and the ingress turns it into 503.
+        from skr_ray.serve import guard
+
+        tolerance = float(options.get("latency_tolerance", guard.DEFAULT_LATENCY_TOLERANCE))
+        bound = int(options.get("_backbone_in_flight", 0))  # this replica's share of max_in_flight
+        self.admission = guard.InFlight(bound if tolerance else 0, tolerance)
         # per batched kind: batches run, items in them, seconds in the model (for profiles: what a request
         # spends outside the forward is proxy, ingress, queueing and serialization)
         self.stats: dict[str, dict[str, float]] = defaultdict(lambda: {"batches": 0, "items": 0, "model_s": 0.0})
@@ -293,29 +300,48 @@ class SKRBackbone:
             row["batches"] += 1
             row["items"] += len(items)
             row["model_s"] += end - start
-            self.batched[kind].set_batch_wait_timeout_s(self.waits[kind].after(start, end))
+            wait = self.waits[kind].after(start, end)
+            if self.admission.ceiling and self.admission.count >= self.admission.limit:
+                wait = self.waits[kind].floor  # the bound is full: no request could join a batch that waits
+            self.batched[kind].set_batch_wait_timeout_s(wait)
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
         return await asyncio.to_thread(self.bank.count_tokens, texts)  # off the replica's event loop
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: list[str]) -> Any:
+        return await self._admitted("embed", self._many, self._embed_batch, texts)
+
+    async def embed_images(self, images: list[bytes]) -> Any:
+        return await self._admitted("embed_images", self._many, self._embed_image_batch, images)
+
+    async def classify(self, query: str, passage: str) -> Any:
+        return await self._admitted("classify", self._one, self._classify_batch, query, passage)
+
+    async def classify_image(self, image: bytes, query: str) -> Any:
+        return await self._admitted("classify_images", self._one, self._classify_image_batch, image, query)
+
+    async def detect(self, image: bytes, query: str) -> Any:
+        return await self._admitted("detect", self._one, self._detect_batch, image, query)
+
+    async def _admitted(self, kind: str, run: Any, *args: Any) -> Any:
+        """``run(*args)`` within the admission bound (its latency steers the bound), or guard.Shed at once."""
+        from skr_ray.serve.guard import Shed
+
+        if not self.admission.enter():
+            return Shed(self.admission.limit)
+        start, answered = time.perf_counter(), None
+        try:
+            out = await run(*args)
+            answered = time.perf_counter() - start
+            return out
+        finally:
+            self.admission.leave(kind, answered)
+
+    async def _many(self, batched: Any, inputs: list[Any]) -> list[Any]:
+        """A request's inputs of the multiplexed model, each through the dynamic batch of its kind."""
         model_id = serve.get_multiplexed_model_id()
         await self.get_model(model_id)
-        return list(await asyncio.gather(*(self._embed_batch((model_id, t)) for t in texts)))
-
-    async def embed_images(self, images: list[bytes]) -> list[list[float]]:
-        model_id = serve.get_multiplexed_model_id()
-        await self.get_model(model_id)
-        return list(await asyncio.gather(*(self._embed_image_batch((model_id, raw)) for raw in images)))
-
-    async def classify(self, query: str, passage: str) -> float:
-        return await self._one(self._classify_batch, query, passage)
-
-    async def classify_image(self, image: bytes, query: str) -> float:
-        return await self._one(self._classify_image_batch, image, query)
-
-    async def detect(self, image: bytes, query: str) -> list[float]:
-        return await self._one(self._detect_batch, image, query)
+        return list(await asyncio.gather(*(batched((model_id, x)) for x in inputs)))
 
     async def _one(self, batched: Any, *request: Any) -> Any:
         """One request of the multiplexed model, through the dynamic batch of its kind."""

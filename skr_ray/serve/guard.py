@@ -60,19 +60,22 @@ LIMITER = RateLimiter(0)
 
 
 class InFlight:
-    """Admission bound of one ingress replica: at most ``limit`` model requests inside at once. A request beyond
-    it is answered 503 at once instead of joining a queue whose wait would only grow under sustained overload, so
-    the requests that are accepted keep their latency. The middleware runs on the replica's event loop, one
-    request at a time between awaits: plain counters are enough.
+    """An admission bound: at most ``limit`` model requests inside at once. A request beyond it is answered 503
+    at once instead of joining a queue whose wait would only grow under sustained overload, so the requests that
+    are accepted keep their latency. Each ingress replica holds a fixed one (its share of ``max_in_flight``);
+    each backbone replica holds an adaptive one, the only place that sees every request the model runs (an
+    ingress replica sees its own share only, and one request per ingress replica would already be its floor).
+    Both run on their replica's event loop, one request at a time between awaits: plain counters are enough.
 
     ``ceiling`` is the hard bound (0: none, and no adaptation). With ``tolerance`` > 0 the bound adapts below the
     ceiling as TCP's congestion window does: it starts at one request, so the best latency of each route is seen
     unloaded, and grows by one per answer within the tolerance (doubling each round) until the first slow answer;
     from then on an answered request that took at most ``tolerance`` x the best latency seen on its route raises
-    the bound by 1/bound (about one per round of requests) and a slower one lowers it by ``DECREASE``. On a GPU a batch of 16 costs about what one
-    request costs, and the bound stays near its ceiling; on a CPU a batch costs what its requests cost one by
-    one, and the bound settles at the one or two requests whose wait stays within the tolerance. The best
-    latency drifts up by ``DRIFT`` per answer, so a lasting change of the model's speed is learnt."""
+    the bound by 1/bound (about one per round of requests) and a slower one lowers it by ``DECREASE``. On a GPU a
+    batch of 16 costs about what one request costs, and the bound stays near its ceiling; on a CPU a batch costs
+    what its requests cost one by one, and the bound settles at the one or two requests whose wait stays within
+    the tolerance. The best latency drifts up by ``DRIFT`` per answer, so a lasting change of the model's speed is
+    learnt."""
 
     DECREASE = 0.9
     DRIFT = 1.0002
@@ -116,18 +119,30 @@ class InFlight:
 
 IN_FLIGHT = InFlight(0)
 
+DEFAULT_LATENCY_TOLERANCE = 1.5
+"""``latency_tolerance``: each backbone replica's admission bound adapts (below its share of ``max_in_flight``) so
+that the requests it runs take at most about this many times the best latency seen for their kind (0: only the
+fixed bound at max_in_flight, kept by the ingress)."""
+
+
+class Shed:
+    """What a backbone replica answers instead of running a request beyond its admission bound (a value, not an
+    exception: shedding half the requests under overload must not write a stack trace for each)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
 
 def configure(digests: list[str] | None, max_request_bytes: int, requests_per_minute: int = 0,
-              max_in_flight: int = 0, app_requests_per_minute: int | None = None,
-              latency_tolerance: float = 0.0) -> None:
+              max_in_flight: int = 0, app_requests_per_minute: int | None = None) -> None:
     """Set what the middleware checks (called by the ingress replica's constructor)."""
     global LIMITER, IN_FLIGHT
     if requests_per_minute < 0:
         raise ValueError(f"auth.requests_per_minute must be >= 0 (0: no limit), got {requests_per_minute}")
-    check_admission(max_in_flight, latency_tolerance)
+    check_admission(max_in_flight, 0.0)
     CONFIG.update(digests=digests, max_request_bytes=int(max_request_bytes))
     LIMITER = RateLimiter(int(requests_per_minute), app_limit=app_requests_per_minute)
-    IN_FLIGHT = InFlight(int(max_in_flight), float(latency_tolerance))
+    IN_FLIGHT = InFlight(int(max_in_flight))  # fixed: the adaptive bound is the backbone replica's
 
 
 def check_admission(max_in_flight: int, latency_tolerance: float) -> None:

@@ -250,7 +250,34 @@ def test_admission_bound_adapts_to_how_a_batch_costs():
         fixed.leave("/v1/embeddings", 9.0)
     assert fixed.limit == 4
     with pytest.raises(ValueError, match="latency_tolerance"):
-        guard_module().configure(None, 1024, max_in_flight=4, latency_tolerance=0.5)
+        guard_module().check_admission(4, 0.5)
+
+
+def test_backbone_replica_sheds_beyond_its_adaptive_bound():
+    """The adaptive bound lives in the backbone replica, which sees every request its model runs whichever
+    ingress replica sent it: the request beyond the bound gets guard.Shed at once (the ingress answers 503),
+    and each answered request's time steers the bound."""
+    import asyncio
+
+    from skr_ray.serve.backbone import SKRBackbone
+    from skr_ray.serve.guard import InFlight, Shed
+
+    replica = object.__new__(SKRBackbone.func_or_class)
+    replica.admission = InFlight(8, tolerance=1.5)
+    ran = []
+
+    async def work(x):
+        ran.append(x)
+        await asyncio.sleep(0.05)
+        return x * 2
+
+    async def burst():
+        return await asyncio.gather(*(replica._admitted("embed", work, i) for i in range(3)))
+
+    first = asyncio.run(burst())  # slow start: one request at a time
+    assert first[0] == 0 and all(isinstance(a, Shed) and a.limit == 1 for a in first[1:]) and ran == [0]
+    assert replica.admission.count == 0 and replica.admission.limit == 2 and "embed" in replica.admission.best
+    assert asyncio.run(burst())[:2] == [0, 2]
 
 
 def guard_module():
