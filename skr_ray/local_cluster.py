@@ -100,14 +100,37 @@ class LocalCluster:
             time.sleep(2)
         raise TimeoutError(f"cluster at {self.address} did not reach {n} nodes: {last}")
 
+    STOP_GRACE_S = 5.0
+    """How long the nodes get to stop by themselves (SIGTERM) before what is left of this cluster's process tree
+    gets SIGKILL: a throwaway cluster has nothing to save, and a node whose workers still hold jobs' actors can
+    take half a minute to wind down."""
+
     def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        tree: list[psutil.Process] = []  # this cluster's processes only (never Ray's by name on the machine)
+        for proc in self._procs:
+            try:
+                tree += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
         for proc in reversed(self._procs):
             proc.terminate()
+        deadline = time.time() + self.STOP_GRACE_S
         for proc in reversed(self._procs):
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=max(deadline - time.time(), 0.1))
             except subprocess.TimeoutExpired:
+                log.info("node process %d still running after %.0f s: killed", proc.pid, self.STOP_GRACE_S)
                 proc.kill()
+                proc.wait()
+        left = [p for p in tree if p.is_running()]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(left, timeout=10)
         self._procs.clear()
         if self._previous_auth is None:
             os.environ.pop("RAY_AUTH_MODE", None)

@@ -92,7 +92,7 @@ def test_killed_annotation_job_resubmitted_redoes_at_most_one_percent(two_nodes,
     out = tmp_path / "run"
     args = [f"model.name_or_path={tiny_model_dir}", f"data.unlabeled={corpus}", f"output_dir={out}",
             "annotate.num_actors=2", "annotate.batch_size=1", "annotate.rows_per_file_batches=1",
-            "annotate.max_new_tokens=40", "annotate.require_question_mark=false", "annotate.min_words=1",
+            "annotate.max_new_tokens=12", "annotate.require_question_mark=false", "annotate.min_words=1",
             "annotate.max_words=1000", "annotate.max_copy_ratio=1.0"]
     job_id, _ = submit(two_nodes["jobs"], "annotate", None, args, wait=False)
     labels = out / "annotate" / "labels"
