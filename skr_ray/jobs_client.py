@@ -86,7 +86,7 @@ def wait_until_done(address: str, job_id: str, timeout_s: float = 86400) -> str:
         status = client.get_job_status(job_id)
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             return str(status)
-        time.sleep(1)
+        time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
 
 

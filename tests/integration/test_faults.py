@@ -95,7 +95,7 @@ def test_killed_training_worker_resumes_from_the_last_checkpoint(ray_local, tiny
 
     out = tmp_path / "run"
     cfg = _cfg(tiny_model_dir, out, "data.max_docs=48", "annotate.batch_size=8", "annotate.max_new_tokens=8",
-               "train.epochs=12", "train.batch_size=4", "train.num_workers=1", "train.max_length=64",
+               "train.epochs=6", "train.batch_size=4", "train.num_workers=1", "train.max_length=64",
                "train.gradient_checkpointing=false")
     run_annotation(cfg)
     storage = Artifacts(out).train_dir / "ray"
@@ -105,6 +105,6 @@ def test_killed_training_worker_resumes_from_the_last_checkpoint(ray_local, tiny
     job.join(timeout=900)
     assert job.error is None, job.error
     state = json.loads((Artifacts(out).checkpoint_dir / "state.json").read_text())
-    assert [h["epoch"] for h in state["history"]] == list(range(12))  # every epoch once, none repeated
+    assert [h["epoch"] for h in state["history"]] == list(range(6))  # every epoch once, none repeated
     # FailureConfig restarted the worker group, which picked up the newest checkpoint, not epoch 0
     assert state["resumed_at_epochs"] and all(e >= 1 for e in state["resumed_at_epochs"])

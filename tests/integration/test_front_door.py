@@ -107,7 +107,7 @@ def test_the_serve_quick_start_as_written(demo_run, cluster_env):
                     break
             except (requests.ConnectionError, requests.Timeout):  # the proxy is up before the app is
                 pass
-            time.sleep(2)
+            time.sleep(0.5)
         else:
             pytest.fail("skr serve did not come up in 240 s")
         curl = curl_line.replace("localhost:8000", f"localhost:{port}")

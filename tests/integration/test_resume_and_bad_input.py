@@ -22,15 +22,18 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "skr_ray.cli", *args]
 
 
-def test_killed_annotation_resumes_without_redoing_work(tiny_model_dir, tmp_path):
+def test_killed_annotation_resumes_without_redoing_work(ray_local, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     args = [
         "annotate", f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", "data.max_docs=48",
         "annotate.batch_size=2", "annotate.rows_per_file_batches=1", "annotate.max_new_tokens=200",
         "annotate.require_question_mark=false", "annotate.min_words=1", "annotate.max_words=1000",
-        "annotate.max_copy_ratio=1.0", "ray.num_cpus=2",
+        "annotate.max_copy_ratio=1.0",
     ]
-    proc = subprocess.Popen(_cli(*args), cwd=REPO, start_new_session=True,
+    # Both runs are drivers on the session's cluster (as jobs on a real one): the SIGKILLed driver's actors
+    # go with it, and no run pays for starting a cluster of its own on 2 cores.
+    env = dict(os.environ, RAY_ADDRESS=ray_local.get_runtime_context().gcs_address, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(_cli(*args), cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     labels = Artifacts(out).labels_dir
     deadline = time.time() + 240
@@ -43,7 +46,7 @@ def test_killed_annotation_resumes_without_redoing_work(tiny_model_dir, tmp_path
     assert len(before) >= 3
     assert not Artifacts.is_done(Artifacts(out).annotate_dir)
 
-    done = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_cli(*args), cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     import json
 
