@@ -27,12 +27,13 @@ import logging
 import os
 import random
 import signal
-import socket
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from skr_ray.local_cluster import free_port
 
 log = logging.getLogger("serve_soak")
 
@@ -61,12 +62,6 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _payloads() -> dict[str, list[dict]]:
@@ -335,7 +330,7 @@ def main() -> None:
 
     os.environ["SKR_SOAK_KEYS"] = API_KEY
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     options = {"models": {"ir": args.ir, "ad": args.ad}, "auth": {"api_keys_env": "SKR_SOAK_KEYS"},
                "request_timeout_s": REQUEST_TIMEOUT_S}

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from skr_ray.artifacts import Artifacts
+from skr_ray.local_cluster import free_port
 from tests.checks import ranx_metrics
 from tests.tiny import LOOSE_FILTERS
 
@@ -45,12 +45,6 @@ def make_run_command() -> list[str]:
     argv = shlex.split(recipe.replace("$(ARGS)", ""))
     assert argv[0] == "$(VENV)/bin/skr", recipe
     return [sys.executable, "-m", "skr_ray.cli", *argv[1:]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def test_the_serve_quick_start_as_written(demo_run, cluster_env):
     key = export.split("=", 1)[1]
     serve_line = next(line for line in lines if line.startswith("skr serve"))
     curl_line = next(line for line in lines if line.startswith("curl"))
-    port = _free_port()
+    port = free_port()
     argv = shlex.split(serve_line)[1:]
     argv = [a.replace("runs/demo", str(demo_run)) for a in argv]  # the run above stands in for make run's
     env = dict(cluster_env, SKR_API_KEYS=key)

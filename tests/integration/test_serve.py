@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import io
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 
 from skr_ray.tasks.ad.prompts import IMAGE_PROMPT_VERSION
 from tests.tiny import make_checkpoint
+from skr_ray.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +22,6 @@ API_KEY = "skr-test-key-1"
 HTTP = requests.Session()  # every call of these tests carries the key, as an OpenAI client would
 HTTP.headers["Authorization"] = f"Bearer {API_KEY}"
 MAX_REQUEST_BYTES = 8 * 2**20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def server(ray_local, checkpoints, tmp_path_factory):
 
     keys = tmp_path_factory.mktemp("auth") / "keys"
     keys.write_text(f"# one key per line\n{API_KEY}\nskr-test-key-2\n")
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app({
         "auth": {"api_keys_file": str(keys)},

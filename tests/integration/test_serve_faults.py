@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,17 +16,12 @@ import pytest
 import requests
 
 from tests.tiny import make_checkpoint
+from skr_ray.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
 KEY = "skr-fault-key"
 TIMEOUT_S = 10.0  # the app's request_timeout_s
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pid(deployment: str) -> int | None:
@@ -55,7 +49,7 @@ def app_url(ray_local, tiny_model_dir, tmp_path_factory, monkeypatch_module):
 
     monkeypatch_module.setenv("SKR_FAULT_KEYS", KEY)
     ckpt = make_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("ckpt") / "ir", "ir", seed=1)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"models": {"ir": str(ckpt)}, "auth": {"api_keys_env": "SKR_FAULT_KEYS"},
                          "max_batch_size": 4, "batch_wait_timeout_s": 0.05, "max_in_flight": 4,  # 2 per ingress replica
