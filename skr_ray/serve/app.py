@@ -199,14 +199,11 @@ async def _guard(request: Request, call_next: Any) -> Any:
         response = _size_check(request)
     if response is None and request.method == "POST":  # model work: bounded, shed at once beyond the bound
         bound = guard.IN_FLIGHT  # the one this request entered, whatever configure() does meanwhile
-        if bound.enter():
-            answered = None
+        if bound.enter():  # a fixed bound: the adaptive one, steered by latencies, is the backbone replica's
             try:
                 response = await call_next(request)
-                if response.status_code == 200:
-                    answered = time.perf_counter() - start
             finally:
-                bound.leave(request.url.path, answered)
+                bound.leave()
         else:
             response = _error(503, f"server overloaded: {bound.limit} requests in flight on this "
                               f"replica; retry after {RETRY_AFTER_S} s", "overloaded")
@@ -518,7 +515,7 @@ def build_app(args: dict[str, Any]) -> Any:
 
 
 def _share(total: int, replicas: int) -> int:
-    """One ingress replica's even share of an app-wide limit, rounded up (0 stays 0: no limit)."""
+    """One replica's even share of an app-wide limit, rounded up (0 stays 0: no limit)."""
     return -(-total // replicas)
 
 

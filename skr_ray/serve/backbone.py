@@ -301,7 +301,7 @@ class SKRBackbone:
             row["items"] += len(items)
             row["model_s"] += end - start
             wait = self.waits[kind].after(start, end)
-            if self.admission.ceiling and self.admission.count >= self.admission.limit:
+            if self.admission.full:
                 wait = self.waits[kind].floor  # the bound is full: no request could join a batch that waits
             self.batched[kind].set_batch_wait_timeout_s(wait)
 

@@ -94,8 +94,13 @@ class InFlight:
     def limit(self) -> int:
         return max(int(self.bound), 1) if self.ceiling else 0
 
+    @property
+    def full(self) -> bool:
+        """No place left: the next request would be shed."""
+        return bool(self.ceiling) and self.count >= self.limit
+
     def enter(self) -> bool:
-        if self.ceiling and self.count >= self.limit:
+        if self.full:
             self.shed += 1
             return False
         self.count += 1
