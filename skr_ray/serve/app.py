@@ -199,11 +199,12 @@ async def _guard(request: Request, call_next: Any) -> Any:
         response = _size_check(request)
     if response is None and request.method == "POST":  # model work: bounded, shed at once beyond the bound
         bound = guard.IN_FLIGHT  # the one this request entered, whatever configure() does meanwhile
-        if bound.enter():  # a fixed bound: the adaptive one, steered by latencies, is the backbone replica's
+        ticket = bound.enter()  # a fixed bound: the adaptive one, steered by latencies, is the backbone replica's
+        if ticket is not None:
             try:
                 response = await call_next(request)
             finally:
-                bound.leave()
+                bound.leave(ticket)
         else:
             response = _error(503, f"server overloaded: {bound.limit} requests in flight on this "
                               f"replica; retry after {RETRY_AFTER_S} s", "overloaded")
@@ -272,8 +273,9 @@ class Api:
         handle = self.backbones[self.entries[model].backbone].options(multiplexed_model_id=model)
         answer = await self._bounded(getattr(handle, method).remote(*args), method, model)
         if isinstance(answer, Shed):  # beyond the backbone replica's adaptive bound: shed, at once
-            raise _fail(503, f"server overloaded: the model replica is running {answer.limit} requests; retry "
-                             f"after {RETRY_AFTER_S} s", "overloaded")
+            raise _fail(503, f"server overloaded: the model replica is running {answer.inside} requests, "
+                             f"{answer.wait_s:.2f} s expected for this one; retry after {RETRY_AFTER_S} s",
+                        "overloaded")
         return answer
 
     async def _bounded(self, response: Any, method: str, model: str) -> Any:
@@ -467,8 +469,8 @@ def build_app(args: dict[str, Any]) -> Any:
     max_input_chars, max_input_tokens,
     max_inputs_per_request, max_image_bytes, max_image_pixels, max_in_flight (model requests admitted at once by
     the app, shared by the ingress replicas; 503 with Retry-After beyond it; default: default_max_in_flight; 0:
-    no bound), latency_tolerance (each backbone replica's bound adapts below its share of max_in_flight to keep
-    the requests it runs within this many times their best latency; 1.5; 0: the fixed bound only),
+    no bound), latency_tolerance (each backbone replica, below its share of max_in_flight, admits a request only
+    when its predicted latency is within this many times its kind's best; 1.5; 0: the fixed bound only),
     backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.

@@ -291,18 +291,25 @@ class SKRBackbone:
         return out
 
     async def _timed(self, kind: str, method: Any, items: list[tuple]) -> list[Any]:
-        start = time.perf_counter()
+        self.admission.batch_started(kind, len(items))
+        start, done = time.perf_counter(), False
         try:
-            return await _per_adapter(method, items)
+            out = await _per_adapter(method, items)
+            done = True
+            return out
         finally:
             end = time.perf_counter()
+            if done:
+                self.admission.batch_done(kind, len(items), end - start)
+            else:
+                self.admission.batch_done(kind, 0, 0.0)  # failed: nothing to learn
             row = self.stats[kind]
             row["batches"] += 1
             row["items"] += len(items)
             row["model_s"] += end - start
             wait = self.waits[kind].after(start, end)
-            if self.admission.full:
-                wait = self.waits[kind].floor  # the bound is full: no request could join a batch that waits
+            if self.admission.full or not self.admission.may_share(kind):
+                wait = self.waits[kind].floor  # no second request could be admitted to join a batch that waits
             self.batched[kind].set_batch_wait_timeout_s(wait)
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
@@ -324,18 +331,18 @@ class SKRBackbone:
         return await self._admitted("detect", self._one, self._detect_batch, image, query)
 
     async def _admitted(self, kind: str, run: Any, *args: Any) -> Any:
-        """``run(*args)`` within the admission bound (its latency steers the bound), or guard.Shed at once."""
+        """``run(*args)`` when the admission bound admits it, else guard.Shed at once (the bound learns from the
+        batches, in _timed)."""
         from skr_ray.serve.guard import Shed
 
-        if not self.admission.enter():
-            return Shed(self.admission.limit)
-        start, answered = time.perf_counter(), None
+        items = len(args[-1]) if run == self._many else 1
+        ticket = self.admission.enter(kind, items)
+        if ticket is None:
+            return Shed(self.admission.count, self.admission.predict(kind, items) or 0.0)
         try:
-            out = await run(*args)
-            answered = time.perf_counter() - start
-            return out
+            return await run(*args)
         finally:
-            self.admission.leave(kind, answered)
+            self.admission.leave(ticket)
 
     async def _many(self, batched: Any, inputs: list[Any]) -> list[Any]:
         """A request's inputs of the multiplexed model, each through the dynamic batch of its kind."""

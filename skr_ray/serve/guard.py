@@ -60,82 +60,155 @@ LIMITER = RateLimiter(0)
 
 
 class InFlight:
-    """An admission bound: at most ``limit`` model requests inside at once. A request beyond it is answered 503
-    at once instead of joining a queue whose wait would only grow under sustained overload, so the requests that
-    are accepted keep their latency. Each ingress replica holds a fixed one (its share of ``max_in_flight``);
-    each backbone replica holds an adaptive one, the only place that sees every request the model runs (an
-    ingress replica sees its own share only, and one request per ingress replica would already be its floor).
-    Both run on their replica's event loop, one request at a time between awaits: plain counters are enough.
+    """An admission bound: a model request that would wait too long is answered 503 at once instead of joining
+    a queue whose wait would only grow under sustained overload, so the requests that are accepted keep their
+    latency. Each ingress replica holds a fixed one (its share of ``max_in_flight``); each backbone replica holds
+    an adaptive one, the only place that sees every request its model runs and every batch. Both run on their
+    replica's event loop, one request at a time between awaits: plain state is enough.
 
-    ``ceiling`` is the hard bound (0: none, and no adaptation). With ``tolerance`` > 0 the bound adapts below the
-    ceiling as TCP's congestion window does: it starts at one request, so the best latency of each route is seen
-    unloaded, and grows by one per answer within the tolerance (doubling each round) until the first slow answer;
-    from then on an answered request that took at most ``tolerance`` x the best latency seen on its route raises
-    the bound by 1/bound (about one per round of requests) and a slower one lowers it by ``DECREASE``. On a GPU a
-    batch of 16 costs about what one request costs, and the bound stays near its ceiling; on a CPU a batch costs
-    what its requests cost one by one, and the bound settles at the one or two requests whose wait stays within
-    the tolerance. The best latency drifts up by ``DRIFT`` per answer, so a lasting change of the model's speed is
-    learnt."""
+    ``ceiling`` is the hard bound on requests inside (0: none, and no adaptation). With ``tolerance`` > 0 a
+    request is admitted by its predicted latency: what is left of its route's running batch, then the next
+    batch, which it shares with the requests of its route already waiting. A batch of n inputs is predicted to
+    cost ``cost`` x (1 + ``share`` x (n - 1)): ``cost`` is the moving average of a route's batches of one, and
+    ``share`` is learnt from larger batches, about 1 where a batch costs what its inputs cost one by one (a CPU)
+    and near 0 where it costs about one (a GPU). A request is shed when its prediction, or the one it would make
+    for a request already waiting, exceeds ``tolerance`` x its route's cost. So on a CPU the next request is
+    admitted while the running one is finishing (the model does not idle while the proxy brings it) and no
+    admitted request waits a whole request behind another; on a GPU every request that can still ride the next
+    batch in time is admitted, up to the ceiling. A new route's requests are admitted one at a time until a
+    batch of one has measured its cost. ``share`` starts at 0 (batches are free) so that a shared batch
+    happens and teaches it: the first such batches count fully, later ones as a moving average."""
 
-    DECREASE = 0.9
-    DRIFT = 1.0002
+    LEARN = 0.1
+    """Weight of each batch in the moving estimates (a route's cost, ``share`` after its first batches)."""
 
-    def __init__(self, ceiling: int, tolerance: float = 0.0) -> None:
+    class Ticket:
+        """One admitted request: its route, its inputs, when it came in, whether its batch has begun."""
+
+        __slots__ = ("route", "items", "start", "running")
+
+        def __init__(self, route: str | None, items: int, start: float) -> None:
+            self.route, self.items, self.start, self.running = route, items, start, False
+
+    def __init__(self, ceiling: int, tolerance: float = 0.0, clock: Any = time.perf_counter) -> None:
         self.ceiling = int(ceiling)
         self.tolerance = float(tolerance) if self.ceiling else 0.0
-        self.bound = 1.0 if self.tolerance else float(self.ceiling)
-        self.slow_start = bool(self.tolerance)
-        self.best: dict[str, float] = {}
-        self.count = 0
+        self.clock = clock
+        self.cost: dict[str, float] = {}
+        self.share = 0.0
+        self._shared = 0  # batches of more than one input seen (``share``'s first ones count fully)
+        self.inside: list[InFlight.Ticket] = []  # in order of admission (a route's batches take them in order)
+        self._busy_until: dict[str, float] = {}  # a route's running batch: when it is expected to end
         self.shed = 0
         self.admitted = 0
 
     @property
+    def count(self) -> int:
+        return len(self.inside)
+
+    @property
     def limit(self) -> int:
-        return max(int(self.bound), 1) if self.ceiling else 0
+        """Requests inside that the bound allows now (0: no bound); for messages."""
+        if not self.ceiling:
+            return 0
+        return max(self.count, 1) if self.tolerance and self.full else self.ceiling
+
+    def batch_seconds(self, route: str, inputs: int) -> float:
+        return self.cost[route] * (1.0 + self.share * max(inputs - 1, 0))
+
+    def may_share(self, route: str) -> bool:
+        """Whether a batch of ``route`` may wait for a second request: with no tolerance (a fixed bound), or
+        where a batch of two is predicted within it (on a CPU a batch costs its parts, and the second request
+        would be shed anyway)."""
+        if not self.tolerance or route not in self.cost:
+            return not self.tolerance
+        return self.batch_seconds(route, 2) <= self.tolerance * self.cost[route]
+
+    def _waiting(self, route: str | None) -> list["InFlight.Ticket"]:
+        return [t for t in self.inside if t.route == route and not t.running]
+
+    def predict(self, route: str, items: int = 1, now: float | None = None) -> float | None:
+        """The latency a request of ``route`` with ``items`` inputs admitted now is expected to have (None: its
+        route is new)."""
+        if route not in self.cost:
+            return None
+        now = self.clock() if now is None else now
+        inputs = items + sum(t.items for t in self._waiting(route))
+        return max(self._busy_until.get(route, now) - now, 0.0) + self.batch_seconds(route, inputs)
+
+    def _fits(self, route: str | None, items: int, now: float) -> bool:
+        if self.ceiling and self.count >= self.ceiling:
+            return False
+        if not self.tolerance or not self.inside:
+            return True
+        if route is None:
+            return False
+        expected = self.predict(route, items, now)
+        if expected is None:  # a new kind: alone in its batch, to learn what that costs
+            return not any(t.route == route for t in self.inside)
+        within = self.tolerance * self.cost[route]
+        # the requests already waiting share that next batch: they would be done when this one is
+        return expected <= within and all(now - t.start + expected <= within for t in self._waiting(route))
 
     @property
     def full(self) -> bool:
-        """No place left: the next request would be shed."""
-        return bool(self.ceiling) and self.count >= self.limit
+        """No place left: the next one-input request of any route seen so far would be shed."""
+        now = self.clock()
+        return bool(self.ceiling) and not any(self._fits(r, 1, now) for r in (self.cost or [None]))
 
-    def enter(self) -> bool:
-        if self.full:
+    def enter(self, route: str | None = None, items: int = 1) -> "InFlight.Ticket | None":
+        """A ticket for a request of ``route`` admitted now (give it back to ``leave``), or None: shed it."""
+        now = self.clock()
+        if not self._fits(route, items, now):
             self.shed += 1
-            return False
-        self.count += 1
+            return None
+        ticket = InFlight.Ticket(route, items, now)
+        self.inside.append(ticket)
         self.admitted += 1
-        return True
+        return ticket
 
-    def leave(self, route: str | None = None, seconds: float | None = None) -> None:
-        """One request left; ``route`` and ``seconds`` (answered requests only) steer the adaptive bound."""
-        self.count -= 1
-        if not self.tolerance or route is None or seconds is None:
+    def leave(self, ticket: "InFlight.Ticket") -> None:
+        self.inside.remove(ticket)
+
+    def batch_started(self, route: str, inputs: int) -> None:
+        """A batch of ``inputs`` of ``route`` began: the oldest waiting requests of the route are in it."""
+        left = inputs
+        for ticket in self._waiting(route):
+            if left <= 0:
+                break
+            ticket.running, left = True, left - ticket.items
+        if route in self.cost:
+            self._busy_until[route] = self.clock() + self.batch_seconds(route, inputs)
+
+    def batch_done(self, route: str, inputs: int, seconds: float) -> None:
+        """A batch of ``inputs`` of ``route`` took ``seconds``: what a batch costs is learnt from it."""
+        self._busy_until.pop(route, None)
+        if not self.tolerance or inputs < 1:
             return
-        best = min(self.best.get(route, seconds) * self.DRIFT, seconds)
-        self.best[route] = best
-        if seconds <= self.tolerance * best:
-            step = 1.0 if self.slow_start else 1.0 / max(self.bound, 1.0)
-            self.bound = min(self.bound + step, float(self.ceiling))
-        else:
-            self.slow_start = False
-            self.bound = max(self.bound * self.DECREASE, 1.0)
+        cost = self.cost.get(route)
+        if inputs == 1:
+            self.cost[route] = seconds if cost is None else cost + self.LEARN * (seconds - cost)
+        elif cost is not None:
+            sample = min(max((seconds / cost - 1.0) / (inputs - 1), 0.0), 1.5)
+            self._shared += 1
+            self.share += max(self.LEARN, 1.0 / self._shared) * (sample - self.share)
 
 
 IN_FLIGHT = InFlight(0)
 
 DEFAULT_LATENCY_TOLERANCE = 1.5
-"""``latency_tolerance``: each backbone replica's admission bound adapts (below its share of ``max_in_flight``) so
-that the requests it runs take at most about this many times the best latency seen for their kind (0: only the
-fixed bound at max_in_flight, kept by the ingress)."""
+"""``latency_tolerance``: each backbone replica admits a request (below its share of ``max_in_flight``) only when
+its predicted latency is at most this many times its kind's usual latency alone (0: only the fixed bound at
+max_in_flight, kept by the ingress)."""
 
 
 class Shed:
     """What a backbone replica answers instead of running a request beyond its admission bound (a value, not an
     exception: shedding half the requests under overload must not write a stack trace for each)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, inside: int, wait_s: float = 0.0) -> None:
+        self.inside = inside
+        self.wait_s = wait_s
 
 
 def configure(digests: list[str] | None, max_request_bytes: int, requests_per_minute: int = 0,

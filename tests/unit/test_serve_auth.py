@@ -2,6 +2,8 @@
 
 import hashlib
 
+from collections import defaultdict
+
 import pytest
 
 from skr_ray.serve.app import _key_ok, load_api_keys
@@ -217,8 +219,9 @@ def test_admission_bound_defaults_and_counts():
     assert default_max_in_flight({"max_batch_size": 8}, {"autoscaling_config": {"max_replicas": 4}}, 2) == 128
     assert default_max_in_flight({"max_batch_size": 4}, {"num_replicas": 3}, 1) == 24
     bound = InFlight(2)
-    assert bound.enter() and bound.enter() and not bound.enter()
-    bound.leave()
+    first, second = bound.enter(), bound.enter()
+    assert first and second and bound.enter() is None
+    bound.leave(first)
     assert bound.enter() and (bound.admitted, bound.shed, bound.count) == (3, 1, 2)
     unbounded = InFlight(0)
     assert all(unbounded.enter() for _ in range(1000))
@@ -226,58 +229,107 @@ def test_admission_bound_defaults_and_counts():
         guard_module().configure(None, 1024, max_in_flight=-1)
 
 
-def test_admission_bound_adapts_to_how_a_batch_costs():
-    """On a CPU-like replica a request's latency grows with the requests inside (a batch costs its parts): the
-    bound settles where the latency stays within the tolerance. On a GPU-like one (a batch costs one request)
-    it climbs to the ceiling. A slow stretch lowers it; the best latency is learnt per route."""
+class _Replica:
+    """A simulated model replica behind an InFlight bound, on a simulated clock: requests arrive every
+    ``gap`` seconds; a batch takes whatever is admitted and waiting when the model is free and costs
+    ``cost(n)`` for n requests. ``run`` answers each admitted request's latency and the batch sizes."""
+
+    def __init__(self, cost, gap: float, ceiling: int = 32) -> None:
+        from skr_ray.serve.guard import InFlight
+
+        self.now = 0.0
+        self.bound = InFlight(ceiling, tolerance=1.5, clock=lambda: self.now)
+        self.cost, self.gap = cost, gap
+
+    def run(self, requests: int, route: str = "embed") -> tuple[list[float], list[int]]:
+        waiting, latencies, sizes, running, free_at = [], [], [], [], 0.0
+        arrivals = [i * self.gap for i in range(requests)]
+        while arrivals or waiting or running:
+            if running and (not arrivals or free_at <= arrivals[0]):  # the batch ends first
+                self.now = free_at
+                self.bound.batch_done(route, len(running), self.cost(len(running)))
+                for ticket, arrived in running:
+                    latencies.append(self.now - arrived)
+                    self.bound.leave(ticket)
+                running = []
+            elif arrivals:
+                self.now = arrivals.pop(0)
+                ticket = self.bound.enter(route)
+                if ticket is not None:
+                    waiting.append((ticket, self.now))
+            if not running and waiting:
+                running, waiting = waiting, []
+                sizes.append(len(running))
+                self.bound.batch_started(route, len(running))
+                free_at = self.now + self.cost(len(running))
+        return latencies, sizes
+
+
+def test_admission_by_predicted_latency_on_cpu_and_gpu_like_replicas():
+    """On a CPU-like replica (a batch costs its parts) under 3x overload, no admitted request waits more than
+    the tolerance allows, yet the model is kept busy (the next request is admitted while the running one is
+    finishing). On a GPU-like one (a batch costs one request) requests ride shared batches, still within the
+    tolerance. A fixed bound ignores latencies."""
     from skr_ray.serve.guard import InFlight
 
-    def settle(cost) -> InFlight:
-        bound = InFlight(32, tolerance=1.5)
-        for _ in range(400):
-            n = bound.limit
-            assert all(bound.enter() for _ in range(n)) and not bound.enter()
-            for _ in range(n):
-                bound.leave("/v1/embeddings", cost(n))
-        return bound
+    cpu = _Replica(lambda n: 0.1 * n, gap=0.033)
+    latencies, sizes = cpu.run(3000)
+    assert max(sizes[:4]) == 2 and max(sizes[4:]) == 1  # the first shared batch taught the bound what it costs
+    assert cpu.bound.share == pytest.approx(1.0) and cpu.bound.cost["embed"] == pytest.approx(0.1)
+    assert max(latencies[8:]) <= 0.1 * 1.5 + 1e-9  # within the tolerance, every one after those
+    cpu_rate = len(latencies) / cpu.now
+    assert 0.1 * cpu_rate > 0.95  # busy: the next request was waiting when a batch ended
+    assert cpu.bound.shed > 0.6 * 3000 and cpu.bound.count == 0 and not cpu.bound.may_share("embed")
 
-    cpu = settle(lambda n: 0.1 * n)
-    assert 1 <= cpu.limit <= 2 and cpu.best["/v1/embeddings"] == pytest.approx(0.1, rel=0.1)
-    assert settle(lambda n: 0.1).limit == 32
+    gpu = _Replica(lambda n: 0.1, gap=0.001)
+    latencies, sizes = gpu.run(3000)
+    assert max(latencies) <= 0.1 * 1.5 + 1e-9 and gpu.bound.share < 0.05 and gpu.bound.may_share("embed")
+    assert len(latencies) / gpu.now > 10 * cpu_rate and max(sizes) >= 30  # about the ceiling of 32
+
     fixed = InFlight(4)  # no tolerance: the ceiling, whatever the latencies
-    for _ in range(50):
-        fixed.enter()
-        fixed.leave("/v1/embeddings", 9.0)
-    assert fixed.limit == 4
+    tickets = [fixed.enter("embed") for _ in range(4)]
+    assert all(tickets) and fixed.enter("embed") is None and fixed.limit == 4
+    for ticket in tickets:
+        fixed.leave(ticket)
+    assert fixed.count == 0 and fixed.enter("embed") is not None
     with pytest.raises(ValueError, match="latency_tolerance"):
         guard_module().check_admission(4, 0.5)
 
 
 def test_backbone_replica_sheds_beyond_its_adaptive_bound():
     """The adaptive bound lives in the backbone replica, which sees every request its model runs whichever
-    ingress replica sent it: the request beyond the bound gets guard.Shed at once (the ingress answers 503),
-    and each answered request's time steers the bound."""
+    ingress replica sent it, and every batch: a request predicted past the tolerance gets guard.Shed at once
+    (the ingress answers 503), and each batch's time teaches the bound what a batch costs."""
     import asyncio
+    import time as clock
 
-    from skr_ray.serve.backbone import SKRBackbone
+    from skr_ray.serve.backbone import AdaptiveBatchWait, SKRBackbone
     from skr_ray.serve.guard import InFlight, Shed
 
     replica = object.__new__(SKRBackbone.func_or_class)
     replica.admission = InFlight(8, tolerance=1.5)
+    replica.stats = defaultdict(lambda: {"batches": 0, "items": 0, "model_s": 0.0})
+    replica.waits = {"embed": AdaptiveBatchWait(0.01, 0.2)}
+    replica.batched = {"embed": type("Batched", (), {"set_batch_wait_timeout_s": lambda self, s: None})()}
     ran = []
 
-    async def work(x):
-        ran.append(x)
-        await asyncio.sleep(0.05)
-        return x * 2
+    def model(model_id, rows):  # a CPU-like model: a batch costs its rows one by one
+        clock.sleep(0.05 * len(rows))
+        ran.extend(r[0] for r in rows)
+        return [2 * r[0] for r in rows]
+
+    async def work(x):  # one request, a batch of its own
+        return (await replica._timed("embed", model, [("m", x)]))[0]
 
     async def burst():
         return await asyncio.gather(*(replica._admitted("embed", work, i) for i in range(3)))
 
-    first = asyncio.run(burst())  # slow start: one request at a time
-    assert first[0] == 0 and all(isinstance(a, Shed) and a.limit == 1 for a in first[1:]) and ran == [0]
-    assert replica.admission.count == 0 and replica.admission.limit == 2 and "embed" in replica.admission.best
-    assert asyncio.run(burst())[:2] == [0, 2]
+    first = asyncio.run(burst())  # a new route: its first request alone, to learn what a batch costs
+    assert first[0] == 0 and all(isinstance(a, Shed) and a.inside == 1 for a in first[1:]) and ran == [0]
+    assert replica.admission.count == 0 and replica.admission.cost["embed"] == pytest.approx(0.05, rel=0.5)
+    second = asyncio.run(burst())  # all three at once: the second would wait for the whole first one
+    assert second[0] == 0 and all(isinstance(a, Shed) and a.wait_s > 0.075 for a in second[1:])
+    assert replica.stats["embed"]["batches"] == 2
 
 
 def guard_module():
