@@ -13,6 +13,7 @@ locally by ``skr serve``.
 import base64
 import binascii
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -470,7 +471,8 @@ def build_app(args: dict[str, Any]) -> Any:
     max_inputs_per_request, max_image_bytes, max_image_pixels, max_in_flight (model requests admitted at once by
     the app, shared by the ingress replicas; 503 with Retry-After beyond it; default: default_max_in_flight; 0:
     no bound), latency_tolerance (each backbone replica, below its share of max_in_flight, admits a request only
-    when its predicted latency is within this many times its kind's best; 1.5; 0: the fixed bound only),
+    when its predicted latency is within this many times its kind's usual latency alone; 1.5; 0: the fixed
+    bound only),
     backbone / ingress: Serve deployment options
     (num_replicas, autoscaling_config, ray_actor_options, max_ongoing_requests, max_queued_requests);
     ``backbone`` applies to every base model's backbone deployment.
@@ -491,13 +493,17 @@ def build_app(args: dict[str, Any]) -> Any:
     args["_requests_per_minute_app"] = per_minute
     args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
     entries, bases = build_registry(dict(args.pop("models", {})))
-    backbone_opts.setdefault("ray_actor_options", {"num_cpus": 1, "num_gpus": _default_gpus()})
+    ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
+    backbone_opts.setdefault("ray_actor_options", {
+        "num_cpus": _default_backbone_cpus(len(bases) * _max_replicas(backbone_opts),
+                                           ingress_replicas * float(ingress_opts["ray_actor_options"].get("num_cpus", 0))),
+        "num_gpus": _default_gpus()})
+    _check_cpus(backbone_opts, ingress_opts, len(bases))
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
     # The ingress logs every request; the backbone's own line per internal call would only repeat it, at a cost in
     # CPU (written, then streamed to the driver) that a replica sharing a few cores with the proxy pays per request.
     backbone_opts.setdefault("logging_config", {"enable_access_log": False})
-    ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
     ingress_opts.setdefault("max_ongoing_requests", 256)
     ingress_opts.setdefault("max_queued_requests", 1024)  # beyond this the proxy answers 503 at once
     from skr_ray.serve import guard
@@ -535,6 +541,41 @@ def default_max_in_flight(args: dict[str, Any], backbone_opts: dict[str, Any], n
     may scale to. More would only queue: under sustained overload every extra request waits longer, and the
     latency of every accepted request grows with it."""
     return 2 * int(args.get("max_batch_size", 16)) * _max_replicas(backbone_opts) * max(n_backbones, 1)
+
+
+def _cluster_cpus() -> float | None:
+    """CPUs of the running Ray cluster (None: Ray not started yet, or a cluster that reports none)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return float(ray.cluster_resources().get("CPU", 0)) or None
+
+
+def _default_backbone_cpus(backbone_replicas: int, ingress_cpus: float) -> float:
+    """One CPU per backbone replica, or an even share of what the cluster has beside the ingress replicas when
+    that is less: two base models at one CPU each on a 2-CPU machine would leave the ingress none, and Serve
+    would wait for it forever."""
+    total = _cluster_cpus()
+    if total is None:
+        return 1.0
+    share = (total - ingress_cpus) / max(backbone_replicas, 1)
+    return max(min(1.0, math.floor(share * 100) / 100), 0.01)
+
+
+def _check_cpus(backbone_opts: dict[str, Any], ingress_opts: dict[str, Any], n_backbones: int) -> None:
+    """A clear error now instead of a Serve app that waits forever for CPUs the cluster does not have (an
+    autoscaling cluster may add them: only a cluster without autoscaling options is checked)."""
+    total = _cluster_cpus()
+    if total is None or "autoscaling_config" in backbone_opts or "autoscaling_config" in ingress_opts:
+        return
+    backbone = float(backbone_opts["ray_actor_options"].get("num_cpus", 1)) * _max_replicas(backbone_opts)
+    ingress = float(ingress_opts["ray_actor_options"].get("num_cpus", 0)) * _max_replicas(ingress_opts)
+    need = backbone * max(n_backbones, 1) + ingress
+    if need > total + 1e-9:
+        raise ValueError(f"the Serve app needs {need:g} CPUs ({n_backbones} backbone deployment(s) x {backbone:g} + "
+                         f"ingress {ingress:g}) and the cluster has {total:g}: lower backbone.ray_actor_options."
+                         f"num_cpus or the replicas, or add nodes")
 
 
 def _default_gpus() -> float:

@@ -336,3 +336,21 @@ def guard_module():
     from skr_ray.serve import guard
 
     return guard
+
+
+def test_backbone_cpus_fit_the_cluster(monkeypatch):
+    """By default each backbone replica takes one CPU, or its even share of what the cluster has beside the
+    ingress replicas (two base models on 2 CPUs: 0.9 each); a setting the cluster cannot hold is refused with
+    the numbers instead of a Serve app that waits for CPUs forever."""
+    from skr_ray.serve import app
+
+    monkeypatch.setattr(app, "_cluster_cpus", lambda: 2.0)
+    assert app._default_backbone_cpus(1, 0.2) == 1.0
+    assert app._default_backbone_cpus(2, 0.2) == 0.9
+    ingress = {"ray_actor_options": {"num_cpus": 0.1}, "num_replicas": 2}
+    app._check_cpus({"ray_actor_options": {"num_cpus": 0.9}}, ingress, 2)
+    with pytest.raises(ValueError, match=r"needs 2.2 CPUs .* the cluster has 2"):
+        app._check_cpus({"ray_actor_options": {"num_cpus": 1}}, ingress, 2)
+    app._check_cpus({"ray_actor_options": {"num_cpus": 1}, "autoscaling_config": {"max_replicas": 4}}, ingress, 2)
+    monkeypatch.setattr(app, "_cluster_cpus", lambda: None)  # Ray not started: nothing to fit yet
+    assert app._default_backbone_cpus(2, 0.2) == 1.0
