@@ -20,7 +20,7 @@ SUCCESS = "_SUCCESS"
 ADAPTER = "adapter"
 """A checkpoint's LoRA adapter folder (PEFT's save_pretrained layout)."""
 
-STAGES = ("annotate", "train", "sft", "evaluate")
+STAGES = ("annotate", "train", "sft", "evaluate", "index")
 """Stage folders whose finished result :meth:`Artifacts.finished` reads ('sft': the SFT baseline's training)."""
 
 
@@ -113,10 +113,16 @@ class Artifacts:
         """AD: one system's score for every labelled pair (pair_id, query_id, doc_id, label, score)."""
         return self.evaluate_dir / "scores" / f"{system}.tsv"
 
+    # index --------------------------------------------------------------------------------
+    @property
+    def index_dir(self) -> Path:
+        """``skr index``: vectors/ (parquet shards of id, text, vector), index.faiss, ids.parquet, summary.json."""
+        return self.root / "index"
+
     # helpers ------------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
         dirs = {"annotate": self.annotate_dir, "train": self.train_dir, "sft": self.sft_dir,
-                "evaluate": self.evaluate_dir}
+                "evaluate": self.evaluate_dir, "index": self.index_dir}
         if stage not in dirs:
             raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
         return dirs[stage]
@@ -134,7 +140,7 @@ class Artifacts:
             if not (folder / "checkpoint" / ADAPTER).is_dir():
                 return None
             return json.loads((folder / SUCCESS).read_text() or "{}")
-        result = self.annotate_summary if stage == "annotate" else self.metrics
+        result = {"annotate": self.annotate_summary, "index": self.index_dir / "summary.json"}.get(stage, self.metrics)
         return json.loads(result.read_text()) if result.is_file() else None
 
     @staticmethod

@@ -47,18 +47,20 @@ def preflight(cfg: SKRConfig, stages: tuple[str, ...]) -> None:
 
 
 def run_pipeline(cfg: SKRConfig) -> dict:
-    """annotate -> train -> evaluate; each stage is skipped when its artifact already exists."""
-    preflight(cfg, ("annotate", "train", "evaluate"))
+    """annotate -> train -> evaluate (-> index with ``index.after_run``); each stage is skipped when its artifact
+    already exists."""
+    stages = ("annotate", "train", "evaluate") + (("index",) if cfg.index.after_run else ())
+    preflight(cfg, stages)
     results = {}
-    for stage in ("annotate", "train", "evaluate"):
+    for stage in stages:
         log.info("=== stage: %s ===", stage)
         results[stage] = _stage(stage, cfg)
     return results
 
 
-COMMANDS = ["annotate", "train", "evaluate", "run", "config", "plan", "compare", "serve", "submit", "status", "logs",
-            "stop", "tiny-vlm"]
-CONFIG_COMMANDS = ("annotate", "train", "evaluate", "run", "config", "plan")  # overrides are config keys
+COMMANDS = ["annotate", "train", "evaluate", "index", "run", "config", "plan", "compare", "serve", "submit", "status",
+            "logs", "stop", "tiny-vlm"]
+CONFIG_COMMANDS = ("annotate", "train", "evaluate", "index", "run", "config", "plan")  # overrides are config keys
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -341,6 +341,37 @@ class EvaluateConfig:
             raise ConfigError("evaluate.ks must be positive integers")
 
 
+@dataclass
+class IndexConfig:
+    """``skr index`` (IR): a corpus encoded with a trained checkpoint into parquet shards of (id, text, vector),
+    then a faiss index over them that ``skr serve`` answers ``POST /v1/search`` from."""
+
+    corpus: str = ""
+    """What to index (any ``data.unlabeled`` format); empty = ``data.unlabeled``."""
+    checkpoint: str = ""
+    """An SKR IR checkpoint or run folder; empty = this run's train/checkpoint."""
+    exact_max: int = 100_000
+    """Up to this many vectors: exact inner-product search (faiss IndexFlatIP); above: an IVF index whose probes
+    are raised until its recall@10 against exact search on a sample reaches ``min_recall``."""
+    min_recall: float = 0.95
+    recall_sample: int = 200
+    """Corpus vectors used as queries to measure the approximate index's recall@10 against exact search."""
+    nlist: int = 0
+    """IVF lists; 0 = 4 x sqrt(vectors)."""
+    shard_rows: int = 2000
+    """Rows per parquet shard of vectors at most: what a killed run can lose and encode again."""
+    after_run: bool = False
+    """``skr run`` ends with ``skr index`` (the corpus is searchable right after the run)."""
+
+    def __post_init__(self) -> None:
+        if self.shard_rows < 1:
+            raise ConfigError("index.shard_rows must be >= 1")
+        if self.exact_max < 0 or self.nlist < 0 or self.recall_sample < 1:
+            raise ConfigError("index.exact_max and index.nlist must be >= 0, index.recall_sample >= 1")
+        if not 0 < self.min_recall <= 1:
+            raise ConfigError(f"index.min_recall must be in (0, 1], got {self.min_recall}")
+
+
 AD_LABEL_SOURCES = ("judge", "source")
 AD_HEAD_INITS = ("random", "probe")
 AD_RULES = ("number", "name", "negation", "entity", "swap")
@@ -542,6 +573,7 @@ class SKRConfig:
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     ad: ADConfig = field(default_factory=ADConfig)
     od: ODConfig = field(default_factory=ODConfig)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -12,7 +12,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STAGES = ("annotate", "train", "evaluate", "run", "serve", "config")
+STAGES = ("annotate", "train", "evaluate", "index", "run", "serve", "config")
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", ".pytest_cache"]
 

@@ -84,6 +84,16 @@ def load_skr_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu
     return SKRModel(model, tokenizer, head, head_info, cfg)
 
 
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it is an SKR checkpoint (adapter/ + head.json), else the one a run folder holds
+    (train/checkpoint); FileNotFoundError when neither."""
+    path = Path(path)
+    for candidate in (path, path / "train" / "checkpoint"):
+        if (candidate / ADAPTER).is_dir() and (candidate / HEAD_CONFIG).is_file():
+            return candidate
+    raise FileNotFoundError(f"{path} is neither an SKR checkpoint (adapter/ + head.json) nor a run folder holding one")
+
+
 def checkpoint_stamp(path: str | Path) -> str:
     """A key that changes whenever the checkpoint's weights or configs do (retraining in place included):
     each weight/config file's relative name, size and modification time."""

@@ -27,7 +27,8 @@ from ray.serve.handle import DeploymentHandle
 
 from skr_ray.serve.backbone import SKRBackbone
 from skr_ray.serve.registry import ModelEntry, build_registry
-from skr_ray.serve.schemas import ClassifyRequest, DetectRequest, EmbeddingRequest
+from skr_ray.serve.schemas import ClassifyRequest, DetectRequest, EmbeddingRequest, SearchRequest
+from skr_ray.serve.search import SKRIndex
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,11 @@ def _size_check(request: Request) -> JSONResponse | None:
 @serve.ingress(api)
 class Api:
     def __init__(self, backbones: dict[str, DeploymentHandle], entries: dict[str, ModelEntry],
-                 options: dict[str, Any], bases: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any], bases: dict[str, Any] | None = None,
+                 index: DeploymentHandle | None = None) -> None:
         self.backbones = backbones
         self.entries = entries
+        self.index = index  # SKRIndex: the corpus indexes of the models that have one (POST /v1/search)
         # Token counts for the limits are taken here, with each base model's own tokenizer: one backbone call per
         # request instead of two (loaded on first use; without it the backbone counts).
         self.bases = bases or {}
@@ -253,10 +256,12 @@ class Api:
                         int(options.get("max_request_bytes", 32 * 2**20)), int(options.get("_requests_per_minute", 0)),
                         int(options.get("max_in_flight", 0)), options.get("_requests_per_minute_app"))
 
-    def _entry(self, model: str, route: str) -> ModelEntry:
+    def _entry(self, model: str, route: str, task_route: str | None = None) -> ModelEntry:
+        """The served model ``model`` if ``route`` may use it (``task_route``: the route whose task it must have,
+        when ``route`` is not a task's own)."""
         from skr_ray.tasks import task_for_route
 
-        task = task_for_route(route).name  # the registry says which task's checkpoints a route serves
+        task = task_for_route(task_route or route).name  # the registry says which task's checkpoints a route serves
         entry = self.entries.get(model)
         if entry is None:
             raise _fail(404, f"unknown model {model!r}; GET /v1/models lists {sorted(self.entries)}", "model_not_found")
@@ -346,6 +351,27 @@ class Api:
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [e.describe() for e in self.entries.values()]}
+
+    @api.post("/v1/search")
+    async def search(self, body: SearchRequest) -> dict[str, Any]:
+        """The ``top_k`` corpus passages nearest the query, by the model's own embedding of it."""
+        entry = self._entry(body.model, "/v1/search", task_route="/v1/embeddings")
+        if not entry.index or self.index is None:
+            raise _fail(400, f"model {body.model!r} has no corpus index: run `skr index` for its run and serve that "
+                             "run folder", "no_index")
+        if not body.query.strip():
+            raise _fail(400, "query is empty", "empty_input")
+        if len(body.query) > self.max_input_chars:
+            raise _fail(400, f"query has {len(body.query)} characters; the limit is {self.max_input_chars}",
+                        "input_too_long")
+        (tokens,) = await self._count_tokens(entry, [body.query])
+        if tokens > self.max_input_tokens:
+            raise _fail(400, f"query has {tokens} tokens; the limit is {self.max_input_tokens}", "input_too_long")
+        (vector,) = await self._call(body.model, "embed", [body.query])
+        hits = await self._bounded(self.index.search.remote(body.model, vector, body.top_k, body.ids), "search",
+                                   body.model)
+        return {"object": "list", "model": body.model, "data": hits,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
@@ -494,11 +520,13 @@ def build_app(args: dict[str, Any]) -> Any:
     args["_key_digests"] = load_api_keys(auth)  # refuses to build without keys or auth.disabled
     entries, bases = build_registry(dict(args.pop("models", {})))
     ingress_opts.setdefault("ray_actor_options", {"num_cpus": 0.1})
+    indexes = {e.id: e.index for e in entries.values() if e.index}
+    index_cpus = INDEX_CPUS if indexes else 0.0
     backbone_opts.setdefault("ray_actor_options", {
-        "num_cpus": _default_backbone_cpus(len(bases) * _max_replicas(backbone_opts),
+        "num_cpus": _default_backbone_cpus(len(bases) * _max_replicas(backbone_opts), index_cpus +
                                            ingress_replicas * float(ingress_opts["ray_actor_options"].get("num_cpus", 0))),
         "num_gpus": _default_gpus()})
-    _check_cpus(backbone_opts, ingress_opts, len(bases))
+    _check_cpus(backbone_opts, ingress_opts, len(bases), index_cpus)
     backbone_opts.setdefault("max_ongoing_requests", 64)
     backbone_opts.setdefault("max_queued_requests", 1024)  # beyond this: 503, never a silent drop
     # The ingress logs every request; the backbone's own line per internal call would only repeat it, at a cost in
@@ -519,7 +547,8 @@ def build_app(args: dict[str, Any]) -> Any:
         own = {k: e for k, e in entries.items() if e.backbone == key}
         name = "SKRBackbone" if n == 0 else f"SKRBackbone{n}"
         backbones[key] = SKRBackbone.options(name=name, **backbone_opts).bind(own, base, args)
-    return Api.options(**ingress_opts).bind(backbones, entries, args, dict(bases))
+    index = SKRIndex.options(ray_actor_options={"num_cpus": index_cpus}).bind(indexes) if indexes else None
+    return Api.options(**ingress_opts).bind(backbones, entries, args, dict(bases), index)
 
 
 def _share(total: int, replicas: int) -> int:
@@ -563,7 +592,12 @@ def _default_backbone_cpus(backbone_replicas: int, ingress_cpus: float) -> float
     return max(min(1.0, math.floor(share * 100) / 100), 0.01)
 
 
-def _check_cpus(backbone_opts: dict[str, Any], ingress_opts: dict[str, Any], n_backbones: int) -> None:
+INDEX_CPUS = 0.1
+"""The SKRIndex deployment's CPU reservation (a search is a short call; faiss threads use what is free)."""
+
+
+def _check_cpus(backbone_opts: dict[str, Any], ingress_opts: dict[str, Any], n_backbones: int,
+                other: float = 0.0) -> None:
     """A clear error now instead of a Serve app that waits forever for CPUs the cluster does not have (an
     autoscaling cluster may add them: only a cluster without autoscaling options is checked)."""
     total = _cluster_cpus()
@@ -571,11 +605,11 @@ def _check_cpus(backbone_opts: dict[str, Any], ingress_opts: dict[str, Any], n_b
         return
     backbone = float(backbone_opts["ray_actor_options"].get("num_cpus", 1)) * _max_replicas(backbone_opts)
     ingress = float(ingress_opts["ray_actor_options"].get("num_cpus", 0)) * _max_replicas(ingress_opts)
-    need = backbone * max(n_backbones, 1) + ingress
+    need = backbone * max(n_backbones, 1) + ingress + other
     if need > total + 1e-9:
         raise ValueError(f"the Serve app needs {need:g} CPUs ({n_backbones} backbone deployment(s) x {backbone:g} + "
-                         f"ingress {ingress:g}) and the cluster has {total:g}: lower backbone.ray_actor_options."
-                         f"num_cpus or the replicas, or add nodes")
+                         f"ingress {ingress:g}" + (f" + index {other:g}" if other else "") + f") and the cluster has "
+                         f"{total:g}: lower backbone.ray_actor_options.num_cpus or the replicas, or add nodes")
 
 
 def _default_gpus() -> float:

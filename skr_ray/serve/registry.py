@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skr_ray.artifacts import SUCCESS
 from skr_ray.config import ModelConfig, load_config
-from skr_ray.models.checkpoint import ADAPTER, HEAD_CONFIG, RUN_CONFIG, head_layers
+from skr_ray.models.checkpoint import HEAD_CONFIG, RUN_CONFIG, find_checkpoint, head_layers
 from skr_ray.models.vision import is_vision_model
 
 
@@ -34,18 +35,21 @@ class ModelEntry:
     """Which backbone deployment serves it (one per base model)."""
     vision: bool = False
     """Its base model reads images (a vision-language model)."""
+    index: str = ""
+    """IR: the folder of the corpus index ``skr index`` built for it (served from a run folder that has one);
+    ``POST /v1/search`` searches it."""
 
     def describe(self) -> dict[str, Any]:
         # no server path: a client learns what the model does, not where it lives
         return {"id": self.id, "object": "model", "owned_by": "skr_ray", "task": self.task,
-                "objective": self.objective, "input": "image" if self.vision else "text"}
+                "objective": self.objective, "input": "image" if self.vision else "text", "search": bool(self.index)}
 
 
 def _resolve_checkpoint(path: Path) -> Path:
-    for candidate in (path, path / "train" / "checkpoint"):
-        if (candidate / ADAPTER).is_dir() and (candidate / HEAD_CONFIG).is_file():
-            return candidate
-    raise RegistryError(f"{path} is neither an SKR checkpoint (adapter/ + head.json) nor a run folder holding one")
+    try:
+        return find_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[str, ModelConfig]]:
@@ -59,7 +63,9 @@ def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[
     bases: dict[str, ModelConfig] = {}
     keys: dict[tuple, str] = {}
     for model_id, raw in models.items():
-        ckpt = _resolve_checkpoint(Path(raw).expanduser().resolve())
+        folder = Path(raw).expanduser().resolve()
+        ckpt = _resolve_checkpoint(folder)
+        index = folder / "index"  # a run folder whose index stage finished (artifacts.Artifacts.index_dir)
         info = json.loads((ckpt / HEAD_CONFIG).read_text())
         cfg = load_config(ckpt / RUN_CONFIG)
         # A head that reads an inner layer runs a cut decoder: a backbone of its own (ad.head_layer).
@@ -71,5 +77,6 @@ def build_registry(models: dict[str, str]) -> tuple[dict[str, ModelEntry], dict[
             id=model_id, checkpoint=str(ckpt), task=info["task"], objective=info.get("objective", "head"),
             head_info=info, max_length=cfg.evaluate.max_length, backbone=keys[identity],
             vision=is_vision_model(Path(cfg.model.name_or_path).expanduser()),
+            index=str(index) if ckpt != folder and (index / SUCCESS).is_file() else "",
         )
     return entries, bases

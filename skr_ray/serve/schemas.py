@@ -32,3 +32,12 @@ class DetectRequest(BaseModel):
     """base64-encoded page image (PNG/JPEG; a ``data:image/...;base64,`` prefix is accepted)."""
     query: str | None = None
     """What to find; default: the figure or table with its caption and source line."""
+
+
+class SearchRequest(BaseModel):
+    model: str
+    """An IR model served with its index (a run folder where ``skr index`` has run)."""
+    query: str
+    top_k: int = Field(default=10, ge=1, le=1000)
+    ids: list[str] | None = None
+    """Search only among these corpus ids."""

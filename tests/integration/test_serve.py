@@ -29,7 +29,9 @@ def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpts")
     return {
         "ir-a": make_checkpoint(tiny_model_dir, root / "ir-a", "ir", seed=1),
-        "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b", "ir", seed=2, pooling="mean"),  # served as trained
+        # a run folder's checkpoint (its run folder is served, with the corpus index `skr index` builds there)
+        "ir-b": make_checkpoint(tiny_model_dir, root / "ir-b" / "train" / "checkpoint", "ir", seed=2,
+                                pooling="mean"),  # served as trained
         "ad-a": make_checkpoint(tiny_model_dir, root / "ad-a", "ad", seed=3, threshold=0.4),
         "od-a": make_checkpoint(tiny_vlm_dir, root / "od-a", "od", seed=4),  # another base model: 2nd backbone
         "ad-img": make_checkpoint(tiny_vlm_dir, root / "ad-img", "ad", seed=5, prompt=IMAGE_PROMPT_VERSION),
@@ -37,8 +39,55 @@ def checkpoints(tiny_model_dir, tiny_vlm_dir, tmp_path_factory):
     }
 
 
+CORPUS = [{"_id": f"d{i}", "text": f"Passage {i}: revenue of segment {i % 5} grew by {3 * i} percent in {2000 + i}."}
+          for i in range(40)]
+
+
 @pytest.fixture(scope="module")
-def server(ray_local, checkpoints, tmp_path_factory):
+def indexed_run(ray_local, checkpoints, tmp_path_factory):
+    """ir-b's run folder after the real ``index`` stage over a small corpus (Ray Data actors, faiss)."""
+    import json
+
+    from skr_ray.config import load_config
+    from skr_ray.tasks.ir.index import run_index
+
+    run = checkpoints["ir-b"].parent.parent
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    cfg = load_config(None, [f"output_dir={run}", f"index.corpus={corpus}", "evaluate.batch_size=8",
+                             "index.shard_rows=8"])
+    return run, cfg, run_index(cfg)
+
+
+def test_index_resumes_by_shard(indexed_run):
+    """A killed index run: the shards on disk are kept, a shard cut off mid-write is removed, and only the rows
+    that are missing are encoded again; the index holds every row once. (Before the server starts: its
+    replicas hold CPUs an encoder actor needs on the 2-CPU test cluster.)"""
+    import shutil
+
+    from skr_ray.tasks.ir.index import run_index
+
+    run, cfg, _ = indexed_run
+    copy = run.parent / "ir-b-resumed"
+    shutil.copytree(run, copy)
+    shards = sorted((copy / "index" / "vectors").glob("*.parquet"))
+    assert len(shards) >= 2
+    import pyarrow.parquet as pq
+
+    lost = pq.read_metadata(shards[0]).num_rows
+    shards[0].write_bytes(shards[0].read_bytes()[:50])  # cut off mid-write
+    (copy / "index" / "_SUCCESS").unlink()
+    from skr_ray.config import load_config
+
+    resumed = run_index(load_config(None, [f"output_dir={copy}", f"index.corpus={cfg.index.corpus}",
+                                           f"index.checkpoint={run / 'train' / 'checkpoint'}", "evaluate.batch_size=8",
+                                           "index.shard_rows=8"]))
+    assert resumed["removed_shards"] == 1 and resumed["encoded_this_run"] == lost
+    assert resumed["resumed_rows"] == len(CORPUS) - lost and resumed["vectors"] == len(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, checkpoints, indexed_run, tmp_path_factory):
     from ray import serve
 
     from skr_ray.serve.app import build_app
@@ -52,7 +101,7 @@ def server(ray_local, checkpoints, tmp_path_factory):
         "max_request_bytes": MAX_REQUEST_BYTES,
         "max_input_chars": 2000,
         "max_image_pixels": 5_000_000,
-        "models": {k: str(v) for k, v in checkpoints.items()},
+        "models": {k: str(indexed_run[0] if k == "ir-b" else v) for k, v in checkpoints.items()},
         "max_adapters": 2,  # three models, room for two: exercises the LRU
         "max_input_tokens": 64,
         "max_batch_size": 8,
@@ -83,6 +132,7 @@ def test_health_and_models(server):
     assert {m["id"]: (m["task"], m["input"]) for m in models["data"]} == {
         "ir-a": ("ir", "text"), "ir-b": ("ir", "text"), "ad-a": ("ad", "text"), "ad-img": ("ad", "image"),
         "od-a": ("od", "image"), "ad-sft": ("ad", "text")}
+    assert [m["id"] for m in models["data"] if m["search"]] == ["ir-b"]  # the one served with its corpus index
     # no server path is disclosed
     assert all("/" not in str(v) for m in models["data"] for v in m.values()), models
 
@@ -412,3 +462,27 @@ def test_replica_is_healthy_after_the_fuzz_run(server):
     assert health["status"] == "ok"
     r = HTTP.post(f"{server}/v1/embeddings", json={"model": "ir-a", "input": "revenue rose"}, timeout=60)
     assert r.status_code == 200
+
+
+def test_index_stage_and_search_over_http(server, indexed_run):
+    """`skr index` encoded the corpus with ir-b on Ray Data actors into shards and an exact faiss index;
+    POST /v1/search embeds the query with the same model and answers the nearest passages: a passage's own text
+    finds itself first at cosine 1, the id filter holds, and the errors are clear."""
+    run, _, summary = indexed_run
+    assert summary["vectors"] == len(CORPUS) and summary["kind"] == "exact" and summary["encoded_this_run"] == 40
+    assert list((run / "index" / "vectors").glob("*.parquet")) and (run / "index" / "index.faiss").is_file()
+    r = HTTP.post(f"{server}/v1/search", json={"model": "ir-b", "query": CORPUS[7]["text"], "top_k": 3}, timeout=60)
+    assert r.status_code == 200, r.text
+    hits = r.json()["data"]
+    assert len(hits) == 3 and hits[0]["id"] == "d7" and hits[0]["text"] == CORPUS[7]["text"]
+    assert hits[0]["score"] == pytest.approx(1.0, abs=2e-3) and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    only = HTTP.post(f"{server}/v1/search", json={"model": "ir-b", "query": CORPUS[7]["text"], "top_k": 5,
+                                                    "ids": ["d1", "d2"]}, timeout=60).json()["data"]
+    assert sorted(h["id"] for h in only) == ["d1", "d2"]
+    no_index = HTTP.post(f"{server}/v1/search", json={"model": "ir-a", "query": "revenue"}, timeout=60)
+    assert no_index.status_code == 400 and no_index.json()["error"]["code"] == "no_index"
+    wrong = HTTP.post(f"{server}/v1/search", json={"model": "ad-a", "query": "revenue"}, timeout=60)
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "wrong_task"
+    bad_k = HTTP.post(f"{server}/v1/search", json={"model": "ir-b", "query": "x", "top_k": 0}, timeout=60)
+    assert bad_k.status_code == 400 and bad_k.json()["error"]["code"] == "invalid_body" and "top_k" in bad_k.text
+    assert requests.post(f"{server}/v1/search", json={"model": "ir-b", "query": "x"}, timeout=60).status_code == 401

@@ -2,7 +2,8 @@
 
 The task's roles, as in every task folder: ``annotate`` (self-annotation stage), ``training`` (the shared loop's
 hooks), ``evaluate`` (the evaluation stage), ``head``, ``loss``, ``prompts`` (with ``labels``, their parsing) and
-``probe`` (the head-only baseline); ``pairs``, ``mining``, ``fusion`` and ``vllm_engine`` are IR's own.
+``probe`` (the head-only baseline); ``pairs``, ``mining``, ``fusion``, ``index`` (``skr index``, searched by ``/v1/search``) and
+``vllm_engine`` are IR's own.
 """
 
 from skr_ray.registry import Task, register_task
@@ -19,6 +20,7 @@ TASK = register_task(
             "annotate": "skr_ray.tasks.ir.annotate:run_annotation",
             "train": "skr_ray.train.trainer:run_training_stage",
             "evaluate": "skr_ray.tasks.ir.evaluate:run_ir_evaluation",
+            "index": "skr_ray.tasks.ir.index:run_index",
         },
     )
 )

@@ -1,0 +1,269 @@
+"""``skr index``: a corpus encoded with a trained IR checkpoint, searchable.
+
+The corpus streams through Ray Data: read in blocks, embedded by an actor pool of encoders (the evaluation's
+TextEncoder: same weights, prompt and pooling as the checkpoint was evaluated with), written as parquet shards
+of (id, text, vector) under ``index/vectors/`` as the blocks come. A killed run resumes by shard: the ids of the
+shards on disk are skipped, and a shard that cannot be read (cut off mid-write) is removed and its rows encoded
+again. Then a faiss index is built over the vectors (inner product: SKR vectors are L2-normalized): exact up to
+``index.exact_max`` vectors, above it an IVF index whose probes are raised until its recall@10 against exact
+search on a sample of the corpus reaches ``index.min_recall``; the recall is written to ``summary.json``.
+``skr serve`` answers ``POST /v1/search`` from it (:class:`VectorIndex`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skr_ray.artifacts import Artifacts, StageInputError, write_json
+from skr_ray.config import SKRConfig
+from skr_ray.evaluate.encode import EncoderSpec, TextEncoder
+from skr_ray.schema import DOC_ID, TEXT
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+"""(id, text) of every vector, in the index's order: a search answers positions, this names them."""
+SUMMARY = "summary.json"
+VECTORS = "vectors"
+
+
+class IndexEncoder(TextEncoder):
+    """TextEncoder over corpus rows (doc_id, text) that keeps each row's text and writes its vector as a
+    fixed-size list (plain parquet any reader can take)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # type: ignore[override]
+        import pyarrow as pa
+
+        texts = batch[TEXT]
+        out = super().__call__({"id": batch[DOC_ID], "text": texts})
+        emb = np.ascontiguousarray(out["embedding"], dtype=np.float32)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+        return pa.table({"id": pa.array([str(i) for i in out["id"]]), "text": pa.array([str(t) for t in texts]),
+                         "vector": vectors})
+
+
+def resolve_checkpoint(cfg: SKRConfig) -> Path:
+    from skr_ray.models.checkpoint import find_checkpoint
+
+    raw = Path(cfg.index.checkpoint).expanduser() if cfg.index.checkpoint else Artifacts(cfg.output_dir).checkpoint_dir
+    try:
+        return find_checkpoint(raw.resolve())
+    except FileNotFoundError as exc:
+        raise StageInputError(f"index.checkpoint: {exc} (train first, or point index.checkpoint at one)") from None
+
+
+def finished_shards(folder: Path) -> tuple[list[str], int]:
+    """Ids already in readable shards under ``folder``, and how many unreadable shards were removed (a run
+    killed mid-write leaves at most the shards it was writing)."""
+    import pyarrow.parquet as pq
+
+    done: list[str] = []
+    removed = 0
+    for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        try:
+            done.extend(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+        except Exception as exc:  # a shard cut off mid-write: its rows are encoded again
+            log.warning("index: removing unreadable shard %s (%s); its rows will be encoded again", shard.name, exc)
+            shard.unlink()
+            removed += 1
+    return done, removed
+
+
+def run_index(cfg: SKRConfig) -> dict[str, Any]:
+    """The ``index`` stage (resumable; skipped when finished): encode, then build and check the faiss index."""
+    import ray
+
+    from skr_ray.config import load_config
+    from skr_ray.corpus import drop_done, read_corpus
+    from skr_ray.models.checkpoint import HEAD_CONFIG, RUN_CONFIG
+    from skr_ray.ray_utils import actor_pool, ensure_ray, replica_pool
+
+    art = Artifacts(cfg.output_dir)
+    finished = art.finished("index")
+    if finished is not None:
+        log.info("index: finished already (%s); skipped", art.index_dir)
+        return finished
+    if cfg.task != "ir":
+        raise StageInputError(f"skr index searches IR embeddings; task is {cfg.task!r}")
+    if cfg.data.modality == "image":
+        raise StageInputError("skr index: image corpora are not indexed yet (text and PDF corpora are)")
+    corpus = cfg.index.corpus or cfg.data.unlabeled
+    if not corpus:
+        raise StageInputError("skr index needs a corpus: set index.corpus or data.unlabeled")
+    ckpt = resolve_checkpoint(cfg)
+    head_info = json.loads((ckpt / HEAD_CONFIG).read_text())
+    if head_info.get("task") != "ir":
+        raise StageInputError(f"{ckpt} is {head_info.get('task')!r} checkpoint; skr index needs an IR one")
+    trained = load_config(ckpt / RUN_CONFIG)  # the model and length the checkpoint was evaluated with
+    enc_cfg = trained.to_dict()
+    enc_cfg["evaluate"].update(batch_size=cfg.evaluate.batch_size, num_actors=cfg.evaluate.num_actors)
+    spec = EncoderSpec("skr", checkpoint=str(ckpt), prompt=head_info.get("prompt", "plain"),
+                       pooling=head_info.get("pooling", "last_token"))
+
+    ensure_ray(cfg.ray)
+    vectors_dir = art.index_dir / VECTORS
+    vectors_dir.mkdir(parents=True, exist_ok=True)
+    Artifacts.write_config(art.index_dir, cfg)
+    start = time.perf_counter()
+    done, removed = finished_shards(vectors_dir)
+    ds, rows = read_corpus(corpus, cfg.data.max_chars, cfg.data.max_docs)
+    if done:
+        log.info("index: resuming: %d of %d rows already in %s", len(done), rows, vectors_dir)
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done})
+    todo = rows - len(set(done))
+    if todo > 0:
+        gpus = 1 if _has_gpu() else 0
+        actors = replica_pool(cfg.evaluate.num_actors, 1, gpus, trained.model)
+        if not gpus:  # the corpus streams in while the encoders run: a CPU stays free for the read and write tasks
+            actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 2)) - 1))
+        ds = ds.select_columns([DOC_ID, TEXT]).map_batches(
+            IndexEncoder,
+            fn_constructor_kwargs={"cfg_dict": enc_cfg, "spec": {"name": spec.name, "checkpoint": spec.checkpoint,
+                                                                  "prompt": spec.prompt, "pooling": spec.pooling},
+                                   "replicas": actors, "prefix_cache_dir": None},
+            batch_size=cfg.evaluate.batch_size, compute=actor_pool(actors), num_cpus=1, num_gpus=gpus,
+            batch_format="numpy",
+        )
+        ds.write_parquet(str(vectors_dir), max_rows_per_file=cfg.index.shard_rows)
+    encode_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    table = _read_shards(vectors_dir)
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"{vectors_dir}: {len(ids) - len(set(ids))} ids stored twice; remove the folder and "
+                           "index again")
+    vectors = _as_matrix(table.column("vector"))
+    index, info = build_index(vectors, cfg.index.exact_max, cfg.index.min_recall, cfg.index.recall_sample,
+                              cfg.index.nlist, cfg.seed)
+    import faiss
+    import pyarrow.parquet as pq
+
+    faiss.write_index(index, str(art.index_dir / (INDEX_FILE + ".tmp")))
+    (art.index_dir / (INDEX_FILE + ".tmp")).replace(art.index_dir / INDEX_FILE)
+    pq.write_table(table.select(["id", "text"]), art.index_dir / IDS_FILE)
+    summary = {"vectors": len(ids), "dim": int(vectors.shape[1]), "checkpoint": str(ckpt), "corpus": corpus,
+               **info, "encoded_this_run": todo, "resumed_rows": len(set(done)), "removed_shards": removed,
+               "encode_s": round(encode_s, 1), "build_s": round(time.perf_counter() - start, 1)}
+    write_json(art.index_dir / SUMMARY, summary)
+    Artifacts.mark_done(art.index_dir, summary)
+    log.info("index: %d vectors (%s, recall@10 %.3f) in %s", len(ids), info["kind"], info["recall_at_10"],
+             art.index_dir)
+    return summary
+
+
+def _read_shards(folder: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = sorted(folder.glob("*.parquet"))
+    if not shards:
+        raise StageInputError(f"{folder}: no vectors were written (an empty corpus?)")
+    return pa.concat_tables([pq.read_table(s, columns=["id", "text", "vector"]) for s in shards])
+
+
+def _as_matrix(column: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = arr.type.list_size
+    return np.ascontiguousarray(arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim), dtype=np.float32)
+
+
+def build_index(vectors: np.ndarray, exact_max: int, min_recall: float, sample: int, nlist: int = 0,
+                seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """A faiss inner-product index over ``vectors`` and what was measured of it: exact (IndexFlatIP) up to
+    ``exact_max`` vectors; above, IVF with ``nlist`` lists (0: 4 x sqrt(n)) and the fewest probes (doubling)
+    whose recall@10 against exact search, for ``sample`` corpus vectors as queries, reaches ``min_recall``."""
+    import faiss
+
+    n, dim = vectors.shape
+    if n <= exact_max:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        return index, {"kind": "exact", "recall_at_10": 1.0}
+    rng = np.random.default_rng(seed)
+    lists = nlist or max(1, int(4 * math.sqrt(n)))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    train = vectors[rng.choice(n, size=min(n, 64 * lists), replace=False)]
+    index.train(train)
+    index.add(vectors)
+    queries = vectors[rng.choice(n, size=min(n, sample), replace=False)]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(vectors)
+    k = min(10, n)
+    _, truth = exact.search(queries, k)
+    nprobe, recall = 1, 0.0
+    while True:
+        index.nprobe = nprobe
+        _, got = index.search(queries, k)
+        recall = float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got, truth)]))
+        if recall >= min_recall or nprobe >= lists:
+            break
+        nprobe = min(2 * nprobe, lists)
+    return index, {"kind": "ivf", "nlist": lists, "nprobe": nprobe, "recall_at_10": round(recall, 4),
+                   "recall_sample": len(queries)}
+
+
+class VectorIndex:
+    """A built index, loaded for search: ``search(vectors, top_k, ids)`` answers, per query vector, the best
+    ``top_k`` (id, score, text), optionally among ``ids`` only."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import faiss
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        self.summary = json.loads((folder / SUMMARY).read_text())
+        self.index = faiss.read_index(str(folder / INDEX_FILE))
+        if self.summary.get("kind") == "ivf":
+            self.index.nprobe = int(self.summary["nprobe"])
+        table = pq.read_table(folder / IDS_FILE)
+        self.ids = table.column("id").to_pylist()
+        self.texts = table.column("text")
+        self._position: dict[str, int] | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def positions(self, ids: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Index positions of ``ids`` and the ids it does not hold."""
+        if self._position is None:
+            self._position = {i: n for n, i in enumerate(self.ids)}
+        found = [self._position.get(i) for i in ids]
+        return (np.asarray([p for p in found if p is not None], dtype=np.int64),
+                [i for i, p in zip(ids, found) if p is None])
+
+    def search(self, vectors: np.ndarray, top_k: int, ids: list[str] | None = None) -> list[list[dict[str, Any]]]:
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        params = None
+        k = min(top_k, len(self.ids))
+        if ids is not None:
+            positions, _ = self.positions(ids)
+            k = min(k, len(positions))
+            if k == 0:
+                return [[] for _ in vectors]
+            selector = faiss.IDSelectorBatch(positions)
+            params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+                      if self.summary.get("kind") == "ivf" else faiss.SearchParameters(sel=selector))
+        scores, found = self.index.search(vectors, k, params=params)
+        return [[{"id": self.ids[p], "score": float(s), "text": self.texts[int(p)].as_py()}
+                 for s, p in zip(row_s, row_p) if p >= 0] for row_s, row_p in zip(scores, found)]
+
+
+def _has_gpu() -> bool:
+    from skr_ray.ray_utils import cluster_gpus
+
+    return cluster_gpus() > 0
