@@ -123,16 +123,22 @@ def test_image_ad_from_the_same_questions(ir_run, image_sets, tiny_vlm_dir, tmp_
 
 
 def test_image_ir_is_served_on_embeddings(ir_run, image_sets):
-    """/v1/embeddings with images embeds documents, with input embeds questions: both as in evaluation."""
+    """/v1/embeddings with images embeds documents, with input embeds questions: both as in evaluation. The
+    run's page images indexed by `skr index` are searched by a text question on /v1/search."""
     import base64
 
     import requests
 
+    from skr_ray.tasks.ir.index import run_index
     from tests.tiny import serve_locally
 
-    _, _, art = ir_run
+    cfg, _, art = ir_run
     pages, beir = image_sets
+    summary = run_index(cfg)  # data.unlabeled: the 6 page images
+    assert summary["vectors"] == 6 and summary["dim"] == 32
     with serve_locally({"charts": str(art.root)}, "skr-img-ir") as base:
+        found = requests.post(f"{base}/v1/search", json={"model": "charts", "query": "what does the table show",
+                                                         "top_k": 6}, timeout=120)
         url = f"{base}/v1/embeddings"
         images = [base64.b64encode((beir / "images" / f"page-0{i}.png").read_bytes()).decode() for i in (1, 2)]
         r = requests.post(url, json={"model": "charts", "image": images}, timeout=180)
@@ -146,5 +152,12 @@ def test_image_ir_is_served_on_embeddings(ir_run, image_sets):
     want = cached["embedding"][[ids.index("d:page-01"), ids.index("d:page-02")]]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert len(text["data"][0]["embedding"]) == 32
+    hits = found.json()["data"]  # every page, ranked by cosine with the question as evaluation encodes them
+    query = np.asarray(text["data"][0]["embedding"])
+    pages_emb = {i[2:]: e for i, e in zip(ids, cached["embedding"]) if i.startswith("d:")}
+    assert sorted(h["id"] for h in hits) == sorted(pages_emb) and all(h["text"].endswith(".png") for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    for h in hits:
+        assert h["score"] == pytest.approx(float(pages_emb[h["id"]] @ query), abs=1e-3), h["id"]
     assert both.status_code == 400 and both.json()["error"]["code"] == "wrong_input"
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "undecodable_image"

@@ -1,4 +1,5 @@
-"""``skr index``: a corpus encoded with a trained IR checkpoint, searchable.
+"""``skr index``: a corpus encoded with a trained IR checkpoint, searchable (text, PDF pages, or page images
+with ``data.modality=image``).
 
 The corpus streams through Ray Data: read in blocks, embedded by an actor pool of encoders (the evaluation's
 TextEncoder: same weights, prompt and pooling as the checkpoint was evaluated with), written as parquet shards
@@ -37,13 +38,18 @@ VECTORS = "vectors"
 
 class IndexEncoder(TextEncoder):
     """TextEncoder over corpus rows (doc_id, text) that keeps each row's text and writes its vector as a
-    fixed-size list (plain parquet any reader can take)."""
+    fixed-size list (plain parquet any reader can take). With ``images`` every row is an image document whose
+    text names the page (``path`` or ``path#page=N``)."""
+
+    def __init__(self, *args: Any, images: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.images = images
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # type: ignore[override]
         import pyarrow as pa
 
         texts = batch[TEXT]
-        out = super().__call__({"id": batch[DOC_ID], "text": texts})
+        out = super().__call__({"id": batch[DOC_ID], "text": texts, "image": np.full(len(texts), self.images)})
         emb = np.ascontiguousarray(out["embedding"], dtype=np.float32)
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
         return pa.table({"id": pa.array([str(i) for i in out["id"]]), "text": pa.array([str(t) for t in texts]),
@@ -80,6 +86,7 @@ def finished_shards(folder: Path) -> tuple[list[str], int]:
 def run_index(cfg: SKRConfig) -> dict[str, Any]:
     """The ``index`` stage (resumable; skipped when finished): encode, then build and check the faiss index."""
     import ray
+    import ray.data
 
     from skr_ray.config import load_config
     from skr_ray.corpus import drop_done, read_corpus
@@ -93,8 +100,6 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
         return finished
     if cfg.task != "ir":
         raise StageInputError(f"skr index searches IR embeddings; task is {cfg.task!r}")
-    if cfg.data.modality == "image":
-        raise StageInputError("skr index: image corpora are not indexed yet (text and PDF corpora are)")
     corpus = cfg.index.corpus or cfg.data.unlabeled
     if not corpus:
         raise StageInputError("skr index needs a corpus: set index.corpus or data.unlabeled")
@@ -114,7 +119,18 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
     Artifacts.write_config(art.index_dir, cfg)
     start = time.perf_counter()
     done, removed = finished_shards(vectors_dir)
-    ds, rows = read_corpus(corpus, cfg.data.max_chars, cfg.data.max_docs)
+    images = cfg.data.modality == "image"
+    if images:  # page images (a folder of images or PDFs, or a corpus.jsonl of {"_id", "image"} rows)
+        from skr_ray.models.backbone import require_vision_model
+        from skr_ray.pages import list_pages, ref_to_text
+
+        require_vision_model(trained.model, "skr index over image documents")
+        pages, problems = list_pages(corpus, cfg.data.max_docs)
+        for problem in problems:
+            log.warning("index: %s", problem)
+        ds, rows = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
+    else:
+        ds, rows = read_corpus(corpus, cfg.data.max_chars, cfg.data.max_docs)
     if done:
         log.info("index: resuming: %d of %d rows already in %s", len(done), rows, vectors_dir)
         ds = ds.map_batches(drop_done, fn_kwargs={"done": done})
@@ -128,7 +144,7 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
             IndexEncoder,
             fn_constructor_kwargs={"cfg_dict": enc_cfg, "spec": {"name": spec.name, "checkpoint": spec.checkpoint,
                                                                   "prompt": spec.prompt, "pooling": spec.pooling},
-                                   "replicas": actors, "prefix_cache_dir": None},
+                                   "replicas": actors, "prefix_cache_dir": None, "images": images},
             batch_size=cfg.evaluate.batch_size, compute=actor_pool(actors), num_cpus=1, num_gpus=gpus,
             batch_format="numpy",
         )
