@@ -139,3 +139,64 @@ def test_every_family_writes_labels_with_its_own_model(family, tmp_path):
     assert set(table["model_id"].to_pylist()) == {model_id(cfg.model)}
     raw = dict(zip(table[DOC_ID].to_pylist(), table["raw_output"].to_pylist()))
     assert raw["a"] and raw["b"] and raw["c"] == ""  # the model generated for both texts, nothing for the empty one
+
+
+def test_vllm_path_streams_the_corpus_through_one_pipeline_and_resumes(tiny_model_dir, tmp_path, ray_local,
+                                                                      monkeypatch):
+    """The whole vLLM path on Ray Data, with a scripted engine where vLLM would run (it needs CUDA): each request
+    becomes one label row; a too-long and an empty row are counted without their prompt reaching the engine; a
+    resume asks only for the missing (document, label index) pairs; the driver never gathers the corpus."""
+    import json
+    import uuid
+
+    import ray.data
+    import ray.data.llm
+
+    from skr_ray.annotate.labelstore import read_labels
+    from skr_ray.tasks.ir.annotate import run_annotation
+    from skr_ray.tasks.ir.vllm_engine import SKIPPED_PROMPT
+
+    engine_log = tmp_path / "engine"
+    engine_log.mkdir()
+
+    def build_processor(config, preprocess, postprocess):
+        def generate(batch):
+            prompts = [str(p) for p in batch["prompt"]]
+            (engine_log / uuid.uuid4().hex).write_text(json.dumps(prompts))
+            batch["generated_text"] = np.asarray(
+                ["" if p == SKIPPED_PROMPT else f"What did the company report in {d} for part {k}?"
+                 for p, d, k in zip(prompts, batch[DOC_ID], batch["label_index"])], dtype=object)
+            return batch
+
+        return lambda ds: ds.map(preprocess).map_batches(generate).map(postprocess)
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(ray.data.llm, "build_processor", build_processor)
+    monkeypatch.setattr(ray.data.llm, "vLLMEngineProcessorConfig", lambda **kw: kw)
+    for gather in ("take_all", "materialize", "to_pandas", "take", "to_arrow_refs"):  # nothing comes to the driver
+        monkeypatch.setattr(ray.data.Dataset, gather, lambda *a, **k: pytest.fail("the driver gathered rows"))
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [("a", "Revenue rose 12% in 2019 to $4.1 billion."), ("b", "Net income fell in 2018 after a charge."),
+            ("c", LONG), ("d", "Cash from operations was $900 million."), ("e", "Debt was repaid in 2020.")]
+    corpus.write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in rows))
+    over = [f"data.unlabeled={corpus}", "data.max_chars=100000", "annotate.engine=vllm", *LOOSE_FILTERS]
+    first = run_annotation(_cfg(tiny_model_dir, tmp_path, *over, "data.max_docs=3"))
+    assert first["documents_labelled"] == 3 and first["label_rows"] == 6
+    sent = [p for f in engine_log.iterdir() for p in json.loads(f.read_text())]
+    assert len(sent) == 6 and sent.count(SKIPPED_PROMPT) == 2 and max(len(p) for p in sent) < len(LONG)
+
+    for f in engine_log.iterdir():
+        f.unlink()
+    (tmp_path / "annotate" / "_SUCCESS").unlink(missing_ok=True)
+    second = run_annotation(_cfg(tiny_model_dir, tmp_path, *over))
+    assert second["resumed_from_documents"] == 3 and second["labelled_this_run"] == 2
+    sent = [p for f in engine_log.iterdir() for p in json.loads(f.read_text())]
+    assert len(sent) == 4 and SKIPPED_PROMPT not in sent  # only d and e, two kinds each
+    table = read_labels(tmp_path / "annotate" / "labels").to_pylist()
+    assert sorted((r[DOC_ID], r["label_index"]) for r in table) == [(d, k) for d in "abcde" for k in (0, 1)]
+    status = {(r[DOC_ID], r["label_index"]): r["status"] for r in table}
+    assert status[("c", 0)] == status[("c", 1)] == "too_long" and status[("a", 0)] == "ok"
+    assert all('"engine": "vllm"' in r["generation"] for r in table)

@@ -308,8 +308,8 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         Artifacts.write_config(art.annotate_dir, cfg)
         done = set(zip(existing[DOC_ID].to_pylist(), existing["label_index"].to_pylist()))
         art.labels_dir.mkdir(parents=True, exist_ok=True)
-        _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
-        done_ids = sorted({d for d, _ in done})
+        if len(done_ids) < total or len(done) < total * a.questions_per_doc * len(a.label_kinds):
+            _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
         return _finish(cfg, art, total, done_ids, start, unreadable)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)

@@ -3,8 +3,11 @@
 Same label schema, provenance and resume as the HF ``generate`` path (``skr_ray.tasks.ir.annotate``); only the
 engine differs. One request per (document, label index): the prompt is rendered here with the model's own chat
 template, so it is byte-for-byte the HF path's prompt. Users of ``ray.data.llm`` report that one prompt longer
-than the model's context kills the whole job: here such a row is counted with status ``too_long`` and never
-reaches the engine, and an engine error on a row is that row's status ``error`` (``should_continue_on_error``).
+than the model's context kills the whole job: here such a row is counted with status ``too_long`` and its prompt
+never reaches the engine, and an engine error on a row is that row's status ``error`` (``should_continue_on_error``).
+
+The corpus streams through in blocks (requests, prompts, engine, label files): nothing is gathered in the driver,
+so the driver's memory does not grow with the corpus.
 
 Resume is per (document, label index): a killed run redoes only the requests whose label rows are missing.
 Needs the ``vllm`` extra (``pip install skr_ray[vllm]``), which installs only where CUDA is.
@@ -27,6 +30,10 @@ from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 log = logging.getLogger(__name__)
 
 ERROR_COLUMN = "__inference_error__"
+REQUEST_COLUMNS = (DOC_ID, TEXT, "label_index", "kind", "sampled", "prompt", "prompt_tokens", "too_long", "empty")
+SKIPPED_PROMPT = "."
+"""What the engine gets for a row counted ``too_long`` or ``empty_input`` (one token asked, its answer never read):
+the rows stream through one processor instead of being split off, which would need the requests twice."""
 
 
 def context_length(model_dir: Path) -> int:
@@ -53,7 +60,7 @@ class PromptBuilder:
     """Ray Data UDF: the chat prompt of each request, cut as the HF path cuts it, and its token count;
     rows whose prompt plus the generation budget exceed the context get status ``too_long``."""
 
-    def __init__(self, cfg_dict: dict[str, Any], model_dir: str) -> None:
+    def __init__(self, cfg_dict: dict[str, Any], model_dir: str, done: Any = ()) -> None:
         from skr_ray.annotate.generation import GenerationEngine
         from skr_ray.models.backbone import load_tokenizer
 
@@ -62,10 +69,23 @@ class PromptBuilder:
         tokenizer = load_tokenizer(model_dir)
         self.engine = GenerationEngine(None, tokenizer, a.max_input_tokens, a.max_new_tokens)
         self.limit = (a.max_model_len or context_length(Path(model_dir))) - a.max_new_tokens
+        if done and not isinstance(done, (list, tuple, set)):  # an ObjectRef: a resume's list, put once
+            import ray
+
+            done = ray.get(done)
+        self.done = {(str(d), int(k)) for d, k in done}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Corpus rows (doc_id, text) or request rows: the prompt of each request not yet labelled."""
         from skr_ray.tasks.ir.prompts import build_kind_messages, fewshot_prompt
 
+        if "label_index" not in batch:  # a block of corpus rows: its requests, streamed
+            a = self.cfg.annotate
+            todo = requests([str(x) for x in batch[DOC_ID]], ["" if t is None else str(t) for t in batch[TEXT]],
+                            list(a.label_kinds), a.questions_per_doc, self.done)
+            if not todo:
+                return {name: np.asarray([], dtype=object) for name in REQUEST_COLUMNS}
+            batch = {name: np.asarray([r[name] for r in todo], dtype=object) for name in todo[0]}
         texts = [self.engine.truncate("" if t is None else str(t)) for t in batch[TEXT]]
         if self.cfg.annotate.prompt_style == "fewshot":
             prompts = [fewshot_prompt(t, str(k)) for t, k in zip(texts, batch["kind"])]
@@ -160,29 +180,24 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
     if importlib.util.find_spec("vllm") is None:
         raise RuntimeError("annotate.engine=vllm needs vLLM on the GPU nodes: pip install 'skr_ray[vllm]'")
     from skr_ray.config import annotator_model
-    from skr_ray.models.backbone import materialize, model_id
+    from skr_ray.models.backbone import load_tokenizer, materialize, model_id
+    from skr_ray.tasks.ir.prompts import resolve_style
 
     a = cfg.annotate
     annotator = annotator_model(cfg)
     model_dir = materialize(annotator)
-    rows = ds.take_all()
-    todo = requests([str(r[DOC_ID]) for r in rows], ["" if r[TEXT] is None else str(r[TEXT]) for r in rows],
-                    list(a.label_kinds), a.questions_per_doc, done)
-    if not todo:
-        return ray.data.from_items([])
-    from skr_ray.models.backbone import load_tokenizer
-    from skr_ray.tasks.ir.prompts import resolve_style
 
     style = resolve_style(a.prompt_style, load_tokenizer(str(model_dir)))  # auto decided once, for every actor
     cfg = from_dict({**cfg.to_dict(), "annotate": {**cfg.to_dict()["annotate"], "prompt_style": style}})
     cfg_dict = {**cfg.to_dict(), "output_dir": str(Path(cfg.output_dir).resolve())}
-    prepared = ray.data.from_items(todo).map_batches(
-        PromptBuilder, fn_constructor_kwargs={"cfg_dict": cfg_dict, "model_dir": str(model_dir)},
-        batch_size=256, compute=actor_pool(1), num_cpus=1).materialize()
-    skipped = prepared.filter(lambda r: bool(r["too_long"]) or bool(r["empty"]))
-    runnable = prepared.filter(lambda r: not (bool(r["too_long"]) or bool(r["empty"])))
-    log.info("vllm annotation: %d requests, %d skipped (too long for the context or empty)",
-             len(todo), skipped.count())
+    # corpus blocks -> requests -> prompts -> engine -> label files, one stream: nothing is gathered in the driver
+    # and no stage waits for the whole corpus; the resume's (document, label index) pairs are put once
+    prepared = ds.map_batches(
+        PromptBuilder, fn_constructor_kwargs={"cfg_dict": cfg_dict, "model_dir": str(model_dir),
+                                              "done": ray.put(sorted(done)) if done else ()},
+        # light CPU work (a tokenizer; a parquet writer below): fractions of a CPU, so the reads that feed the
+        # stream are never starved of one while these actors live
+        batch_size=256, compute=actor_pool(1), num_cpus=0.5)
     seed = cfg.seed
     processor = build_processor(
         vLLMEngineProcessorConfig(
@@ -195,12 +210,17 @@ def annotate_with_vllm(cfg: SKRConfig, ds: Any, done: set[tuple[str, int]]) -> A
             should_continue_on_error=True,
             chat_template_stage=False,  # the prompt is rendered above, as the HF path renders it
         ),
-        preprocess=lambda r: {**r, "sampling_params": sampling_params(cfg, bool(r["sampled"]),
-                                                                      seed + int(r["label_index"]))},
+        preprocess=lambda r: _engine_request(r, cfg, seed),
         postprocess=lambda r: {k: r[k] for k in (DOC_ID, TEXT, "label_index", "kind", "too_long", "empty",
                                                  "generated_text") if k in r},
     )
-    generated = processor(runnable)
-    writer = {"fn_constructor_kwargs": {"cfg_dict": cfg_dict, "model_id": model_id(annotator)},
-              "batch_size": a.batch_size * a.rows_per_file_batches, "concurrency": 1, "num_cpus": 0.5}
-    return generated.map_batches(LabelWriter, **writer).union(skipped.map_batches(LabelWriter, **writer))
+    return processor(prepared).map_batches(
+        LabelWriter, fn_constructor_kwargs={"cfg_dict": cfg_dict, "model_id": model_id(annotator)},
+        batch_size=a.batch_size * a.rows_per_file_batches, concurrency=1, num_cpus=0.25)
+
+
+def _engine_request(row: dict[str, Any], cfg: SKRConfig, seed: int) -> dict[str, Any]:
+    """A request row as the engine takes it; a skipped row asks for one token of a one-character prompt."""
+    if bool(row["too_long"]) or bool(row["empty"]):
+        return {**row, "prompt": SKIPPED_PROMPT, "sampling_params": {"temperature": 0.0, "max_tokens": 1}}
+    return {**row, "sampling_params": sampling_params(cfg, bool(row["sampled"]), seed + int(row["label_index"]))}
