@@ -58,10 +58,10 @@ class Outcome:
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    """The q-quantile of ``values`` as one of them (nearest rank); nan for none."""
+    import numpy as np
+
+    return float(np.percentile(values, 100 * q, method="nearest")) if len(values) else float("nan")
 
 
 def _payloads() -> dict[str, list[dict]]:
