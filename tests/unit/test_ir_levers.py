@@ -110,7 +110,37 @@ def test_fusion_rule_is_chosen_where_the_two_scorers_complement():
     assert choose_rule("rrf")["method"] == "rrf"
 
 
-def test_rrf_is_ranx_reciprocal_rank_fusion_by_hand():
+@pytest.mark.parametrize("rule", [{"method": "rrf", "k": 60}, {"method": "wsum", "norm": "min-max", "weight": 0.3},
+                                  {"method": "wsum", "norm": "zmuv", "weight": 0.55}])
+def test_fusion_is_ranx_fuse_on_the_two_top_lists(rule):
+    """The array fusion ranks every query's candidates as ranx's fuse does on the same top lists."""
+    from ranx import Run, fuse
+
+    rng = np.random.default_rng(3)
+    dense, bm25 = rng.normal(size=(6, 40)), rng.gamma(2.0, size=(6, 40))  # no ties
+    depth = 12
+
+    def run(scores, name):
+        top = np.argsort(-scores, axis=1)[:, :depth]
+        return Run.from_dict({f"q{i}": {f"d{j}": float(scores[i, j]) for j in row} for i, row in enumerate(top)},
+                             name=name)
+
+    if rule["method"] == "rrf":
+        theirs = fuse([run(dense, "a"), run(bm25, "b")], method="rrf", params={"k": rule["k"]})
+    else:
+        w = rule["weight"]
+        theirs = fuse([run(dense, "a"), run(bm25, "b")], norm=rule["norm"], method="wsum",
+                      params={"weights": [w, 1 - w]})
+    ours = fused_scores(dense, bm25, rule, depth=depth)
+    for q, docs in theirs.to_dict().items():
+        row = int(q[1:])
+        cols = [int(d[1:]) for d in docs]
+        np.testing.assert_allclose(ours[row, cols], [docs[f"d{c}"] for c in cols], rtol=1e-9, atol=1e-12)
+        rest = np.setdiff1d(np.arange(40), cols)
+        assert ours[row, rest].max() < ours[row, cols].min()  # outside both lists: after every fused one
+
+
+def test_rrf_is_reciprocal_rank_fusion_by_hand():
     dense = np.array([[0.9, 0.5, 0.1]])  # ranks d0, d1, d2
     bm25 = np.array([[0.0, 2.0, 1.0]])  # ranks d1, d2, d0
     fused = fused_scores(dense, bm25, {"method": "rrf", "k": 60})

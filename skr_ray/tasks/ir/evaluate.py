@@ -148,7 +148,6 @@ def run_ir_evaluation(cfg: SKRConfig) -> dict[str, Any]:
             choice = _fusion_choice(cfg, art, skr["spec"], prepared)
             context["skr_bm25"] = {k: v for k, v in choice.items() if k != "validation_curve"}
             context["skr_bm25"]["description"] = describe(choice)
-            fused_scores(np.ones((1, 2)), np.ones((1, 2)), {"method": "rrf"})  # ranx compiles on its first call
             t0 = time.perf_counter()
             bm25 = bm25_scores([queries[i] for i in q_ids], reference_docs(d_ids))
             fused = fused_scores(dense, bm25, choice)

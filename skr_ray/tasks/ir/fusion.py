@@ -1,7 +1,7 @@
 """`skr_bm25`: SKR's and BM25's rankings fused per query by a rule no human label chooses.
 
-ranx does the fusing (its normalizations, weighted sum and reciprocal-rank fusion) on each system's top
-``FUSION_DEPTH`` candidates per query, as hybrid search engines do. Rules (``evaluate.fusion``):
+The fusing is ranx's (its normalizations, weighted sum and reciprocal-rank fusion) on each system's top
+``FUSION_DEPTH`` candidates per query, as hybrid search engines do, computed on arrays (:class:`Fuser`). Rules (``evaluate.fusion``):
 
 - ``rrf``: reciprocal-rank fusion (Cormack et al. 2009, k = 60), equal weights: no parameter at all; it only reads
   ranks, so neither system's score scale matters, but it gives a much weaker system an equal say.
@@ -32,64 +32,93 @@ FUSION_DEPTH = 100
 RRF_K = 60
 
 
-def to_run(scores: np.ndarray, name: str, depth: int = FUSION_DEPTH) -> Any:
-    """(Q, N) scores -> ranx Run of each row's top ``depth`` columns (query ids 'q<row>', doc ids 'd<col>')."""
-    from ranx import Run
-
+def _top_mask(scores: np.ndarray, depth: int) -> np.ndarray:
+    """(Q, N) bool: each row's top ``depth`` columns (the candidates a system brings to the fusion)."""
     depth = min(depth, scores.shape[1])
-    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]  # (Q, depth), unordered
-    run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in row} for i, row in enumerate(top)}
-    return Run.from_dict(run, name=name)
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    mask = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask
 
 
-def _to_matrix(run: Any, shape: tuple[int, int]) -> np.ndarray:
-    """ranx Run -> (Q, N) scores; candidates outside the fused lists share one finite score below every fused one
-    (ranked after them, tied among themselves; finite, so run files and metrics stay plain numbers)."""
-    fused = run.to_dict()
-    floor = min((s for docs in fused.values() for s in docs.values()), default=0.0) - 1.0
-    out = np.full(shape, floor)
-    for q, docs in fused.items():
-        row = int(q[1:])
-        for d, s in docs.items():
-            out[row, int(d[1:])] = s
-    return out
+def _normalized(scores: np.ndarray, mask: np.ndarray, norm: str) -> np.ndarray:
+    """Per query, ``norm`` of the scores in ``mask`` (0 elsewhere: a candidate a system did not bring adds
+    nothing), as ranx's ``min-max`` and ``zmuv`` normalizations compute it (denominators floored at 1e-9)."""
+    x = np.where(mask, scores.astype(np.float64), np.nan)
+    if norm == "min-max":
+        low, high = np.nanmin(x, axis=1, keepdims=True), np.nanmax(x, axis=1, keepdims=True)
+        out = (x - low) / np.maximum(high - low, 1e-9)
+    elif norm == "zmuv":
+        out = (x - np.nanmean(x, axis=1, keepdims=True)) / np.maximum(np.nanstd(x, axis=1, keepdims=True), 1e-9)
+    else:
+        raise ValueError(f"unknown normalization {norm!r}; known: {NORMALIZATIONS}")
+    return np.nan_to_num(out, nan=0.0)
 
 
-def fuse_runs(dense: Any, bm25: Any, rule: dict[str, Any]) -> Any:
-    """Two ranx Runs -> the fused Run under ``rule`` ({'method': 'rrf'} or {'method': 'wsum', 'norm', 'weight'})."""
-    from ranx import fuse
-
-    if rule["method"] == "rrf":
-        return fuse([dense, bm25], method="rrf", params={"k": int(rule.get("k", RRF_K))})
-    w = float(rule["weight"])
-    return fuse([dense, bm25], norm=rule["norm"], method="wsum", params={"weights": [w, 1.0 - w]})
+def _rrf_terms(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """1 / (k + rank) of each candidate in ``mask`` (rank 1 = the row's best; ties by column), 0 elsewhere."""
+    order = np.argsort(np.where(mask, -scores.astype(np.float64), np.inf), axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :].repeat(len(scores), 0), axis=1)
+    return np.where(mask, 1.0 / (k + ranks), 0.0)
 
 
-def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], depth: int = FUSION_DEPTH,
-                 runs: tuple[Any, Any] | None = None) -> np.ndarray:
-    """(Q, N) SKR and BM25 scores -> (Q, N) fused scores under ``rule``. ``runs``: their ranx Runs, when the
-    caller fuses the same scores under several rules and builds them once."""
-    if rule["method"] == "wsum" and float(rule["weight"]) in (0.0, 1.0):  # one system alone: its own ranking
-        return (dense if float(rule["weight"]) == 1.0 else bm25).astype(np.float64)
-    runs = runs or (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
-    return _to_matrix(fuse_runs(*runs, rule), dense.shape)
+def _finish(fused: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """Candidates outside both top lists share one finite score below every fused one (ranked after them, tied
+    among themselves; finite, so run files and metrics stay plain numbers)."""
+    floor = (fused[union].min() if union.any() else 0.0) - 1.0
+    return np.where(union, fused, floor)
+
+
+class Fuser:
+    """SKR's and BM25's (Q, N) scores, prepared once (each system's top ``depth`` candidates per query, their
+    normalizations and reciprocal ranks), then fused under any rule in a few array operations: the weight curve
+    and the self-labelled choice fuse the same scores dozens of times.
+
+    The arithmetic is ranx's ``fuse`` (``wsum`` after ``min-max`` or ``zmuv``, and ``rrf``) on the two systems'
+    top lists; tests/unit/test_ir_levers.py checks it against ranx itself. It is written out on arrays because
+    ranx compiles its numba functions in every new process (10-25 s on 2 cores, half of the demo's evaluation)
+    and converts every run to typed dictionaries (about a minute for one weight curve over TAT-QA's test set)."""
+
+    def __init__(self, dense: np.ndarray, bm25: np.ndarray, depth: int = FUSION_DEPTH) -> None:
+        self.dense, self.bm25 = dense.astype(np.float64), bm25.astype(np.float64)
+        self.masks = _top_mask(dense, depth), _top_mask(bm25, depth)
+        self.union = self.masks[0] | self.masks[1]
+        self._norm: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, rule: dict[str, Any]) -> np.ndarray:
+        if rule["method"] == "rrf":
+            k = int(rule.get("k", RRF_K))
+            fused = _rrf_terms(self.dense, self.masks[0], k) + _rrf_terms(self.bm25, self.masks[1], k)
+            return _finish(fused, self.union)
+        w = float(rule["weight"])
+        if w in (0.0, 1.0):  # one system alone: its own ranking
+            return self.dense if w == 1.0 else self.bm25
+        norm = rule["norm"]
+        if norm not in self._norm:
+            self._norm[norm] = (_normalized(self.dense, self.masks[0], norm), _normalized(self.bm25, self.masks[1], norm))
+        a, b = self._norm[norm]
+        return _finish(w * a + (1.0 - w) * b, self.union)
+
+
+def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], depth: int = FUSION_DEPTH) -> np.ndarray:
+    """(Q, N) SKR and BM25 scores -> (Q, N) fused scores under ``rule`` ({'method': 'rrf'} or {'method': 'wsum',
+    'norm', 'weight'}; see :class:`Fuser`)."""
+    return Fuser(dense, bm25, depth)(rule)
 
 
 def compile_ranx() -> None:
-    """Run ranx's numba functions that fusion and report checks use once on a toy run, so that numba compiles
-    them into its on-disk cache now (``make install``) rather than in a user's first evaluation: about a minute
-    on 2 cores, then a few seconds per process."""
+    """Run ranx's numba functions that the report checks use (tests, and users recomputing a report from its run
+    files) once on a toy run, so that numba compiles them into its on-disk cache now (``make install``) rather
+    than in a user's first check."""
     from ranx import Qrels, Run, evaluate
 
     from skr_ray.evaluate.report import write_qrels, write_run
 
-    dense, bm25 = np.array([[0.9, 0.5, 0.1], [0.2, 0.4, 0.3]]), np.array([[0.0, 2.0, 1.0], [1.0, 3.0, 2.0]])
-    runs = to_run(dense, "skr", 3), to_run(bm25, "bm25", 3)
-    fused_scores(dense, bm25, {"method": "rrf"}, runs=runs)
-    for norm in NORMALIZATIONS:
-        fused_scores(dense, bm25, {"method": "wsum", "norm": norm, "weight": 0.5}, runs=runs)
+    dense = np.array([[0.9, 0.5, 0.1], [0.2, 0.4, 0.3]])
     metrics = ["mrr", "hit_rate@1", "hit_rate@10"]
-    evaluate(Qrels({"q0": {"d0": 1}, "q1": {"d1": 1}}), runs[0], metrics, make_comparable=True)
+    run = Run.from_dict({f"q{i}": {f"d{j}": float(dense[i, j]) for j in range(3)} for i in range(2)}, name="skr")
+    evaluate(Qrels({"q0": {"d0": 1}, "q1": {"d1": 1}}), run, metrics, make_comparable=True)
     with tempfile.TemporaryDirectory() as tmp:  # and the TREC files evaluation writes, read back
         qrels = {"q0": {"d0"}, "q1": {"d1", "d2"}}
         write_run(Path(tmp) / "run.trec", dense, ["q0", "q1"], ["d0", "d1", "d2"], qrels, "skr")
@@ -107,13 +136,12 @@ def mrr_of(scores: np.ndarray, gold: np.ndarray) -> float:
 def fusion_curve(dense: np.ndarray, bm25: np.ndarray, mrr: Any, depth: int = FUSION_DEPTH) -> dict[str, Any]:
     """``mrr(fused scores)`` for every weight of each normalization and for RRF: how much the weight matters.
 
-    Both runs are built once; only the fusion is repeated."""
-    runs = (to_run(dense, "skr", depth), to_run(bm25, "bm25", depth))
+    The scores are prepared once (:class:`Fuser`); only the fusion is repeated."""
+    fuse = Fuser(dense, bm25, depth)
     curve: dict[str, Any] = {"weights": list(WEIGHTS)}
     for norm in NORMALIZATIONS:
-        curve[norm] = [mrr(fused_scores(dense, bm25, {"method": "wsum", "norm": norm, "weight": w}, runs=runs))
-                       for w in WEIGHTS]
-    curve["rrf"] = mrr(fused_scores(dense, bm25, {"method": "rrf"}, runs=runs))
+        curve[norm] = [mrr(fuse({"method": "wsum", "norm": norm, "weight": w})) for w in WEIGHTS]
+    curve["rrf"] = mrr(fuse({"method": "rrf"}))
     return curve
 
 
