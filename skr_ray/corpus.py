@@ -208,6 +208,10 @@ def _txt_rows(row: dict[str, Any]) -> dict[str, str]:
 
 ROWS_PER_READ_BLOCK = 2000
 
+READ_CPUS = 0.25
+"""CPUs each read or row-preparation task of a corpus reserves: a light task, so that it always fits beside the
+model actors of a streaming pipeline (``skr_ray.ray_utils.actor_cpus`` leaves ``STREAM_CPUS`` for them)."""
+
 
 # Row functions of the annotation plan live here, not in skr_ray.annotate: a Ray worker that runs them imports
 # only this light module (pyarrow, numpy), not torch.
@@ -219,40 +223,41 @@ def drop_done(batch: dict[str, Any], done: list[str]) -> dict[str, Any]:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def add_length(batch: dict[str, Any]) -> dict[str, Any]:
-    """Adds ``n_chars``, the text's length (the annotation plan sorts by it to cut padding)."""
-    import numpy as np
-
-    batch["n_chars"] = np.asarray([len(str(t)) for t in batch[TEXT]], dtype=np.int64)
-    return batch
-
-
-def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.Dataset, int]:
-    """Validated corpus as a Ray Dataset with columns doc_id, text; returns (dataset, rows)."""
+def read_corpus(spec: str, max_chars: int, max_docs: int = 0,
+                rows_per_block: int = 0) -> tuple[ray.data.Dataset, int]:
+    """Validated corpus as a Ray Dataset with columns doc_id, text; returns (dataset, rows). Its tasks reserve
+    ``READ_CPUS`` each, so they run beside model actors that hold most of the cluster's CPUs. ``rows_per_block``:
+    blocks of about that many rows (a model actor pool takes a block at a time, so its blocks are what spreads
+    the corpus over the actors); 0: at least ``ROWS_PER_READ_BLOCK`` rows, at most 200 blocks."""
     import ray.data
 
     source = resolve_corpus(spec)
     rows = validate_corpus(source)
     paths = [str(p) for p in source.paths]
     # Ray Data splits a read into ~200 blocks by default: for a small corpus that is hundreds of tiny tasks (a
-    # 48-row file took 19 s to read and normalize). Blocks of at least ROWS_PER_READ_BLOCK rows; big corpora still
-    # spread over the cluster.
-    blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)))
+    # 48-row file took 19 s to read and normalize).
+    if rows_per_block:  # of the whole file, so that a max_docs limit keeps whole blocks of that size
+        blocks = max(len(paths), -(-rows // rows_per_block))
+    else:  # small corpora: a few blocks, not hundreds of tiny tasks; big ones still spread over the cluster
+        blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)))
+    light = {"num_cpus": READ_CPUS}
     if source.kind == "jsonl":
-        ds = ray.data.read_json(paths, lines=True, override_num_blocks=blocks)
+        ds = ray.data.read_json(paths, lines=True, override_num_blocks=blocks, ray_remote_args=light)
     elif source.kind == "parquet":
-        ds = ray.data.read_parquet(paths, override_num_blocks=blocks)
+        ds = ray.data.read_parquet(paths, override_num_blocks=blocks, ray_remote_args=light)
     elif source.kind == "pdf":
         root = Path(spec).expanduser()
         items = [{"path": str(p), "stem": p.stem if root.is_file() else str(p.relative_to(root).with_suffix(""))}
                  for p in source.paths]
         ds = ray.data.from_items(items).flat_map(
             lambda row: [{DOC_ID: r[DOC_ID], TEXT: r[TEXT][:max_chars]} for r in pdf_page_texts(Path(row["path"]),
-                                                                                                row["stem"])])
+                                                                                                row["stem"])],
+            num_cpus=READ_CPUS)
     else:
-        ds = ray.data.read_binary_files(paths, include_paths=True).map(_txt_rows)
+        ds = ray.data.read_binary_files(paths, include_paths=True, ray_remote_args=light).map(_txt_rows,
+                                                                                             num_cpus=READ_CPUS)
     if source.kind not in ("txt", "pdf"):
-        ds = ds.map_batches(_normalize_batch, fn_kwargs={"max_chars": max_chars})
+        ds = ds.map_batches(_normalize_batch, fn_kwargs={"max_chars": max_chars}, num_cpus=READ_CPUS)
     if max_docs and max_docs < rows:
         ds = ds.limit(max_docs)
         rows = max_docs

@@ -69,6 +69,26 @@ def replica_pool(requested: int, cpus_per_replica: float, gpus_per_replica: floa
     return max(1, min(by_cpu, by_memory))
 
 
+STREAM_CPUS = 0.5
+"""CPUs a streaming pipeline keeps free of its model actors for the light tasks that read and prepare the
+blocks those actors take (``skr_ray.corpus.READ_CPUS`` each)."""
+
+
+def actor_cpus(actors: int, per_actor: float, gpus: float = 0.0) -> float:
+    """CPUs each of ``actors`` model actors of a streaming pipeline reserves: ``per_actor``, or less where the
+    pool would hold every CPU of the cluster, so that ``STREAM_CPUS`` stay free for the reads that feed it (a read
+    that cannot be scheduled beside actors holding every CPU would leave them waiting forever). A reservation
+    only: the actors' torch threads come from the replica count (:func:`replica_pool`)."""
+    import ray
+
+    if gpus > 0:
+        return per_actor
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if actors * per_actor + STREAM_CPUS <= total:
+        return per_actor
+    return max(0.1, (total - STREAM_CPUS) / max(actors, 1))
+
+
 def actor_gpus(a: AnnotateConfig) -> float:
     """GPUs per model replica: ``annotate.num_gpus_per_actor``, or where it is -1 one when the cluster has GPUs."""
     return a.num_gpus_per_actor if a.num_gpus_per_actor >= 0 else (1.0 if cluster_gpus() else 0.0)

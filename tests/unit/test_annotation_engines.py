@@ -200,3 +200,45 @@ def test_vllm_path_streams_the_corpus_through_one_pipeline_and_resumes(tiny_mode
     status = {(r[DOC_ID], r["label_index"]): r["status"] for r in table}
     assert status[("c", 0)] == status[("c", 1)] == "too_long" and status[("a", 0)] == "ok"
     assert all('"engine": "vllm"' in r["generation"] for r in table)
+
+
+def test_hf_path_streams_blocks_to_label_files_and_resumes_by_file(tiny_model_dir, tmp_path, ray_local,
+                                                                   monkeypatch):
+    """The HF path is one stream from the corpus files to the label files: nothing is gathered, sorted or
+    materialized in the driver (each actor sorts the block it takes), every document is labelled once, one
+    label file per block, and a resume after losing label files redoes exactly their documents."""
+    import json
+
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from skr_ray.annotate.labelstore import journal_counts, read_labels
+    from skr_ray.tasks.ir.annotate import run_annotation
+
+    for barrier in ("take_all", "materialize", "to_pandas", "take", "to_arrow_refs", "sort", "repartition",
+                    "random_shuffle"):  # all of these hold the whole corpus at once somewhere
+        monkeypatch.setattr(ray.data.Dataset, barrier, lambda *a, **k: pytest.fail(f"the pipeline used {barrier}"))
+    corpus = tmp_path / "corpus.jsonl"
+    words = ["revenue", "income", "cash", "debt", "margin", "growth", "assets", "equity"]
+    docs = {f"p{i:03d}": " ".join(words[(i + j) % 8] for j in range(3 + i % 9)) for i in range(48)}
+    corpus.write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in docs.items()))
+    over = [f"data.unlabeled={corpus}", "annotate.batch_size=4", "annotate.rows_per_file_batches=2",
+            "annotate.num_actors=2", "annotate.max_new_tokens=4", "annotate.label_kinds=[question]", *LOOSE_FILTERS]
+    art = Artifacts(str(tmp_path))
+    first = run_annotation(_cfg(tiny_model_dir, tmp_path, *over))
+    assert first["documents_labelled"] == 48 and first["label_rows"] == 48
+    files = sorted(art.labels_dir.glob("*.parquet"))
+    assert len(files) == 48 // 8  # one file per block of batch_size x rows_per_file_batches rows
+    assert sum(journal_counts(art.annotate_journal).values()) == 48  # each document generated once
+
+    lost = files[:2]
+    lost_ids = {d for f in lost for d in pq.read_table(f)[DOC_ID].to_pylist()}
+    for f in lost:
+        f.unlink()
+    (art.annotate_dir / "_SUCCESS").unlink(missing_ok=True)
+    second = run_annotation(_cfg(tiny_model_dir, tmp_path, *over))
+    assert second["resumed_from_documents"] == 48 - len(lost_ids) and second["labelled_this_run"] == len(lost_ids)
+    table = read_labels(art.labels_dir)
+    assert sorted(table[DOC_ID].to_pylist()) == sorted(docs)  # each document exactly once
+    redone = journal_counts(art.annotate_journal)
+    assert {d for d, n in redone.items() if n > 1} == lost_ids  # exactly the lost files' documents, once more

@@ -25,7 +25,7 @@ import pyarrow as pa
 from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.corpus import add_length, drop_done, read_corpus, resolve_corpus, validate_corpus
+from skr_ray.corpus import READ_CPUS, drop_done, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.ray_utils import actor_pool
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
@@ -144,6 +144,9 @@ class SelfAnnotator:
         """Label one block (``rows_per_file_batches`` generate() calls), write it as one file."""
         ids = [str(x) for x in batch[DOC_ID]]
         texts = ["" if t is None else str(t) for t in batch[TEXT]]
+        # longest first within the block: each generate() call pads to rows of about its own length
+        order = sorted(range(len(ids)), key=lambda i: len(texts[i]), reverse=True)
+        ids, texts = [ids[i] for i in order], [texts[i] for i in order]
         self._record(ids)
         rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
         step = self.cfg.annotate.batch_size
@@ -277,7 +280,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     """Label every corpus row once (resuming if labels exist); return the summary."""
     import ray
 
-    from skr_ray.ray_utils import annotation_pool, blocks_for_actors, ensure_ray
+    from skr_ray.ray_utils import actor_cpus, annotation_pool, ensure_ray
 
     art = Artifacts(cfg.output_dir)
     unreadable: list[str] = []
@@ -297,7 +300,8 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
 
         ds, total = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
     else:
-        ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
+        ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs,
+                                rows_per_block=a.batch_size * a.rows_per_file_batches)
     for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
     existing = read_labels(art.labels_dir)
@@ -313,13 +317,14 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         return _finish(cfg, art, total, done_ids, start, unreadable)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
-        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_ids})
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_ids}, num_cpus=READ_CPUS)
     Artifacts.write_config(art.annotate_dir, cfg)
     remaining = total - len(done_ids)
     if remaining > 0:
         actors, gpus = annotation_pool(cfg)
-        ds = ds.map_batches(add_length).sort("n_chars", descending=True).drop_columns(["n_chars"])
-        ds = blocks_for_actors(ds, a.batch_size * a.rows_per_file_batches)  # read, sorted and cut first
+        # One stream from the files to the label files: blocks are read while the actors generate, and each
+        # actor sorts the rows of the block it takes by length (SelfAnnotator.__call__), so nothing waits for
+        # the whole corpus and no stage holds it. The actors leave a little CPU to the reads (actor_cpus).
         ds = ds.map_batches(
             SelfAnnotator,
             # actors write under output_dir: absolute, since their working directory is not ours
@@ -327,7 +332,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
                                    "replicas": actors},
             batch_size=a.batch_size * a.rows_per_file_batches,
             compute=actor_pool(actors),
-            num_cpus=a.num_cpus_per_actor,
+            num_cpus=actor_cpus(actors, a.num_cpus_per_actor, gpus),
             num_gpus=gpus,
             # one replica per node where possible: multi-node annotation uses every node
             **({"scheduling_strategy": "SPREAD"} if actors > 1 else {}),
