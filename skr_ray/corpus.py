@@ -223,12 +223,17 @@ def drop_done(batch: dict[str, Any], done: list[str]) -> dict[str, Any]:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def read_corpus(spec: str, max_chars: int, max_docs: int = 0,
-                rows_per_block: int = 0) -> tuple[ray.data.Dataset, int]:
+def longest_first(batch: dict[str, Any]) -> dict[str, Any]:
+    """The rows of a block, longest text first (batches cut from it in order pad little)."""
+    import numpy as np
+
+    order = np.argsort([-len(str(t)) for t in batch[TEXT]], kind="stable")
+    return {k: v[order] for k, v in batch.items()}
+
+
+def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.Dataset, int]:
     """Validated corpus as a Ray Dataset with columns doc_id, text; returns (dataset, rows). Its tasks reserve
-    ``READ_CPUS`` each, so they run beside model actors that hold most of the cluster's CPUs. ``rows_per_block``:
-    blocks of about that many rows (a model actor pool takes a block at a time, so its blocks are what spreads
-    the corpus over the actors); 0: at least ``ROWS_PER_READ_BLOCK`` rows, at most 200 blocks."""
+    ``READ_CPUS`` each, so they run beside model actors that hold most of the cluster's CPUs."""
     import ray.data
 
     source = resolve_corpus(spec)
@@ -236,10 +241,8 @@ def read_corpus(spec: str, max_chars: int, max_docs: int = 0,
     paths = [str(p) for p in source.paths]
     # Ray Data splits a read into ~200 blocks by default: for a small corpus that is hundreds of tiny tasks (a
     # 48-row file took 19 s to read and normalize).
-    if rows_per_block:  # of the whole file, so that a max_docs limit keeps whole blocks of that size
-        blocks = max(len(paths), -(-rows // rows_per_block))
-    else:  # small corpora: a few blocks, not hundreds of tiny tasks; big ones still spread over the cluster
-        blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)))
+    # Blocks of at least ROWS_PER_READ_BLOCK rows; big corpora still spread over the cluster.
+    blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)))
     light = {"num_cpus": READ_CPUS}
     if source.kind == "jsonl":
         ds = ray.data.read_json(paths, lines=True, override_num_blocks=blocks, ray_remote_args=light)

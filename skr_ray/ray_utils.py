@@ -69,9 +69,9 @@ def replica_pool(requested: int, cpus_per_replica: float, gpus_per_replica: floa
     return max(1, min(by_cpu, by_memory))
 
 
-STREAM_CPUS = 0.5
-"""CPUs a streaming pipeline keeps free of its model actors for the light tasks that read and prepare the
-blocks those actors take (``skr_ray.corpus.READ_CPUS`` each)."""
+STREAM_CPUS = 1.0
+"""CPUs a streaming pipeline keeps free of its model actors for the tasks that read and cut the blocks those
+actors take: one, since Ray Data runs a repartition by rows per block as tasks of one CPU each."""
 
 
 def actor_cpus(actors: int, per_actor: float, gpus: float = 0.0) -> float:

@@ -204,9 +204,9 @@ def test_vllm_path_streams_the_corpus_through_one_pipeline_and_resumes(tiny_mode
 
 def test_hf_path_streams_blocks_to_label_files_and_resumes_by_file(tiny_model_dir, tmp_path, ray_local,
                                                                    monkeypatch):
-    """The HF path is one stream from the corpus files to the label files: nothing is gathered, sorted or
-    materialized in the driver (each actor sorts the block it takes), every document is labelled once, one
-    label file per block, and a resume after losing label files redoes exactly their documents."""
+    """The HF path is one stream from the corpus files to the label files: nothing is gathered, sorted as a
+    whole or materialized (each read block is sorted as it streams), every document is labelled once, one
+    label file per actor call, and a resume after losing label files redoes exactly their documents."""
     import json
 
     import pyarrow.parquet as pq
@@ -215,8 +215,8 @@ def test_hf_path_streams_blocks_to_label_files_and_resumes_by_file(tiny_model_di
     from skr_ray.annotate.labelstore import journal_counts, read_labels
     from skr_ray.tasks.ir.annotate import run_annotation
 
-    for barrier in ("take_all", "materialize", "to_pandas", "take", "to_arrow_refs", "sort", "repartition",
-                    "random_shuffle"):  # all of these hold the whole corpus at once somewhere
+    for barrier in ("take_all", "materialize", "to_pandas", "take", "to_arrow_refs", "sort", "random_shuffle"):
+        # each of these holds the whole corpus at once somewhere (repartition by rows per block streams)
         monkeypatch.setattr(ray.data.Dataset, barrier, lambda *a, **k: pytest.fail(f"the pipeline used {barrier}"))
     corpus = tmp_path / "corpus.jsonl"
     words = ["revenue", "income", "cash", "debt", "margin", "growth", "assets", "equity"]

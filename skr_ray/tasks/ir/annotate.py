@@ -25,7 +25,7 @@ import pyarrow as pa
 from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.corpus import READ_CPUS, drop_done, read_corpus, resolve_corpus, validate_corpus
+from skr_ray.corpus import READ_CPUS, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.ray_utils import actor_pool
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
@@ -300,8 +300,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
 
         ds, total = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
     else:
-        ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs,
-                                rows_per_block=a.batch_size * a.rows_per_file_batches)
+        ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
     for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
     existing = read_labels(art.labels_dir)
@@ -322,9 +321,12 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     remaining = total - len(done_ids)
     if remaining > 0:
         actors, gpus = annotation_pool(cfg)
-        # One stream from the files to the label files: blocks are read while the actors generate, and each
-        # actor sorts the rows of the block it takes by length (SelfAnnotator.__call__), so nothing waits for
-        # the whole corpus and no stage holds it. The actors leave a little CPU to the reads (actor_cpus).
+        # One stream from the files to the label files: each read block (thousands of rows) is sorted by
+        # length and cut, as it streams, into blocks of one actor call's rows, so calls pad little and every
+        # actor gets work; nothing waits for the whole corpus and no stage holds it. The actors leave a little
+        # CPU to the reads (actor_cpus).
+        ds = ds.map_batches(longest_first, batch_size=None)  # one CPU: fused with the repartition's tasks
+        ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
         ds = ds.map_batches(
             SelfAnnotator,
             # actors write under output_dir: absolute, since their working directory is not ours
