@@ -71,7 +71,8 @@ class InFlight:
     batch, which it shares with the requests of its route already waiting. A batch of n inputs is predicted to
     cost ``cost`` x (1 + ``share`` x (n - 1)): ``cost`` is the moving average of a route's batches of one, and
     ``share`` is learnt from larger batches, about 1 where a batch costs what its inputs cost one by one (a CPU)
-    and near 0 where it costs about one (a GPU). A request is shed when its prediction, or the one it would make
+    and near 0 where it costs about one (a GPU); the other routes' batches, which share the processors, add
+    ``share`` x their remaining work. A request is shed when its prediction, or the one it would make
     for a request already waiting, exceeds ``tolerance`` x its route's cost. So on a CPU the next request is
     admitted while the running one is finishing (the model does not idle while the proxy brings it) and no
     admitted request waits a whole request behind another; on a GPU every request that can still ride the next
@@ -129,12 +130,22 @@ class InFlight:
 
     def predict(self, route: str, items: int = 1, now: float | None = None) -> float | None:
         """The latency a request of ``route`` with ``items`` inputs admitted now is expected to have (None: its
-        route is new)."""
+        route is new): what is left of its route's running batch, then the next batch with its route's waiting
+        requests, plus ``share`` x the work of the other routes, running or admitted (their batches run on the
+        same processors: on a CPU, where ``share`` is about 1, a classification running beside an embedding
+        slows it by about its own cost; on a GPU, about 0, they overlap)."""
         if route not in self.cost:
             return None
         now = self.clock() if now is None else now
         inputs = items + sum(t.items for t in self._waiting(route))
-        return max(self._busy_until.get(route, now) - now, 0.0) + self.batch_seconds(route, inputs)
+        own = max(self._busy_until.get(route, now) - now, 0.0) + self.batch_seconds(route, inputs)
+        others = 0.0
+        for other in {t.route for t in self.inside if t.route != route}:
+            waiting = sum(t.items for t in self._waiting(other))
+            others += max(self._busy_until.get(other, now) - now, 0.0)
+            if waiting and other in self.cost:
+                others += self.batch_seconds(other, waiting)
+        return own + min(max(self.share, 0.0), 1.0) * others
 
     def _fits(self, route: str | None, items: int, now: float) -> bool:
         if self.ceiling and self.count >= self.ceiling:

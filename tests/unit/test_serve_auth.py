@@ -296,6 +296,26 @@ def test_admission_by_predicted_latency_on_cpu_and_gpu_like_replicas():
         guard_module().check_admission(4, 0.5)
 
 
+def test_the_other_routes_running_work_counts_on_a_cpu_not_on_a_gpu():
+    """Routes share the replica's processors: on a CPU-like replica (share 1) a classification is predicted to
+    wait for the embedding batch that is running, and is admitted only once that one is nearly done; on a
+    GPU-like one (share 0) the two overlap."""
+    from skr_ray.serve.guard import InFlight
+
+    now = [0.0]
+    for share, admitted_at_once in ((1.0, False), (0.0, True)):
+        now[0] = 0.0
+        bound = InFlight(32, tolerance=1.5, clock=lambda: now[0])
+        bound.cost, bound.share, bound._shared = {"embed": 0.1, "classify": 0.1}, share, 10
+        assert bound.enter("embed") is not None
+        bound.batch_started("embed", 1)
+        assert bound.predict("classify") == pytest.approx(0.1 + share * 0.1)
+        assert (bound.enter("classify") is not None) == admitted_at_once
+        if not admitted_at_once:
+            now[0] = 0.07  # 0.03 s of the embedding left: 0.13 s predicted, within 1.5 x 0.1
+            assert bound.enter("classify") is not None
+
+
 def test_backbone_replica_sheds_beyond_its_adaptive_bound():
     """The adaptive bound lives in the backbone replica, which sees every request its model runs whichever
     ingress replica sent it, and every batch: a request predicted past the tolerance gets guard.Shed at once
