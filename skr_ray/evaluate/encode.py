@@ -250,17 +250,19 @@ def encode_many(jobs: list[EncodeJob], cfg: SKRConfig, cache_dir: Path) -> list[
             num_cpus=1,
             num_gpus=gpus,
         )
-        done = ds.take_all()
-        wall = time.perf_counter() - start
-        # "id" is unique within a job only: the output's id column comes back with the row's job beside it
+        # "id" is unique within a job only: the output's id column comes back with the row's job beside it.
+        # Blocks are taken as they finish, as arrays (no row dicts): the driver holds the vectors and no more.
         by_job: dict[int, dict[str, np.ndarray]] = {}
         spent: dict[int, float] = {}
         hits: dict[int, int] = {}
-        for r in done:
-            k = int(r["job"])
-            by_job.setdefault(k, {})[str(r["id"])] = np.asarray(r["embedding"], dtype=np.float32)
-            spent[k] = spent.get(k, 0.0) + float(r["seconds"])
-            hits[k] = hits.get(k, 0) + int(r["cached"])
+        for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for k, i, vector, secs, cached in zip(block["job"], block["id"], block["embedding"], block["seconds"],
+                                                  block["cached"]):
+                k = int(k)
+                by_job.setdefault(k, {})[str(i)] = np.asarray(vector, dtype=np.float32)
+                spent[k] = spent.get(k, 0.0) + float(secs)
+                hits[k] = hits.get(k, 0) + int(cached)
+        wall = time.perf_counter() - start
         cache_dir.mkdir(parents=True, exist_ok=True)
         for k, (j, ids, cache) in enumerate(members):
             got = by_job.get(k, {})

@@ -49,9 +49,13 @@ def test_rows_carry_their_model_seconds_and_whether_they_were_cached(setup):
     assert list(out["cached"]) == [True, True, True, False] and (out["seconds"] > 0).all()
 
 
-def test_a_pass_times_each_job_by_its_own_rows_without_the_model_load(setup, tmp_path, ray_local):
+def test_a_pass_times_each_job_by_its_own_rows_without_the_model_load(setup, tmp_path, ray_local, monkeypatch):
+    import ray.data
+
     from skr_ray.evaluate.encode import TIMING, EncodeJob, EncoderSpec, encode_many
 
+    for gather in ("take_all", "materialize", "to_pandas", "take"):  # blocks come back as arrays, not row dicts
+        monkeypatch.setattr(ray.data.Dataset, gather, lambda *a, **k: pytest.fail("the driver gathered rows"))
     cfg, ckpt = setup
     texts = {f"t{i}": t for i, t in enumerate(TEXTS)}
     jobs = [EncodeJob(texts, EncoderSpec("base"), "eval"), EncodeJob(texts, EncoderSpec("e5v", prompt="e5v"), "eval"),

@@ -91,6 +91,7 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
     from skr_ray.config import load_config
     from skr_ray.corpus import drop_done, read_corpus
     from skr_ray.models.checkpoint import HEAD_CONFIG, RUN_CONFIG
+    from skr_ray.models.prefix_cache import prefix_cache_root
     from skr_ray.ray_utils import actor_pool, ensure_ray, replica_pool
 
     art = Artifacts(cfg.output_dir)
@@ -144,7 +145,9 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
             IndexEncoder,
             fn_constructor_kwargs={"cfg_dict": enc_cfg, "spec": {"name": spec.name, "checkpoint": spec.checkpoint,
                                                                   "prompt": spec.prompt, "pooling": spec.pooling},
-                                   "replicas": actors, "prefix_cache_dir": None, "images": images},
+                                   "replicas": actors, "images": images,
+                                   # passages the checkpoint's training saw: their stored lower-layer states
+                                   "prefix_cache_dir": None if images else prefix_cache_root(trained)},
             batch_size=cfg.evaluate.batch_size, compute=actor_pool(actors), num_cpus=1, num_gpus=gpus,
             batch_format="numpy",
         )
