@@ -144,9 +144,6 @@ class SelfAnnotator:
         """Label one block (``rows_per_file_batches`` generate() calls), write it as one file."""
         ids = [str(x) for x in batch[DOC_ID]]
         texts = ["" if t is None else str(t) for t in batch[TEXT]]
-        # longest first within the block: each generate() call pads to rows of about its own length
-        order = sorted(range(len(ids)), key=lambda i: len(texts[i]), reverse=True)
-        ids, texts = [ids[i] for i in order], [texts[i] for i in order]
         self._record(ids)
         rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
         step = self.cfg.annotate.batch_size
