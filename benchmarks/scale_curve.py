@@ -1,0 +1,172 @@
+"""Scale curve: annotate and index corpora of growing size on a local Ray cluster, with a tiny random model and a
+few new tokens, so that what is measured is the Ray Data machinery (reads, the length sort and cut, actor pools,
+label and vector shards, the faiss build), not a real model's compute.
+
+For each size: rows/s of `skr annotate` and of `skr index` (encode + index build), the driver's peak RSS while
+the stage ran, the object store's spill, and wall time. A linear pipeline keeps rows/s flat as the corpus grows
+and the driver's memory flat (it holds no rows).
+
+The corpus is realistic text: passages recombined from the sentences of the shipped demo paragraphs (3–6
+sentences each, unique ids), written as JSONL.
+
+    python benchmarks/scale_curve.py --rows 10000 100000 --out runs/scale_curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("scale_curve")
+
+
+def demo_sentences() -> list[str]:
+    from skr_ray.corpus import demo_dir, iter_jsonl
+
+    sentences: list[str] = []
+    for _, row in iter_jsonl(demo_dir() / "corpus.jsonl"):
+        sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+", str(row.get("text", ""))) if len(s.split()) > 3]
+    return sentences
+
+
+def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
+    """``rows`` passages of 3–6 sentences drawn from the demo's, ids p0000000..., as JSONL."""
+    if path.is_file() and sum(1 for _ in path.open()) == rows:
+        return path
+    sentences = demo_sentences()
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for i in range(rows):
+            picks = rng.choice(len(sentences), size=int(rng.integers(3, 7)), replace=False)
+            f.write(json.dumps({"_id": f"p{i:07d}", "text": " ".join(sentences[j] for j in picks)}) + "\n")
+    tmp.replace(path)
+    return path
+
+
+class PeakRSS(threading.Thread):
+    """The driver process's peak resident memory while it runs (sampled every 0.2 s)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        super().__init__(daemon=True)
+        self.proc, self.peak, self._halt = psutil.Process(), 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._halt.wait(0.2)
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        return self.peak / 2**20
+
+
+def spilled_mib() -> float:
+    """Object-store bytes spilled to disk so far on this cluster (from Ray's memory summary)."""
+    try:
+        from ray._private.internal_api import memory_summary
+
+        found = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
+        return float(found.group(1)) if found else 0.0
+    except Exception:  # noqa: BLE001 - a figure for the table, not worth failing the run
+        return float("nan")
+
+
+def timed(stage, cfg) -> tuple[dict, float, float, float]:
+    """(summary, seconds, driver peak RSS MiB, MiB spilled during the stage)."""
+    spill0, rss = spilled_mib(), PeakRSS()
+    rss.start()
+    start = time.perf_counter()
+    summary = stage(cfg)
+    seconds = time.perf_counter() - start
+    return summary, seconds, rss.stop(), spilled_mib() - spill0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--out", default="runs/scale_curve")
+    ap.add_argument("--max-new-tokens", type=int, default=4)
+    ap.add_argument("overrides", nargs="*", help="config overrides (key.sub=value) for every run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from skr_ray.config import load_config
+    from skr_ray.ray_utils import ensure_ray
+    from skr_ray.tasks.ir.annotate import run_annotation
+    from skr_ray.tasks.ir.index import run_index
+    from tests.tiny import LOOSE_FILTERS, build_tiny_model, make_checkpoint
+
+    out = Path(args.out).resolve()
+    tiny = out / "tiny-model"
+    if not (tiny / "config.json").is_file():
+        build_tiny_model(tiny)
+    ckpt = out / "tiny-checkpoint"
+    if not (ckpt / "head.json").is_file():
+        make_checkpoint(tiny, ckpt)
+    rows_out = []
+    for n in args.rows:
+        corpus = write_corpus(out / f"corpus-{n}.jsonl", n)
+        cfg = load_config(None, [f"model.name_or_path={tiny}", f"output_dir={out / f'run-{n}'}",
+                                 f"data.unlabeled={corpus}", "annotate.label_kinds=[question]",
+                                 f"annotate.max_new_tokens={args.max_new_tokens}", "annotate.batch_size=64",
+                                 f"index.checkpoint={ckpt}", "evaluate.batch_size=64", *LOOSE_FILTERS,
+                                 *args.overrides])
+        ensure_ray(cfg.ray)
+        ann, ann_s, ann_rss, ann_spill = timed(run_annotation, cfg)
+        idx, idx_s, idx_rss, idx_spill = timed(run_index, cfg)
+        row = {"rows": n, "annotate_s": round(ann_s, 1), "annotate_rows_per_s": round(n / ann_s, 1),
+               "annotate_driver_peak_mib": round(ann_rss), "annotate_spilled_mib": ann_spill,
+               "labelled": ann["documents_labelled"], "label_files": len(list((Path(cfg.output_dir) / "annotate"
+                                                                                / "labels").glob("*.parquet"))),
+               "index_s": round(idx_s, 1), "index_rows_per_s": round(n / idx_s, 1),
+               "index_driver_peak_mib": round(idx_rss), "index_spilled_mib": idx_spill,
+               "vectors": idx["vectors"], "index_kind": idx["kind"], "recall_at_10": idx["recall_at_10"]}
+        log.info("%s", json.dumps(row))
+        rows_out.append(row)
+        (out / "summary.json").write_text(json.dumps(rows_out, indent=1))
+    base = rows_out[0]
+    for r in rows_out:
+        r["annotate_rate_vs_smallest"] = round(r["annotate_rows_per_s"] / base["annotate_rows_per_s"], 3)
+        r["index_rate_vs_smallest"] = round(r["index_rows_per_s"] / base["index_rows_per_s"], 3)
+    (out / "summary.json").write_text(json.dumps(rows_out, indent=1))
+    plot(rows_out, out / "scale_curve.png")
+    print(json.dumps(rows_out, indent=1))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["rows"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(n, [r["annotate_rows_per_s"] for r in rows], "o-", label="annotate")
+    a.plot(n, [r["index_rows_per_s"] for r in rows], "s-", label="index (encode + build)")
+    a.set(xscale="log", xlabel="corpus rows", ylabel="rows / s", title="throughput", ylim=(0, None))
+    a.legend()
+    b.plot(n, [r["annotate_driver_peak_mib"] for r in rows], "o-", label="annotate")
+    b.plot(n, [r["index_driver_peak_mib"] for r in rows], "s-", label="index")
+    b.set(xscale="log", xlabel="corpus rows", ylabel="MiB", title="driver peak RSS", ylim=(0, None))
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
