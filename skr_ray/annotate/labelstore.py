@@ -53,18 +53,23 @@ def node_id() -> str:
 # Reading back what exists (resume, summary, training input) — plain pyarrow, no Ray.
 
 
-def read_labels(labels_dir: Path, quarantine: bool = True) -> pa.Table:
-    """All readable label rows; unreadable files (a run killed mid-write) are set aside."""
+def read_labels(labels_dir: Path, quarantine: bool = True, columns: list[str] | None = None) -> pa.Table:
+    """All readable label rows; unreadable files (a run killed mid-write) are set aside. ``columns``: only
+    these (with the row key, doc id and label index): a summary or a resume of a large corpus then reads a few
+    short columns instead of every passage's text."""
+    names = LABEL_SCHEMA.names if columns is None else \
+        [n for n in LABEL_SCHEMA.names if n in {DOC_ID, "label_index", *columns}]
     tables = []
     for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
         try:
-            tables.append(_conform(pq.read_table(path)))
+            present = set(pq.read_schema(path).names)
+            tables.append(_conform(pq.read_table(path, columns=[n for n in names if n in present]), names))
         except Exception as exc:  # noqa: BLE001
             log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
             if quarantine:
                 path.rename(path.with_suffix(".corrupt"))
     if not tables:
-        return LABEL_SCHEMA.empty_table()
+        return LABEL_SCHEMA.empty_table().select(names)
     table = pa.concat_tables(tables)
     # A row can exist twice only if a killed run wrote it and the resume redid it: keep one.
     seen: set[tuple[str, int]] = set()
@@ -93,12 +98,13 @@ def read_rows_by_key(labels_dir: Path, key: str, quarantine: bool = True) -> lis
     return [rows[k] for k in sorted(rows)]
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """Label files of older versions lack newer provenance columns: fill them, keep the schema."""
-    for name in LABEL_SCHEMA.names:
+def _conform(table: pa.Table, names: list[str] | None = None) -> pa.Table:
+    """Label files of older versions lack newer provenance columns: fill them, keep the schema (of ``names``)."""
+    names = LABEL_SCHEMA.names if names is None else names
+    for name in names:
         if name not in table.column_names:
             table = table.append_column(name, pa.array([""] * len(table), pa.string()))
-    return table.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA)
+    return table.select(names).cast(pa.schema([LABEL_SCHEMA.field(n) for n in names]))
 
 
 def journal_counts(journal_dir: Path) -> Counter:

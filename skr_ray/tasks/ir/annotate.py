@@ -300,7 +300,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
     for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
-    existing = read_labels(art.labels_dir)
+    existing = read_labels(art.labels_dir, columns=[DOC_ID, "label_index"])
     done_ids = sorted(set(existing[DOC_ID].to_pylist()))
     if a.engine == "vllm" and cfg.data.modality != "image":
         from skr_ray.tasks.ir.vllm_engine import annotate_with_vllm
@@ -346,7 +346,7 @@ def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], sta
             unreadable: list[str] = ()) -> dict[str, Any]:
     """Summary of what is on disk, marked done when every document has its labels."""
     a = cfg.annotate
-    table = read_labels(art.labels_dir)
+    table = read_labels(art.labels_dir, columns=["label", "status", "label_kind"])  # what the summary counts
     summary = summarize(table, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
     from skr_ray.config import annotator_model
     from skr_ray.models.backbone import model_id
