@@ -320,8 +320,8 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         actors, gpus = annotation_pool(cfg)
         # One stream from the files to the label files: each read block (thousands of rows) is sorted by
         # length and cut, as it streams, into blocks of one actor call's rows, so calls pad little and every
-        # actor gets work; nothing waits for the whole corpus and no stage holds it. The actors leave a little
-        # CPU to the reads (actor_cpus).
+        # actor gets work; nothing waits for the whole corpus and no stage holds it. The actors leave one CPU
+        # to the read and cut tasks (actor_cpus).
         ds = ds.map_batches(longest_first, batch_size=None)  # one CPU: fused with the repartition's tasks
         ds = ds.repartition(target_num_rows_per_block=a.batch_size * a.rows_per_file_batches)
         ds = ds.map_batches(
