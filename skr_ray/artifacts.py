@@ -116,7 +116,8 @@ class Artifacts:
     # index --------------------------------------------------------------------------------
     @property
     def index_dir(self) -> Path:
-        """``skr index``: vectors/ (parquet shards of id, text, vector), index.faiss, ids.parquet, summary.json."""
+        """``skr index``: vectors/ (parquet shards of id, text, vector), index.faiss, ids.arrow (id, text per
+        position; memory-mapped when served), summary.json."""
         return self.root / "index"
 
     # helpers ------------------------------------------------------------------------------

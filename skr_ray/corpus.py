@@ -215,11 +215,24 @@ model actors of a streaming pipeline (``skr_ray.ray_utils.actor_cpus`` leaves ``
 
 # Row functions of the annotation plan live here, not in skr_ray.annotate: a Ray worker that runs them imports
 # only this light module (pyarrow, numpy), not torch.
-def drop_done(batch: dict[str, Any], done: list[str]) -> dict[str, Any]:
-    """The rows whose doc id is not in ``done`` (a resumed run)."""
+def done_keys(ids: Any) -> Any:
+    """Doc ids a resumed run skips, as the sorted array :func:`drop_done` looks rows up in (built once in the
+    driver, not once per block)."""
     import numpy as np
 
-    keep = ~np.isin(batch[DOC_ID].astype(str), np.asarray(done, dtype=str))
+    return np.unique(np.asarray(list(ids), dtype=str))
+
+
+def drop_done(batch: dict[str, Any], done: Any) -> dict[str, Any]:
+    """The rows whose doc id is not in ``done`` (a resumed run; best given as :func:`done_keys`)."""
+    import numpy as np
+
+    keys = done if isinstance(done, np.ndarray) else done_keys(done)
+    ids = batch[DOC_ID].astype(str)
+    if not len(keys):
+        return batch
+    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    keep = keys[at] != ids
     return {k: v[keep] for k, v in batch.items()}
 
 

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skr_ray.tasks.ir.index import (IDS_FILE, INDEX_FILE, SUMMARY, VectorIndex, build_index, finished_shards,
-                                    _as_matrix)
+from skr_ray.corpus import done_keys, drop_done
+from skr_ray.tasks.ir.index import (IDS_FILE, INDEX_FILE, SUMMARY, VectorIndex, build_from_shards, build_index,
+                                    build_index_chunked, finished_shards, _as_matrix)
 
 
 def _unit(rng, n, dim):
@@ -29,7 +30,9 @@ def _save(folder, index, info, ids, texts):
     import faiss
 
     faiss.write_index(index, str(folder / INDEX_FILE))
-    pq.write_table(pa.table({"id": ids, "text": texts}), folder / IDS_FILE)
+    with pa.OSFile(str(folder / IDS_FILE), "wb") as sink, pa.ipc.new_file(
+            sink, pa.schema([("id", pa.string()), ("text", pa.large_string())])) as writer:
+        writer.write_table(pa.table({"id": pa.array(ids), "text": pa.array(texts, pa.large_string())}))
     (folder / SUMMARY).write_text(json.dumps({"vectors": len(ids), **info}))
     return VectorIndex(folder)
 
@@ -73,3 +76,52 @@ def test_resume_keeps_readable_shards_and_removes_a_cut_one(tmp_path):
     assert done == ["x", "y"] and removed == 1 and not cut.exists() and good.exists()
     table = pq.read_table(good)
     assert _as_matrix(table.column("vector")).shape == (2, 4)
+
+
+def _shard(path, ids, vectors):
+    pq.write_table(pa.table({"id": ids, "text": [f"text of {i}" for i in ids],
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                                         vectors.shape[1])}), path)
+
+
+def test_an_index_built_block_by_block_is_the_index_built_at_once():
+    """The IVF build reads its vectors a block at a time (training sample, exact search for the recall check):
+    the same index, probes and recall as over the whole matrix."""
+    rng = np.random.default_rng(2)
+    vectors = _clustered(rng, 3000, 16)
+    whole, info = build_index(vectors, exact_max=1000, min_recall=0.9, sample=80, seed=3)
+    blocks = lambda: iter(np.array_split(vectors, 7))  # noqa: E731
+    parts, part_info = build_index_chunked(blocks, 3000, exact_max=1000, min_recall=0.9, sample=80, seed=3)
+    assert part_info == info and parts.ntotal == whole.ntotal == 3000
+    whole.nprobe = parts.nprobe = info["nprobe"]
+    assert np.array_equal(whole.search(vectors[:20], 5)[1], parts.search(vectors[:20], 5)[1])
+    with pytest.raises(RuntimeError, match="expected 3001 vectors"):
+        build_index_chunked(blocks, 3001, exact_max=1000, min_recall=0.9, sample=80)
+
+
+def test_build_from_shards_writes_index_and_ids_and_refuses_an_id_twice(tmp_path):
+    rng = np.random.default_rng(4)
+    vectors = _unit(rng, 50, 8)
+    shards, out = tmp_path / "vectors", tmp_path / "index"
+    shards.mkdir()
+    out.mkdir()
+    _shard(shards / "0.parquet", [f"d{i}" for i in range(30)], vectors[:30])
+    _shard(shards / "1.parquet", [f"d{i}" for i in range(30, 50)], vectors[30:])
+    info = build_from_shards(str(shards), str(out), exact_max=100, min_recall=0.95, sample=10)
+    assert info == {"vectors": 50, "dim": 8, "kind": "exact", "recall_at_10": 1.0}
+    (out / SUMMARY).write_text(json.dumps(info))
+    found = VectorIndex(out)
+    assert [h["id"] for h in found.search(vectors[[3, 41]], top_k=1)[0]] == ["d3"]
+    assert found.search(vectors[41], top_k=1)[0][0] == {"id": "d41", "score": pytest.approx(1.0, abs=1e-5),
+                                                         "text": "text of d41"}
+    _shard(shards / "2.parquet", ["d7", "new"], vectors[:2])  # a row written twice (a resume gone wrong)
+    with pytest.raises(RuntimeError, match="1 ids stored twice"):
+        build_from_shards(str(shards), str(out), exact_max=100, min_recall=0.95, sample=10)
+
+
+def test_drop_done_skips_exactly_the_finished_ids():
+    batch = {"doc_id": np.asarray(["a", "b", "zz", "c", "0"]), "text": np.asarray(["1", "2", "3", "4", "5"])}
+    kept = drop_done(batch, done_keys(["c", "a", "q"]))
+    assert kept["doc_id"].tolist() == ["b", "zz", "0"] and kept["text"].tolist() == ["2", "3", "5"]
+    assert drop_done(batch, done_keys([]))["doc_id"].tolist() == batch["doc_id"].tolist()
+    assert drop_done(batch, ["zz"])["doc_id"].tolist() == ["a", "b", "c", "0"]  # a plain list still works

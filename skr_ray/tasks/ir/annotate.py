@@ -25,7 +25,7 @@ import pyarrow as pa
 from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
-from skr_ray.corpus import READ_CPUS, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
+from skr_ray.corpus import READ_CPUS, done_keys, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
 from skr_ray.ray_utils import actor_pool
 from skr_ray.schema import DOC_ID, LABEL_SCHEMA, TEXT
 from skr_ray.tasks.ir.labels import QuestionFilter, normalize_for_dedup, parse_label
@@ -313,7 +313,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         return _finish(cfg, art, total, done_ids, start, unreadable)
     if done_ids:
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
-        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_ids}, num_cpus=READ_CPUS)
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_keys(done_ids)}, num_cpus=READ_CPUS)
     Artifacts.write_config(art.annotate_dir, cfg)
     remaining = total - len(done_ids)
     if remaining > 0:

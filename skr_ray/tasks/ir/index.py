@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,8 +30,9 @@ from skr_ray.schema import DOC_ID, TEXT
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-"""(id, text) of every vector, in the index's order: a search answers positions, this names them."""
+IDS_FILE = "ids.arrow"
+"""(id, text) of every vector, in the index's order: a search answers positions, this names them. An Arrow IPC
+file, which a server memory-maps instead of reading a large corpus's texts into its heap."""
 SUMMARY = "summary.json"
 VECTORS = "vectors"
 
@@ -89,7 +90,7 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
     import ray.data
 
     from skr_ray.config import load_config
-    from skr_ray.corpus import drop_done, read_corpus
+    from skr_ray.corpus import done_keys, drop_done, read_corpus
     from skr_ray.models.checkpoint import HEAD_CONFIG, RUN_CONFIG
     from skr_ray.models.prefix_cache import prefix_cache_root
     from skr_ray.ray_utils import actor_pool, ensure_ray, replica_pool
@@ -134,7 +135,7 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
         ds, rows = read_corpus(corpus, cfg.data.max_chars, cfg.data.max_docs)
     if done:
         log.info("index: resuming: %d of %d rows already in %s", len(done), rows, vectors_dir)
-        ds = ds.map_batches(drop_done, fn_kwargs={"done": done})
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done_keys(done)})
     todo = rows - len(set(done))
     if todo > 0:
         gpus = 1 if _has_gpu() else 0
@@ -155,38 +156,69 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
     encode_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    table = _read_shards(vectors_dir)
-    ids = table.column("id").to_pylist()
-    if len(set(ids)) != len(ids):
-        raise RuntimeError(f"{vectors_dir}: {len(ids) - len(set(ids))} ids stored twice; remove the folder and "
-                           "index again")
-    vectors = _as_matrix(table.column("vector"))
-    index, info = build_index(vectors, cfg.index.exact_max, cfg.index.min_recall, cfg.index.recall_sample,
-                              cfg.index.nlist, cfg.seed)
-    import faiss
-    import pyarrow.parquet as pq
-
-    faiss.write_index(index, str(art.index_dir / (INDEX_FILE + ".tmp")))
-    (art.index_dir / (INDEX_FILE + ".tmp")).replace(art.index_dir / INDEX_FILE)
-    pq.write_table(table.select(["id", "text"]), art.index_dir / IDS_FILE)
-    summary = {"vectors": len(ids), "dim": int(vectors.shape[1]), "checkpoint": str(ckpt), "corpus": corpus,
+    # the build runs in a Ray task, not here: it holds every vector (the index) and every id (the duplicate
+    # check), and the driver's memory does not grow with the corpus
+    build = ray.remote(num_cpus=1)(build_from_shards)
+    info = ray.get(build.remote(str(vectors_dir), str(art.index_dir), cfg.index.exact_max, cfg.index.min_recall,
+                                cfg.index.recall_sample, cfg.index.nlist, cfg.seed))
+    summary = {"vectors": info.pop("vectors"), "dim": info.pop("dim"), "checkpoint": str(ckpt), "corpus": corpus,
                **info, "encoded_this_run": todo, "resumed_rows": len(set(done)), "removed_shards": removed,
                "encode_s": round(encode_s, 1), "build_s": round(time.perf_counter() - start, 1)}
     write_json(art.index_dir / SUMMARY, summary)
     Artifacts.mark_done(art.index_dir, summary)
-    log.info("index: %d vectors (%s, recall@10 %.3f) in %s", len(ids), info["kind"], info["recall_at_10"],
-             art.index_dir)
+    log.info("index: %d vectors (%s, recall@10 %.3f) in %s", summary["vectors"], info["kind"],
+             info["recall_at_10"], art.index_dir)
     return summary
 
 
-def _read_shards(folder: Path) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _shards(folder: Path) -> list[Path]:
     shards = sorted(folder.glob("*.parquet"))
     if not shards:
         raise StageInputError(f"{folder}: no vectors were written (an empty corpus?)")
-    return pa.concat_tables([pq.read_table(s, columns=["id", "text", "vector"]) for s in shards])
+    return shards
+
+
+def build_from_shards(vectors_dir: str, index_dir: str, exact_max: int, min_recall: float, sample: int,
+                      nlist: int = 0, seed: int = 0) -> dict[str, Any]:
+    """The faiss index over the vector shards in ``vectors_dir``, written to ``index_dir`` with the (id, text)
+    of each position (``ids.arrow``, which a server memory-maps). Reads one shard at a time: what it holds is
+    the index and the ids, never a second copy of the vectors."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = _shards(Path(vectors_dir))
+    out = Path(index_dir)
+    rows = [pq.read_metadata(s).num_rows for s in shards]
+    seen: set[str] = set()
+    twice = 0
+    tmp_ids = out / (IDS_FILE + ".tmp")
+    with pa.OSFile(str(tmp_ids), "wb") as sink:
+        writer = None
+        for shard in shards:
+            table = pq.read_table(shard, columns=["id", "text"])
+            ids = table.column("id").to_pylist()
+            twice += sum(1 for i in ids if i in seen)
+            seen.update(ids)
+            table = table.cast(pa.schema([("id", pa.string()), ("text", pa.large_string())]))
+            if writer is None:
+                writer = pa.ipc.new_file(sink, table.schema)
+            writer.write_table(table)
+        writer.close()
+    if twice:
+        tmp_ids.unlink()
+        raise RuntimeError(f"{vectors_dir}: {twice} ids stored twice; remove the folder and index again")
+    del seen
+
+    def chunks():
+        for shard in shards:
+            yield _as_matrix(pq.read_table(shard, columns=["vector"]).column("vector"))
+
+    index, info = build_index_chunked(chunks, sum(rows), exact_max, min_recall, sample, nlist, seed)
+    faiss.write_index(index, str(out / (INDEX_FILE + ".tmp")))
+    (out / (INDEX_FILE + ".tmp")).replace(out / INDEX_FILE)
+    tmp_ids.replace(out / IDS_FILE)
+    return {"vectors": int(index.ntotal), "dim": int(index.d), **info}
 
 
 def _as_matrix(column: Any) -> np.ndarray:
@@ -199,38 +231,73 @@ def _as_matrix(column: Any) -> np.ndarray:
 
 def build_index(vectors: np.ndarray, exact_max: int, min_recall: float, sample: int, nlist: int = 0,
                 seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """A faiss inner-product index over ``vectors`` and what was measured of it: exact (IndexFlatIP) up to
-    ``exact_max`` vectors; above, IVF with ``nlist`` lists (0: 4 x sqrt(n)) and the fewest probes (doubling)
-    whose recall@10 against exact search, for ``sample`` corpus vectors as queries, reaches ``min_recall``."""
+    """:func:`build_index_chunked` over vectors in memory."""
+    return build_index_chunked(lambda: iter([vectors]), len(vectors), exact_max, min_recall, sample, nlist, seed)
+
+
+def build_index_chunked(chunks: Callable[[], Iterator[np.ndarray]], n: int, exact_max: int, min_recall: float,
+                        sample: int, nlist: int = 0, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """A faiss inner-product index over the ``n`` vectors that ``chunks()`` yields (in order, a block at a time;
+    called once or twice), and what was measured of it: exact (IndexFlatIP) up to ``exact_max`` vectors; above,
+    IVF with ``nlist`` lists (0: 4 x sqrt(n)) and the fewest probes (doubling) whose recall@10 against exact
+    search, for ``sample`` corpus vectors as queries, reaches ``min_recall``. Exact search for that check runs
+    block by block, so no second copy of the vectors is held."""
     import faiss
 
-    n, dim = vectors.shape
     if n <= exact_max:
-        index = faiss.IndexFlatIP(dim)
-        index.add(vectors)
+        index = None
+        for block in chunks():
+            if index is None:
+                index = faiss.IndexFlatIP(block.shape[1])
+            index.add(block)
         return index, {"kind": "exact", "recall_at_10": 1.0}
     rng = np.random.default_rng(seed)
     lists = nlist or max(1, int(4 * math.sqrt(n)))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-    train = vectors[rng.choice(n, size=min(n, 64 * lists), replace=False)]
+    train_at = rng.choice(n, size=min(n, 64 * lists), replace=False)
+    query_at = rng.choice(n, size=min(n, sample), replace=False)
+    train, queries = _gather(chunks(), n, train_at), _gather(chunks(), n, query_at)
+    dim = train.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.train(train)
-    index.add(vectors)
-    queries = vectors[rng.choice(n, size=min(n, sample), replace=False)]
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(vectors)
+    del train
     k = min(10, n)
-    _, truth = exact.search(queries, k)
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    offset = 0
+    for block in chunks():  # the IVF index fills, and exact search runs over the same block
+        index.add(block)
+        exact = faiss.IndexFlatIP(dim)
+        exact.add(block)
+        s, i = exact.search(queries, min(k, len(block)))
+        both_s, both_i = np.hstack([best_s, s]), np.hstack([best_i, i + offset])
+        top = np.argsort(-both_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(both_s, top, 1), np.take_along_axis(both_i, top, 1)
+        offset += len(block)
     nprobe, recall = 1, 0.0
     while True:
         index.nprobe = nprobe
         _, got = index.search(queries, k)
-        recall = float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got, truth)]))
+        recall = float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got, best_i)]))
         if recall >= min_recall or nprobe >= lists:
             break
         nprobe = min(2 * nprobe, lists)
     return index, {"kind": "ivf", "nlist": lists, "nprobe": nprobe, "recall_at_10": round(recall, 4),
                    "recall_sample": len(queries)}
+
+
+def _gather(blocks: Iterator[np.ndarray], n: int, positions: np.ndarray) -> np.ndarray:
+    """The rows at ``positions`` (in that order) of the ``n`` rows that ``blocks`` yields in order."""
+    out: np.ndarray | None = None
+    offset = 0
+    for block in blocks:
+        if out is None:
+            out = np.empty((len(positions), block.shape[1]), dtype=np.float32)
+        here = (positions >= offset) & (positions < offset + len(block))
+        out[here] = block[positions[here] - offset]
+        offset += len(block)
+    if out is None or offset != n:
+        raise RuntimeError(f"index: expected {n} vectors, the shards hold {offset}")
+    return out
 
 
 class VectorIndex:
@@ -239,15 +306,15 @@ class VectorIndex:
 
     def __init__(self, folder: str | Path) -> None:
         import faiss
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
         folder = Path(folder)
         self.summary = json.loads((folder / SUMMARY).read_text())
         self.index = faiss.read_index(str(folder / INDEX_FILE))
         if self.summary.get("kind") == "ivf":
             self.index.nprobe = int(self.summary["nprobe"])
-        table = pq.read_table(folder / IDS_FILE)
-        self.ids = table.column("id").to_pylist()
+        table = pa.ipc.open_file(pa.memory_map(str(folder / IDS_FILE))).read_all()  # zero-copy: pages, not heap
+        self.ids = table.column("id")
         self.texts = table.column("text")
         self._position: dict[str, int] | None = None
 
@@ -257,8 +324,8 @@ class VectorIndex:
 
     def positions(self, ids: list[str]) -> tuple[np.ndarray, list[str]]:
         """Index positions of ``ids`` and the ids it does not hold."""
-        if self._position is None:
-            self._position = {i: n for n, i in enumerate(self.ids)}
+        if self._position is None:  # built on the first filtered search
+            self._position = {i: n for n, i in enumerate(self.ids.to_pylist())}
         found = [self._position.get(i) for i in ids]
         return (np.asarray([p for p in found if p is not None], dtype=np.int64),
                 [i for i, p in zip(ids, found) if p is None])
@@ -278,7 +345,7 @@ class VectorIndex:
             params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
                       if self.summary.get("kind") == "ivf" else faiss.SearchParameters(sel=selector))
         scores, found = self.index.search(vectors, k, params=params)
-        return [[{"id": self.ids[p], "score": float(s), "text": self.texts[int(p)].as_py()}
+        return [[{"id": self.ids[int(p)].as_py(), "score": float(s), "text": self.texts[int(p)].as_py()}
                  for s, p in zip(row_s, row_p) if p >= 0] for row_s, row_p in zip(scores, found)]
 
 
