@@ -19,7 +19,6 @@ import json
 import logging
 import re
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -55,39 +54,10 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
-class PeakRSS(threading.Thread):
-    """The driver process's peak resident memory while it runs (sampled every 0.2 s)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        super().__init__(daemon=True)
-        self.proc, self.peak, self._halt = psutil.Process(), 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            self._halt.wait(0.2)
-
-    def stop(self) -> float:
-        self._halt.set()
-        self.join()
-        return self.peak / 2**20
-
-
-def spilled_mib() -> float:
-    """Object-store bytes spilled to disk so far on this cluster (from Ray's memory summary)."""
-    try:
-        from ray._private.internal_api import memory_summary
-
-        found = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
-        return float(found.group(1)) if found else 0.0
-    except Exception:  # noqa: BLE001 - a figure for the table, not worth failing the run
-        return float("nan")
-
-
 def timed(stage, cfg) -> tuple[dict, float, float, float]:
     """(summary, seconds, driver peak RSS MiB, MiB spilled during the stage)."""
+    from skr_ray.ray_utils import PeakRSS, spilled_mib
+
     spill0, rss = spilled_mib(), PeakRSS()
     rss.start()
     start = time.perf_counter()
