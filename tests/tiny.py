@@ -31,9 +31,9 @@ LOOSE_FILTERS = [
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gemma3_text")
 
 
-def build_tiny_model(target: Path, seed: int = 0, family: str = "llama", chat: bool = True) -> Path:
-    """Write a 2-layer decoder (hidden 32) of ``family`` (FAMILIES; Llama by default) and its tokenizer to
-    ``target``; returns the folder. ``chat=False``: a base model's tokenizer, without a chat template."""
+def build_tiny_model(target: Path, seed: int = 0, family: str = "llama", chat: bool = True, hidden: int = 32) -> Path:
+    """Write a 2-layer decoder (hidden 32 unless said) of ``family`` (FAMILIES; Llama by default) and its tokenizer
+    to ``target``; returns the folder. ``chat=False``: a base model's tokenizer, without a chat template."""
     import torch
 
     words: set[str] = set()
@@ -56,7 +56,7 @@ def build_tiny_model(target: Path, seed: int = 0, family: str = "llama", chat: b
         tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     shape = dict(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"],
         tie_word_embeddings=True,
