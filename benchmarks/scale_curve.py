@@ -10,6 +10,11 @@ The corpus is realistic text: passages recombined from the sentences of the ship
 sentences each, unique ids), written as JSONL.
 
     python benchmarks/scale_curve.py --rows 10000 100000 --out runs/scale_curve
+    python benchmarks/scale_curve.py --rows 10000 1000000 --kill-at-rows 1000000 --out runs/scale_curve
+
+With ``--kill-at-rows``, that size's annotation first runs as a driver of its own and is SIGKILLed about half
+way; the timed annotation then resumes it, and the row reports how many documents were redone and whether every
+row has exactly one label.
 """
 
 from __future__ import annotations
@@ -54,6 +59,48 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+def labelled_rows(labels: Path) -> int:
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for f in labels.glob("*.parquet") if labels.is_dir() else []:
+        try:
+            rows += pq.read_metadata(f).num_rows
+        except Exception:  # noqa: BLE001 - a file being written
+            pass
+    return rows
+
+
+def kill_half_way(overrides: list[str], labels: Path, n: int, fraction: float) -> dict:
+    """`skr annotate` as a driver of its own on this Ray cluster, SIGKILLed once ``fraction`` of the rows have
+    label files; what was on disk then."""
+    import os
+    import signal
+    import subprocess
+
+    import ray
+
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen([sys.executable, "-m", "skr_ray.cli", "annotate", *overrides], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    start = time.perf_counter()
+    while proc.poll() is None and labelled_rows(labels) < fraction * n:
+        time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(5)  # the cluster reaps the dead driver's actors
+    return {"killed_after_s": round(time.perf_counter() - start, 1), "rows_on_disk_at_kill": labelled_rows(labels)}
+
+
+def once_each(labels: Path, n: int) -> dict:
+    """Whether every document of the corpus has exactly one label row (one label kind, one question each)."""
+    from skr_ray.annotate.labelstore import read_labels
+
+    ids = read_labels(labels, columns=["doc_id"]).column("doc_id")
+    unique = len(ids.unique())
+    return {"label_rows": len(ids), "documents": unique, "every_row_once": len(ids) == unique == n}
+
+
 def timed(stage, cfg) -> tuple[dict, float, float, float]:
     """(summary, seconds, driver peak RSS MiB, MiB spilled during the stage)."""
     from skr_ray.ray_utils import PeakRSS, spilled_mib
@@ -71,6 +118,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--out", default="runs/scale_curve")
     ap.add_argument("--max-new-tokens", type=int, default=4)
+    ap.add_argument("--kill-at-rows", type=int, nargs="*", default=[],
+                    help="sizes whose annotation is first killed part way (SIGKILL of its driver) and resumed")
+    ap.add_argument("--kill-fraction", type=float, default=0.5)
     ap.add_argument("overrides", nargs="*", help="config overrides (key.sub=value) for every run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -91,21 +141,30 @@ def main() -> None:
     rows_out = []
     for n in args.rows:
         corpus = write_corpus(out / f"corpus-{n}.jsonl", n)
-        cfg = load_config(None, [f"model.name_or_path={tiny}", f"output_dir={out / f'run-{n}'}",
-                                 f"data.unlabeled={corpus}", "annotate.label_kinds=[question]",
-                                 f"annotate.max_new_tokens={args.max_new_tokens}", "annotate.batch_size=64",
-                                 f"index.checkpoint={ckpt}", "evaluate.batch_size=64", *LOOSE_FILTERS,
-                                 *args.overrides])
+        overrides = [f"model.name_or_path={tiny}", f"output_dir={out / f'run-{n}'}", f"data.unlabeled={corpus}",
+                     "annotate.label_kinds=[question]", f"annotate.max_new_tokens={args.max_new_tokens}",
+                     "annotate.batch_size=64", f"index.checkpoint={ckpt}", "evaluate.batch_size=64",
+                     *LOOSE_FILTERS, *args.overrides]
+        cfg = load_config(None, overrides)
         ensure_ray(cfg.ray)
+        killed = {}
+        if n in args.kill_at_rows:  # the first run is killed about half way; the timed run below resumes it
+            killed = kill_half_way(overrides, Path(cfg.output_dir) / "annotate" / "labels", n, args.kill_fraction)
         ann, ann_s, ann_rss, ann_spill = timed(run_annotation, cfg)
+        if killed:
+            killed |= once_each(Path(cfg.output_dir) / "annotate" / "labels", n)
+            killed |= {k: ann[k] for k in ("resumed_from_documents", "labelled_this_run", "documents_redone")}
+            killed["redone_fraction"] = round(ann["documents_redone"] / n, 5)
+            log.info("kill and resume: %s", killed)
         idx, idx_s, idx_rss, idx_spill = timed(run_index, cfg)
-        row = {"rows": n, "annotate_s": round(ann_s, 1), "annotate_rows_per_s": round(n / ann_s, 1),
+        row = {"rows": n, "annotate_s": round(ann_s, 1), "annotate_rows_per_s": round((ann["labelled_this_run"] if killed else n) / ann_s, 1),
                "annotate_driver_peak_mib": round(ann_rss), "annotate_spilled_mib": ann_spill,
                "labelled": ann["documents_labelled"], "label_files": len(list((Path(cfg.output_dir) / "annotate"
                                                                                 / "labels").glob("*.parquet"))),
                "index_s": round(idx_s, 1), "index_rows_per_s": round(n / idx_s, 1),
                "index_driver_peak_mib": round(idx_rss), "index_spilled_mib": idx_spill,
-               "vectors": idx["vectors"], "index_kind": idx["kind"], "recall_at_10": idx["recall_at_10"]}
+               "vectors": idx["vectors"], "index_kind": idx["kind"], "recall_at_10": idx["recall_at_10"],
+               **({"kill_and_resume": killed} if killed else {})}
         log.info("%s", json.dumps(row))
         rows_out.append(row)
         (out / "summary.json").write_text(json.dumps(rows_out, indent=1))
