@@ -117,3 +117,42 @@ def test_ad_prompts_of_a_base_model_are_records_whose_opening_every_prompt_share
     assert len(head) > 20 and all(ids[:len(head)] == head for ids in base(prompts, add_special_tokens=False)["input_ids"])
     assert prompt_version(base) == "ad-answerable-v1-fewshot" and prompt_version(chat) == "ad-answerable-v1"
     assert "Answer:" not in render_prompts(chat, ["q ?"], ["p ."], 32)[0]  # an instruction model keeps its chat
+
+
+def test_a_fewshot_rewrite_prompt_is_records_and_an_echo_is_counted():
+    """AD's on-topic rewrites for a base model: worked (passage, question, rewrite) records, then the row's with
+    the rewrite's field open; the examples' words are banned unless the row has them; a copy is an echo."""
+    from skr_ray.tasks.ad.ontopic import (_REWRITE_EXAMPLES, echoes_rewrite_example, rewrite_avoid,
+                                          rewrite_fewshot_opening, rewrite_fewshot_prompt)
+
+    prompt = rewrite_fewshot_prompt("Where is the\nplant?", "The plant is in Ohio.\nIt opened in 1990.")
+    assert prompt.startswith(rewrite_fewshot_opening())
+    assert prompt.endswith("Passage: The plant is in Ohio. It opened in 1990.\nQuestion: Where is the plant?\n"
+                           "A question the passage does not answer:")
+    assert prompt.count("Passage: ") == 4 and prompt.count("A question the passage does not answer: ") == 3
+    banned, free = rewrite_avoid("How many engineers work in Ohio?", "The plant in Ohio employs 300 engineers.")
+    assert {"Berlin", "Madrid", "dividend"} <= banned and "engineers" not in banned and "the" in free
+    assert echoes_rewrite_example(_REWRITE_EXAMPLES[1][2]) and echoes_rewrite_example("how much did net sales rise in 2016")
+    assert not echoes_rewrite_example("How much did net sales rise in 2017?")
+
+
+def test_a_base_gemma_rewrites_by_fewshot_completion(tiny_base_gemma, tmp_path, monkeypatch):
+    from skr_ray.tasks.ad.ontopic import _REWRITE_EXAMPLES, REWRITE_STOP, Rewriter
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_base_gemma}", f"output_dir={tmp_path}", "task=ad"])
+    rewriter = Rewriter(cfg.to_dict(), 1)
+    assert rewriter.style == "fewshot"
+    batch = {"index": np.array([0, 1]), "question": np.array(["What did revenue reach in 2019?"] * 2),
+             "passage": np.array(["Revenue reached $5 million in 2019.", "Revenue reached $5 million in 2019."])}
+    out = rewriter(dict(batch))  # the real tiny model: every row gets a status and the few-shot prompt version
+    assert len(out["status"]) == 2 and set(out["prompt"]) == {"ad-ontopic-rewrite-v1-fewshot"}
+    calls = []
+
+    def scripted(prompts, **kwargs):
+        calls.append(kwargs)
+        return [[" " + _REWRITE_EXAMPLES[0][2]], [" What did revenue reach in 2011?\nPassage: more"]]
+
+    monkeypatch.setattr(rewriter.engine, "generate", scripted)
+    out = rewriter(dict(batch))
+    assert calls[0]["stop"] == REWRITE_STOP and calls[0]["opening"] and len(calls[0]["avoid"]) == 2
+    assert list(out["status"]) == ["echoes_example", "ok"] and out["rewrite"][1] == "What did revenue reach in 2011?"

@@ -31,6 +31,7 @@ from typing import Any
 from skr_ray.config import AD_RULES
 
 REWRITE_PROMPT_VERSION = "ad-ontopic-rewrite-v1"
+REWRITE_FEWSHOT_PROMPT_VERSION = "ad-ontopic-rewrite-v1-fewshot"
 ONTOPIC_KINDS = ("rewrite", *(f"rule_{r}" for r in AD_RULES))
 
 STOPWORDS = frozenset(
@@ -207,8 +208,53 @@ def rewrite_messages(question: str, passage: str) -> list[dict[str, str]]:
     ]
 
 
+# A base model (no chat template) rewrites by few-shot completion: worked records of (passage, question, rewrite),
+# hand-written on other topics than each other (no evaluation data), then the row's record with its rewrite's field
+# open; the rewrite is the rest of that line.
+REWRITE_STOP = "\n"
+_REWRITE_FIELD = "A question the passage does not answer"
+_REWRITE_EXAMPLES = (
+    ("The company opened its Berlin office in 2015 and hired 40 engineers there.",
+     "How many engineers did the company hire in Berlin?",
+     "How many engineers did the company hire in Madrid?"),
+    ("Net sales rose 8% to $3.1 billion in 2020, led by the packaging segment.",
+     "How much did net sales rise in 2020?",
+     "How much did net sales rise in 2016?"),
+    ("The board approved a quarterly dividend of $0.42 per share, payable on March 15.",
+     "What quarterly dividend per share did the board approve?",
+     "What special dividend per share did the board approve?"),
+)
+
+
+def rewrite_fewshot_opening() -> str:
+    return "".join(f"Passage: {p}\nQuestion: {q}\n{_REWRITE_FIELD}: {r}\n\n" for p, q, r in _REWRITE_EXAMPLES)
+
+
+def rewrite_fewshot_prompt(question: str, passage: str) -> str:
+    """The worked records, then the row's passage and question (one line each) and the rewrite's field."""
+    return (f"{rewrite_fewshot_opening()}Passage: {' '.join(passage.split())}\nQuestion: {' '.join(question.split())}"
+            f"\n{_REWRITE_FIELD}:")
+
+
+def rewrite_avoid(question: str, passage: str) -> tuple[set[str], set[str]]:
+    """(words the rewrite must not use, words it may): the examples' content words, unless the row's own
+    question or passage has them (a small base model copies its examples); stopwords stay free."""
+    example = {w for record in _REWRITE_EXAMPLES for w in re.findall(r"[^\W\d_]+", " ".join(record))}
+    free = set(re.findall(r"[^\W\d_]+", question + " " + passage)) | STOPWORDS | {w.capitalize() for w in STOPWORDS}
+    lowered = {w.lower() for w in free}
+    return {w for w in example if w.lower() not in lowered}, free
+
+
+def echoes_rewrite_example(rewrite: str) -> bool:
+    flat = " ".join(rewrite.lower().split()).rstrip("?")
+    return any(flat == " ".join(r.lower().split()).rstrip("?") for _, _, r in _REWRITE_EXAMPLES)
+
+
 class Rewriter:
-    """Ray Data UDF: the annotator's rewrite of each (question, passage), greedy, with the check's status."""
+    """Ray Data UDF: the annotator's rewrite of each (question, passage), greedy, with the check's status. An
+    instruction model is asked in its chat template; a base model (``annotate.prompt_style``, auto: by the
+    tokenizer) by few-shot completion, stopped at the line's end, where a copy of an example counts as
+    ``echoes_example``."""
 
     def __init__(self, cfg_dict: dict[str, Any], replicas: int) -> None:
         import torch
@@ -223,17 +269,28 @@ class Rewriter:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_backbone(annotator, device=device)
         self.engine = GenerationEngine(model, tokenizer, self.cfg.ad.max_passage_tokens, 40, device)
+        style = self.cfg.annotate.prompt_style
+        self.style = style if style != "auto" else ("chat" if tokenizer.chat_template else "fewshot")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         questions = [str(q) for q in batch["question"]]
         passages = [self.engine.truncate(str(p)) for p in batch["passage"]]
-        messages = [rewrite_messages(q, p) for q, p in zip(questions, passages)]
-        prompts = [self.engine.render(m) for m in messages]
-        opening = self.engine.render_opening(messages[0]) if messages else None
-        outputs = [o[0] if o else "" for o in self.engine.generate(prompts, opening=opening)]
+        if self.style == "fewshot":
+            prompts = [rewrite_fewshot_prompt(q, p) for q, p in zip(questions, passages)]
+            outputs = [o[0] if o else "" for o in self.engine.generate(
+                prompts, opening=rewrite_fewshot_opening(), stop=REWRITE_STOP,
+                avoid=[rewrite_avoid(q, p) for q, p in zip(questions, passages)])]
+        else:
+            messages = [rewrite_messages(q, p) for q, p in zip(questions, passages)]
+            prompts = [self.engine.render(m) for m in messages]
+            opening = self.engine.render_opening(messages[0]) if messages else None
+            outputs = [o[0] if o else "" for o in self.engine.generate(prompts, opening=opening)]
         texts = [o.strip().split("\n")[0].strip().strip('"') for o in outputs]
-        return {**batch, "raw_output": outputs, "rewrite": texts,
-                "status": [check_rewrite(q, t, p) for q, t, p in zip(questions, texts, passages)]}
+        status = [check_rewrite(q, t, p) for q, t, p in zip(questions, texts, passages)]
+        if self.style == "fewshot":
+            status = ["echoes_example" if echoes_rewrite_example(t) else s for t, s in zip(texts, status)]
+        version = REWRITE_FEWSHOT_PROMPT_VERSION if self.style == "fewshot" else REWRITE_PROMPT_VERSION
+        return {**batch, "raw_output": outputs, "rewrite": texts, "status": status, "prompt": [version] * len(texts)}
 
 
 def model_rewrites(cfg: Any, questions: list[tuple[str, str]], passages: dict[str, str], cache: Any
@@ -258,7 +315,7 @@ def model_rewrites(cfg: Any, questions: list[tuple[str, str]], passages: dict[st
             Rewriter, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "replicas": actors},
             batch_size=a.batch_size, compute=actor_pool(actors), num_cpus=a.num_cpus_per_actor, num_gpus=gpus)
         rows = sorted(ds.take_all(), key=lambda r: r["index"])
-        rows = [{k: r[k] for k in ("index", "question", "raw_output", "rewrite", "status")} for r in rows]
+        rows = [{k: r[k] for k in ("index", "question", "raw_output", "rewrite", "status", "prompt")} for r in rows]
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         pq.write_table(pa.Table.from_pylist(rows), tmp)
