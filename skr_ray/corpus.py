@@ -207,6 +207,9 @@ def _txt_rows(row: dict[str, Any]) -> dict[str, str]:
 
 
 ROWS_PER_READ_BLOCK = 2000
+READ_BLOCK_BYTES = 16 * 2**20
+"""A read block holds at most about this many bytes of corpus file: long passages make few rows a large block,
+and a block larger than the object store's share for the stream is spilled to disk instead of streamed."""
 
 READ_CPUS = 0.25
 """CPUs each read or row-preparation task of a corpus reserves: a light task, so that it always fits beside the
@@ -254,8 +257,10 @@ def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.
     paths = [str(p) for p in source.paths]
     # Ray Data splits a read into ~200 blocks by default: for a small corpus that is hundreds of tiny tasks (a
     # 48-row file took 19 s to read and normalize).
-    # Blocks of at least ROWS_PER_READ_BLOCK rows; big corpora still spread over the cluster.
-    blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)))
+    # Blocks of at least ROWS_PER_READ_BLOCK rows, and of at most READ_BLOCK_BYTES of file; big corpora still
+    # spread over the cluster.
+    size = sum(p.stat().st_size for p in source.paths) if source.kind in ("jsonl", "parquet") else 0
+    blocks = max(len(paths), min(200, -(-rows // ROWS_PER_READ_BLOCK)), -(-size // READ_BLOCK_BYTES))
     light = {"num_cpus": READ_CPUS}
     if source.kind == "jsonl":
         ds = ray.data.read_json(paths, lines=True, override_num_blocks=blocks, ray_remote_args=light)
