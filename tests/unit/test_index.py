@@ -125,3 +125,16 @@ def test_drop_done_skips_exactly_the_finished_ids():
     assert kept["doc_id"].tolist() == ["b", "zz", "0"] and kept["text"].tolist() == ["2", "3", "5"]
     assert drop_done(batch, done_keys([]))["doc_id"].tolist() == batch["doc_id"].tolist()
     assert drop_done(batch, ["zz"])["doc_id"].tolist() == ["a", "b", "c", "0"]  # a plain list still works
+
+
+def test_an_index_folder_from_before_ids_arrow_still_loads(tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = _unit(rng, 20, 8)
+    index, info = build_index(vectors, exact_max=100, min_recall=0.95, sample=5)
+    found = _save(tmp_path, index, info, [f"d{i}" for i in range(20)], [f"t{i}" for i in range(20)])
+    (tmp_path / IDS_FILE).unlink()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(20)], "text": [f"t{i}" for i in range(20)]}),
+                   tmp_path / "ids.parquet")
+    old = VectorIndex(tmp_path)
+    assert old.search(vectors[4], top_k=1) == found.search(vectors[4], top_k=1)
+    assert old.search(vectors[4], top_k=1)[0][0]["text"] == "t4"

@@ -33,6 +33,7 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.arrow"
 """(id, text) of every vector, in the index's order: a search answers positions, this names them. An Arrow IPC
 file, which a server memory-maps instead of reading a large corpus's texts into its heap."""
+LEGACY_IDS_FILE = "ids.parquet"
 SUMMARY = "summary.json"
 VECTORS = "vectors"
 
@@ -313,7 +314,12 @@ class VectorIndex:
         self.index = faiss.read_index(str(folder / INDEX_FILE))
         if self.summary.get("kind") == "ivf":
             self.index.nprobe = int(self.summary["nprobe"])
-        table = pa.ipc.open_file(pa.memory_map(str(folder / IDS_FILE))).read_all()  # zero-copy: pages, not heap
+        if (folder / IDS_FILE).is_file():
+            table = pa.ipc.open_file(pa.memory_map(str(folder / IDS_FILE))).read_all()  # zero-copy: pages, not heap
+        else:  # an index built before ids.arrow: its ids and texts in parquet, read into memory
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(folder / LEGACY_IDS_FILE)
         self.ids = table.column("id")
         self.texts = table.column("text")
         self._position: dict[str, int] | None = None
