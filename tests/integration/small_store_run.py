@@ -3,7 +3,9 @@ started here with Ray's smallest store), and report what the driver held. Run by
 tests/integration/test_small_object_store.py in a process of its own, since a Ray instance's store size is fixed
 when it starts:
 
-    python -m tests.integration.small_store_run OUT_DIR ROWS CHARS_PER_ROW
+    python -m tests.integration.small_store_run OUT_DIR ROWS CHARS_PER_ROW [index]
+
+(``index``: the index stage too, over the same corpus.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def write_corpus(path: Path, rows: int, chars: int) -> int:
     return path.stat().st_size
 
 
-def main(out: Path, rows: int, chars: int) -> dict:
+def main(out: Path, rows: int, chars: int, index: bool = False) -> dict:
     import psutil
     import ray
 
@@ -37,7 +39,7 @@ def main(out: Path, rows: int, chars: int) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     tiny = build_tiny_model(out / "tiny-model")
-    ckpt = make_checkpoint(tiny, out / "tiny-checkpoint")
+    ckpt = make_checkpoint(tiny, out / "tiny-checkpoint") if index else out / "tiny-checkpoint"
     corpus_bytes = write_corpus(out / "corpus.jsonl", rows, chars)
     ray.init(num_cpus=2, object_store_memory=STORE_BYTES, include_dashboard=False)
     cfg = load_config(None, [f"model.name_or_path={tiny}", f"output_dir={out / 'run'}",
@@ -55,7 +57,7 @@ def main(out: Path, rows: int, chars: int) -> dict:
     peak.start()
     annotated = run_annotation(cfg)
     after_annotation = peak.peak
-    indexed = run_index(cfg)
+    indexed = run_index(cfg) if index else {"vectors": None}
     report = {"corpus_bytes": corpus_bytes, "store_bytes": int(ray.cluster_resources()["object_store_memory"]),
               "labelled": annotated["documents_labelled"], "label_rows": annotated["label_rows"],
               "vectors": indexed["vectors"], "driver_growth_bytes": int(peak.stop() * 2**20 - before),
@@ -67,4 +69,4 @@ def main(out: Path, rows: int, chars: int) -> dict:
 
 
 if __name__ == "__main__":
-    print("REPORT " + json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    print("REPORT " + json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), "index" in sys.argv[4:])))
