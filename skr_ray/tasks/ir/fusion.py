@@ -109,9 +109,9 @@ def fused_scores(dense: np.ndarray, bm25: np.ndarray, rule: dict[str, Any], dept
 
 def compile_ranx() -> None:
     """Run ranx's numba functions that the report checks use (tests, and users recomputing a report from its run
-    files) once on a toy run, so that numba compiles them into its on-disk cache now (``make install``) rather
-    than in a user's first check."""
-    from ranx import Qrels, Run, evaluate
+    files or comparing a fusion with ranx's) once on a toy run, so that numba compiles them into its on-disk cache
+    now (``make install``) rather than in a user's first check."""
+    from ranx import Qrels, Run, evaluate, fuse
 
     from skr_ray.evaluate.report import write_qrels, write_run
 
@@ -119,6 +119,11 @@ def compile_ranx() -> None:
     metrics = ["mrr", "hit_rate@1", "hit_rate@10"]
     run = Run.from_dict({f"q{i}": {f"d{j}": float(dense[i, j]) for j in range(3)} for i in range(2)}, name="skr")
     evaluate(Qrels({"q0": {"d0": 1}, "q1": {"d1": 1}}), run, metrics, make_comparable=True)
+    # and ranx's fusion, which a user (and the test of Fuser) compares the array fusion with
+    other = Run.from_dict({f"q{i}": {f"d{j}": float(1 - dense[i, j]) for j in range(3)} for i in range(2)}, name="bm25")
+    fuse([run, other], method="rrf", params={"k": 60})
+    for norm in ("min-max", "zmuv"):
+        fuse([run, other], norm=norm, method="wsum", params={"weights": [0.5, 0.5]})
     with tempfile.TemporaryDirectory() as tmp:  # and the TREC files evaluation writes, read back
         qrels = {"q0": {"d0"}, "q1": {"d1", "d2"}}
         write_run(Path(tmp) / "run.trec", dense, ["q0", "q1"], ["d0", "d1", "d2"], qrels, "skr")
