@@ -4,12 +4,17 @@ of it). The index stage streams the same way (``small_store_run ... index`` runs
 for time: its stream is the same reads and actor pool, and its build is tested in test_serve)."""
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
 
+@pytest.mark.skipif(os.environ.get("SKR_SCALE_TESTS") != "1",
+                    reason="about 2 minutes on 2 cores: run with SKR_SCALE_TESTS=1 (the suite keeps under 20 minutes)")
 def test_a_corpus_larger_than_the_object_store_streams_with_a_flat_driver(tmp_path):
     rows, chars = 1000, 84_000  # long passages: the bytes of a corpus larger than the store, in few rows
     proc = subprocess.run([sys.executable, "-m", "tests.integration.small_store_run", str(tmp_path), str(rows),
