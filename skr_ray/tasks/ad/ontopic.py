@@ -269,8 +269,9 @@ class Rewriter:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_backbone(annotator, device=device)
         self.engine = GenerationEngine(model, tokenizer, self.cfg.ad.max_passage_tokens, 40, device)
-        style = self.cfg.annotate.prompt_style
-        self.style = style if style != "auto" else ("chat" if tokenizer.chat_template else "fewshot")
+        from skr_ray.tasks.ir.prompts import resolve_style
+
+        self.style = resolve_style(self.cfg.annotate.prompt_style, tokenizer)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         questions = [str(q) for q in batch["question"]]
