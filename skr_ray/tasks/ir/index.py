@@ -256,7 +256,8 @@ def build_index_chunked(chunks: Callable[[], Iterator[np.ndarray]], n: int, exac
     lists = nlist or max(1, int(4 * math.sqrt(n)))
     train_at = rng.choice(n, size=min(n, 64 * lists), replace=False)
     query_at = rng.choice(n, size=min(n, sample), replace=False)
-    train, queries = _gather(chunks(), n, train_at), _gather(chunks(), n, query_at)
+    picked = _gather(chunks(), n, np.concatenate([train_at, query_at]))  # one pass for both samples
+    train, queries = picked[: len(train_at)], picked[len(train_at):]
     dim = train.shape[1]
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.train(train)
