@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tesseract run test test-fast bench clean
+.PHONY: install tesseract run test test-long test-fast bench clean
 
 $(STAMP): pyproject.toml
 	@command -v tesseract >/dev/null || $(MAKE) --no-print-directory tesseract
@@ -35,6 +35,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q --durations=10 tests
+
+# and the slower variants of paths the default suite covers (other ZeRO-3 families, SmolLM2 on AD, more kills)
+test-long: install
+	SKR_LONG_TESTS=1 $(PY) -m pytest -q --durations=10 -m long tests
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit

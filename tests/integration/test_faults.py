@@ -89,6 +89,7 @@ def test_killed_annotation_actor_is_replaced_and_every_row_lands_once(ray_local,
     assert summary["documents_redone"] <= 2 * cfg.annotate.batch_size
 
 
+@pytest.mark.long  # a resumed training run is tests/integration/test_pipeline.py and test_zero_families (ZeRO-3)
 def test_killed_training_worker_resumes_from_the_last_checkpoint(ray_local, tiny_model_dir, tmp_path):
     from skr_ray.tasks.ir.annotate import run_annotation
     from skr_ray.train.trainer import run_training

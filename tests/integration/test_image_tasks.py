@@ -80,6 +80,7 @@ def test_image_ir_questions_training_and_retrieval(ir_run, image_sets):
     np.testing.assert_allclose(cached[0]["embedding"][row], img[0].numpy(), atol=1e-4)
 
 
+@pytest.mark.long  # AD end to end is test_ad_pipeline; image encoding and training are this module's other tests
 def test_image_ad_from_the_same_questions(ir_run, image_sets, tiny_vlm_dir, tmp_path):
     from skr_ray.cli import run_pipeline
     from skr_ray.models.checkpoint import load_skr_model

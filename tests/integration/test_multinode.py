@@ -82,6 +82,7 @@ def _synthetic_corpus(path: Path, n: int) -> Path:
     return path
 
 
+@pytest.mark.long  # a killed annotation resumes in test_resume_and_bad_input and test_faults (one node)
 def test_killed_annotation_job_resubmitted_redoes_at_most_one_percent(two_nodes, tiny_model_dir, tmp_path):
     """Stop a running annotation job through the Jobs API, resubmit the same job: it resumes, every
     row lands exactly once, and at most 1% of the rows went through generation twice."""

@@ -5,6 +5,7 @@ ZeRO-3 run resumes from its partitioned checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -17,14 +18,20 @@ from tests.tiny import FAMILIES, LOOSE_FILTERS
 pytestmark = pytest.mark.integration
 
 # ZeRO-3 (partitioned weights, the 27B setting) for every family, and ZeRO-2; the ZeRO-3 resume on Llama.
-CASES = [(f, 3) for f in FAMILIES] + [("llama", 2)]
+# Llama (both stages) and Phi-3 (fused qkv_proj: other LoRA targets) run by default; Mistral, Qwen2 and
+# Gemma-3 differ from Llama in ways ZeRO-3 does not see, and run with the long tests.
+DEFAULT_FAMILIES = ("llama", "phi3")
+CASES = [pytest.param(f, 3, id=f"{f}-zero3", marks=() if f in DEFAULT_FAMILIES else pytest.mark.long)
+         for f in FAMILIES] + [pytest.param("llama", 2, id="llama-zero2")]
 
 
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory):
     from tests.tiny import build_tiny_model
 
-    return {f: build_tiny_model(tmp_path_factory.mktemp(f), family=f) for f in FAMILIES}
+    long = os.environ.get("SKR_LONG_TESTS") == "1"
+    return {f: build_tiny_model(tmp_path_factory.mktemp(f), family=f) for f in FAMILIES
+            if long or f in DEFAULT_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,7 @@ def _reloaded_val_loss(cfg) -> float:
         return hooks.validate(engine, skr.tokenizer, val, cfg, "cpu", {})["val_loss"]
 
 
-@pytest.mark.parametrize("family,stage", CASES, ids=[f"{f}-zero{s}" for f, s in CASES])
+@pytest.mark.parametrize("family,stage", CASES)
 def test_family_trains_exports_and_reloads(family, stage, family_models, labels, tmp_path):
     from skr_ray.models.checkpoint import load_skr_model
     from skr_ray.train.trainer import run_training
@@ -94,6 +101,7 @@ def test_family_trains_exports_and_reloads(family, stage, family_models, labels,
         assert _reloaded_val_loss(longer) == pytest.approx(again[-1]["val_loss"], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.long  # the tiny VLM trains (ZeRO-1) in test_image_tasks; ZeRO-3 partitioning is family-blind
 def test_gemma3_vision_trains_under_zero3_and_reloads(ray_local, tiny_vlm_dir, tmp_path):
     """The vision-language family: image IR (question text vs page image) with 2 workers under ZeRO-3."""
     from skr_ray.models.checkpoint import load_skr_model

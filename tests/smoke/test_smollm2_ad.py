@@ -11,7 +11,8 @@ from skr_ray.artifacts import Artifacts
 from skr_ray.config import load_config
 from tests.checks import sklearn_metrics
 
-pytestmark = [pytest.mark.smoke, pytest.mark.integration]
+# SmolLM2 end to end is test_smollm2_end_to_end (IR); AD's parts are test_ad_pipeline with a tiny judge
+pytestmark = [pytest.mark.smoke, pytest.mark.integration, pytest.mark.long]
 
 
 def test_smollm2_ad_end_to_end(ray_local, tmp_path):

@@ -62,6 +62,7 @@ def test_smollm2_annotate_train_evaluate(ray_local, small_beir, tmp_path):
     assert metrics["bm25"]["mrr"] > 0.5  # the demo questions (BM25 0.91 MRR over the whole demo corpus)
 
 
+@pytest.mark.long  # the same equality with tiny models: tests/unit/test_model_parts.py, test_fewshot_prompts.py
 def test_smollm2_labels_from_the_cached_opening_equal_the_plain_batch():
     """annotate.reuse_opening: the shared opening's KV cache changes the cost, not the greedy labels."""
     from skr_ray.annotate.generation import GenerationEngine
