@@ -1,77 +1,157 @@
-"""Self-annotation throughput: Ray Data actor pool vs a plain single-process HF generate loop.
+"""Self-annotation throughput: the Ray Data actor pool against the same engine run by hand, best plain side first.
 
-Same rows, same model, same prompt, same batch size; prints rows/s of each and their ratio.
+Three sides label the same rows with the same model, prompt, batches and engine (``SelfAnnotator``: the length
+sort, the cut into blocks, the shared-prefix KV cache, the filters); only what runs them differs:
 
-    python benchmarks/annotation_throughput.py [--rows 32] [--actors 1] [key=value overrides]
+- ``plain-1x2``: one process with 2 threads (what one writes first);
+- ``plain-2x1``: two processes with 1 thread each, fed block by block (the trick the actor pool uses);
+- ``ray``: ``skr annotate``'s Ray Data pipeline (one replica per core).
+
+Each side runs in a fresh process and its clock covers everything it must do: Ray's start, process spawns and
+model loads included. The sides alternate ``--repeats`` times (A B C, C B A, ...); the script prints each side's
+median rows/s with its spread, the ratio of Ray to the best plain side, and checks that every side wrote the same
+labels row by row (raw greedy output, label, status): a faster side that labelled differently would not count.
+
+    python benchmarks/annotation_throughput.py [--rows 64] [--repeats 3] [--actors N] [key=value overrides]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIDES = ("plain-1x2", "plain-2x1", "ray")
+_WORKER = None
 
 
-def plain_loop(cfg, texts: list[str]) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _config(out: str, rows: int, overrides: list[str]):
+    from skr_ray.config import load_config
 
-    from skr_ray.models.backbone import materialize
-    from skr_ray.tasks import get_task
+    return load_config(None, [f"output_dir={out}", f"data.max_docs={rows}", *overrides])
 
-    task = get_task(cfg.task)
-    path = materialize(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
-    tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+
+def _blocks(cfg) -> list[dict]:
+    """The rows the pipeline reads (first ``max_docs`` of the corpus, normalized), longest first, cut into the
+    blocks of one actor call, as ``run_annotation`` streams them."""
+    import numpy as np
+
+    from skr_ray.corpus import DOC_ID, TEXT, _normalize_batch, iter_jsonl, longest_first, resolve_corpus
+
+    source = resolve_corpus(cfg.data.unlabeled)
+    rows = [row for p in source.paths for _, row in iter_jsonl(p)][: cfg.data.max_docs]
+    norm = _normalize_batch({"_id": [r["_id"] for r in rows], TEXT: [r.get("text") for r in rows],
+                             "title": [r.get("title") for r in rows]}, cfg.data.max_chars)
+    batch = longest_first({DOC_ID: np.array(norm[DOC_ID], dtype=object), TEXT: np.array(norm[TEXT], dtype=object)})
+    step = cfg.annotate.batch_size * cfg.annotate.rows_per_file_batches
+    return [{k: v[i : i + step] for k, v in batch.items()} for i in range(0, len(batch[DOC_ID]), step)]
+
+
+def _init_worker(cfg_dict: dict, replicas: int) -> None:
+    global _WORKER
+    from skr_ray.tasks.ir.annotate import SelfAnnotator
+
+    _WORKER = SelfAnnotator(cfg_dict, replicas)
+
+
+def _label_block(block: dict) -> int:
+    return len(_WORKER(block)["status"])
+
+
+def run_side(side: str, out: str, rows: int, overrides: list[str]) -> dict:
+    """One side, in this (fresh) process; its clock starts before anything side-specific is imported."""
     start = time.perf_counter()
-    bs = cfg.annotate.batch_size
-    for i in range(0, len(texts), bs):
-        prompts = [tok.apply_chat_template(task.build_messages(t), tokenize=False, add_generation_prompt=True)
-                   for t in texts[i : i + bs]]
-        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    truncation=True, max_length=cfg.annotate.max_input_tokens + 200)
-        with torch.inference_mode():
-            model.generate(**batch, max_new_tokens=cfg.annotate.max_new_tokens, do_sample=False,
-                           pad_token_id=tok.pad_token_id or tok.eos_token_id)
-    return len(texts) / (time.perf_counter() - start)
+    cfg = _config(out, rows, overrides)
+    if side == "ray":
+        from skr_ray.tasks.ir.annotate import run_annotation
+
+        documents = run_annotation(cfg)["documents_labelled"]
+    else:
+        import multiprocessing as mp
+
+        cfg_dict = {**cfg.to_dict(), "output_dir": str(Path(out).resolve())}
+        blocks = _blocks(cfg)
+        procs = 1 if side == "plain-1x2" else 2
+        if procs == 1:
+            _init_worker(cfg_dict, 1)
+            documents = sum(_label_block(b) for b in blocks) // cfg.annotate.questions_per_doc
+        else:
+            with mp.get_context("spawn").Pool(procs, _init_worker, (cfg_dict, procs)) as pool:
+                documents = sum(pool.imap(_label_block, blocks, chunksize=1)) // cfg.annotate.questions_per_doc
+        documents //= max(1, len(cfg.annotate.label_kinds))
+    return {"side": side, "seconds": time.perf_counter() - start, "documents": documents}
 
 
-def ray_path(cfg) -> float:
-    from skr_ray.tasks.ir.annotate import run_annotation
+def read_side_labels(out: str) -> dict[tuple[str, int], tuple[str, str, str]]:
+    from skr_ray.annotate.labelstore import read_labels
+    from skr_ray.artifacts import Artifacts
 
-    summary = run_annotation(cfg)
-    return summary["documents_labelled"] / summary["seconds"]
+    t = read_labels(Artifacts(out).labels_dir, quarantine=False,
+                    columns=["doc_id", "label_index", "raw_output", "label", "status"]).to_pylist()
+    return {(r["doc_id"], r["label_index"]): (r["raw_output"], r["label"], r["status"]) for r in t}
 
 
 def main() -> None:
-    from skr_ray.config import load_config
-    from skr_ray.corpus import iter_jsonl, resolve_corpus
-
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=32)
-    parser.add_argument("--actors", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--actors", type=int, default=0, help="the Ray side's replicas (0: one per core, as configured)")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one side, in a child process
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    out = tempfile.mkdtemp(prefix="skr-bench-")
-    cfg = load_config(None, [f"output_dir={out}", f"data.max_docs={args.rows}",
-                             f"annotate.num_actors={args.actors}", *args.overrides])
-    source = resolve_corpus(cfg.data.unlabeled)
-    texts = [row["text"] for _, row in iter_jsonl(source.paths[0])][: args.rows]
-    plain = plain_loop(cfg, texts)
-    ray_rps = ray_path(cfg)  # includes Ray start-up, actor start and model load: the honest end-to-end cost
-    shutil.rmtree(out, ignore_errors=True)
-    import os
+    if args.actors:
+        args.overrides.append(f"annotate.num_actors={args.actors}")
+    if args.side:
+        print("RESULT " + json.dumps(run_side(args.side, args.out, args.rows, args.overrides)), flush=True)
+        return
 
-    print(f"cores={os.cpu_count()} rows={len(texts)} corpus={cfg.data.unlabeled} batch_size={cfg.annotate.batch_size} "
-          f"actors={args.actors} max_input_tokens={cfg.annotate.max_input_tokens} "
-          f"reuse_opening={cfg.annotate.reuse_opening}")
-    print(f"plain HF generate loop : {plain:.3f} rows/s (model already loaded)")
-    print(f"Ray Data actor pool    : {ray_rps:.3f} rows/s (incl. Ray start, actor start, model load)")
-    print(f"ratio ray/plain        : {ray_rps / plain:.2f}")
+    root = Path(tempfile.mkdtemp(prefix="skr-bench-annotate-"))
+    results: dict[str, list[float]] = {s: [] for s in SIDES}
+    reference, mismatches = None, {}
+    for rep in range(args.repeats):
+        for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
+            out = root / f"{side}-{rep}"
+            proc = subprocess.run([sys.executable, __file__, "--side", side, "--out", str(out), "--rows",
+                                   str(args.rows), *args.overrides], capture_output=True, text=True,
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                sys.exit(f"{side} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            r = json.loads(line[len("RESULT "):])
+            results[side].append(r["documents"] / r["seconds"])
+            labels = read_side_labels(str(out))
+            if reference is None:
+                reference = labels
+            diff = sum(1 for k in reference.keys() | labels.keys() if reference.get(k) != labels.get(k))
+            mismatches[side] = mismatches.get(side, 0) + diff
+            print(f"repeat {rep + 1} {side:10s}: {r['documents']} documents in {r['seconds']:.1f} s "
+                  f"= {results[side][-1]:.3f} rows/s; label rows differing from the first side's: {diff}",
+                  flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+    med = {s: statistics.median(v) for s, v in results.items()}
+    best = max(("plain-1x2", "plain-2x1"), key=med.get)
+    print(f"\ncores={os.cpu_count()} rows={args.rows} repeats={args.repeats} overrides={args.overrides}")
+    for s in SIDES:
+        print(f"{s:10s}: median {med[s]:.3f} rows/s (min {min(results[s]):.3f}, max {max(results[s]):.3f}); "
+              f"label rows differing: {mismatches[s]}")
+    print(f"ratio ray / best plain ({best}): {med['ray'] / med[best]:.2f}  "
+          f"(ray / plain-1x2: {med['ray'] / med['plain-1x2']:.2f})")
+    if any(mismatches.values()):
+        sys.exit("the sides wrote different labels: their speeds are not comparable")
 
 
 if __name__ == "__main__":
