@@ -185,6 +185,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_loss": float(sum(losses) / len(losses)),
             "samples_per_s": steps_per_epoch * bs * world / elapsed,
             "epoch_seconds": elapsed,
+            "step_losses": losses,  # this worker's (rank 0's in the history): a run can be checked step by step
         }
         if steps_per_epoch > 1:  # without the first step (lazy set-up, cold caches), as a plain loop is timed
             metrics["steady_samples_per_s"] = (steps_per_epoch - 1) * bs * world / max(elapsed - first_step, 1e-9)
@@ -194,7 +195,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             engine.save_checkpoint(str(tmp_path / "deepspeed"), tag="state", exclude_frozen_parameters=True)
             if rank == 0:
                 _save_loadable(tmp_path, backbone, head, head_info, epoch, history, resumes)
-                log.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+                shown = {k: v for k, v in metrics.items() if k != "step_losses"}
+                log.info("epoch %d: %s", epoch + 1, json.dumps(shown))
             if metrics.get("val_loss", float("inf")) < best_loss:
                 best_loss = metrics["val_loss"]
                 if rank == 0 and cfg.train.keep == "best_val_loss":  # loadable parts only, no optimizer

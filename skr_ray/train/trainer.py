@@ -160,7 +160,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     info = {"workers": workers, "use_gpu": use_gpu, "train_pairs": len(train_pairs),
             "val_pairs": len(val_pairs), "seconds": round(time.perf_counter() - start, 1),
             "kept_epoch": kept, "keep": cfg.train.keep,
-            "final": next(h for h in history if h["epoch"] == kept)}
+            "final": {k: v for k, v in next(h for h in history if h["epoch"] == kept).items() if k != "step_losses"}}
     Artifacts.write_config(train_dir, cfg)
     Artifacts.mark_done(train_dir, info)
     log.info("training done: %s", json.dumps(info))

@@ -84,6 +84,9 @@ def test_family_trains_exports_and_reloads(family, stage, family_models, labels,
     art = Artifacts(out)
     history = json.loads(art.train_history.read_text())
     assert result["workers"] == 2 and len(history) == 1
+    steps = history[0]["step_losses"]  # rank 0's loss at every step, for a run to be checked step by step
+    assert steps and history[0]["train_loss"] == pytest.approx(sum(steps) / len(steps))
+    assert "step_losses" not in result["final"]
     # the adapter holds every LoRA weight in full (ZeRO-3 partitions them across the two workers while training)
     skr = load_skr_model(art.checkpoint_dir)
     lora = {n: p for n, p in skr.model.named_parameters() if "lora_" in n}
