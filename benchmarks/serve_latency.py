@@ -39,37 +39,60 @@ def _texts(n: int) -> list[str]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def raw_forward(ckpt: str, texts: list[str], batch: int) -> tuple[float, list[float]]:
-    from skr_ray.models.checkpoint import load_skr_model
-    from skr_ray.models.encoding import embed_texts
+class RawForward:
+    """The checkpoint's batched forward in this process (LoRA merged, as the replica serves one adapter): the loop
+    a user writes without Serve."""
 
-    skr = load_skr_model(ckpt)
-    model = skr.model.merge_and_unload()
-    max_len = skr.config.evaluate.max_length
-    embed_texts(model, skr.tokenizer, texts[:2], max_len, skr.head, "cpu", skr.head_info.get("prompt", "plain"))
-    lat, t0 = [], time.perf_counter()
-    for i in range(0, len(texts), batch):
-        t = time.perf_counter()
-        embed_texts(model, skr.tokenizer, texts[i : i + batch], max_len, skr.head, "cpu",
-                    skr.head_info.get("prompt", "plain"))
-        lat.append(time.perf_counter() - t)
-    return len(texts) / (time.perf_counter() - t0), lat
+    def __init__(self, ckpt: str) -> None:
+        from skr_ray.models.checkpoint import load_skr_model
+
+        self.skr = load_skr_model(ckpt)
+        self.model = self.skr.model.merge_and_unload()
+        self.run(["warm up", "the caches"], 2)
+
+    def run(self, texts: list[str], batch: int) -> tuple[float, list[float], "np.ndarray"]:
+        """(texts/s, per-batch latencies, embeddings)."""
+        import numpy as np
+
+        from skr_ray.models.encoding import embed_texts
+
+        skr, lat, out, t0 = self.skr, [], [], time.perf_counter()
+        for i in range(0, len(texts), batch):
+            t = time.perf_counter()
+            out.append(embed_texts(self.model, skr.tokenizer, texts[i : i + batch], skr.config.evaluate.max_length,
+                                   skr.head, "cpu", skr.head_info.get("prompt", "plain")).numpy())
+            lat.append(time.perf_counter() - t)
+        return len(texts) / (time.perf_counter() - t0), lat, np.concatenate(out)
 
 
-def http_embeddings(url: str, model: str, texts: list[str], concurrency: int) -> tuple[float, list[float], int]:
+def min_cosine(a: "np.ndarray", b: "np.ndarray") -> float:
+    import numpy as np
+
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+def http_embeddings(url: str, model: str, texts: list[str], concurrency: int
+                    ) -> tuple[float, list[float], int, "np.ndarray"]:
+    """(texts/s, per-request latencies, non-200 answers, embeddings in the order of ``texts``)."""
+    import numpy as np
     import requests
 
-    def one(text: str) -> tuple[float, int]:
+    def one(text: str) -> tuple[float, int, list[float] | None]:
         t = time.perf_counter()
         r = requests.post(f"{url}/v1/embeddings", json={"model": model, "input": text}, timeout=600)
-        return time.perf_counter() - t, r.status_code
+        vec = r.json()["data"][0]["embedding"] if r.status_code == 200 else None
+        return time.perf_counter() - t, r.status_code, vec
 
     requests.post(f"{url}/v1/embeddings", json={"model": model, "input": texts[0]}, timeout=600)  # adapter load
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, texts))
     elapsed = time.perf_counter() - t0
-    return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200)
+    dim = next((len(r[2]) for r in results if r[2] is not None), 1)
+    vectors = np.array([r[2] if r[2] is not None else [np.nan] * dim for r in results], dtype=np.float32)
+    return len(texts) / elapsed, [r[0] for r in results], sum(1 for r in results if r[1] != 200), vectors
 
 
 def handle_embeddings(model: str, texts: list[str], concurrency: int) -> tuple[float, list[float]]:
@@ -182,6 +205,8 @@ def main() -> None:
     parser.add_argument("--max-batch-wait", type=float, default=0.2,
                         help="max_batch_wait_s: the longest wait while it is saturated (= --batch-wait: fixed)")
     parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="embeddings: raw and HTTP alternate this many times (median and spread)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from skr_ray.serve.registry import _resolve_checkpoint
@@ -193,7 +218,7 @@ def main() -> None:
     texts = _texts(args.requests)
     if args.ir:
         ir = str(_resolve_checkpoint(Path(args.ir).resolve()))
-        raw_tps, raw_lat = raw_forward(ir, texts, args.batch)
+        raw = RawForward(ir)
     ray.init(num_cpus=2, include_dashboard=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -211,20 +236,39 @@ def main() -> None:
     if args.ir:
         import os
 
-        http_tps, http_lat, errors = http_embeddings(url, "ir", texts, args.concurrency)
-        http_stats = _replica_stats(reset=True).get("embed", {})
+        # Raw and HTTP alternate (raw, HTTP, HTTP, raw, ...): both warm, each repeat on the same texts; every HTTP
+        # answer must be the raw forward's vector (cosine >= 0.9999), or the speeds are not comparable.
+        raw_runs, http_runs, worst = [], [], 1.0
+        for rep in range(args.repeats):
+            for side in ("raw", "http") if rep % 2 == 0 else ("http", "raw"):
+                if side == "raw":
+                    raw_runs.append(raw.run(texts, args.batch))
+                else:
+                    _replica_stats(reset=True)
+                    http_runs.append(http_embeddings(url, "ir", texts, args.concurrency))
+                    http_stats = _replica_stats(reset=True).get("embed", {})
+            worst = min(worst, min_cosine(raw_runs[-1][2], http_runs[-1][3]))
+        raw_tps, raw_lat = statistics.median(r[0] for r in raw_runs), raw_runs[-1][1]
+        http_tps, http_lat = statistics.median(r[0] for r in http_runs), http_runs[-1][1]
+        errors = sum(r[2] for r in http_runs)
         handle_tps, handle_lat = handle_embeddings("ir", texts, args.concurrency)
         handle_stats = _replica_stats(reset=True).get("embed", {})
         print(f"cores={os.cpu_count()} texts={len(texts)} batch={args.batch} batch_wait={args.batch_wait}s max_batch_wait={args.max_batch_wait}s "
-              f"concurrency={args.concurrency}")
+              f"concurrency={args.concurrency} repeats={args.repeats}")
+        for name, runs in (("raw", [r[0] for r in raw_runs]), ("http", [r[0] for r in http_runs])):
+            print(f"{name:4s} texts/s per repeat: {', '.join(f'{x:.2f}' for x in runs)} (median "
+                  f"{statistics.median(runs):.2f}, spread {min(runs):.2f}-{max(runs):.2f})")
         # A text in a raw batch waits for its whole batch: the batch's forward time is its latency.
-        print(f"raw batched forward : {raw_tps:.2f} texts/s; per-text latency (its batch) p50 "
+        print(f"raw batched forward : {raw_tps:.2f} texts/s (median); per-text latency (its batch) p50 "
               f"{statistics.median(raw_lat):.3f}s p99 {_pct(raw_lat, 0.99):.3f}s")
-        print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s; per-request p50 {statistics.median(http_lat):.3f}s "
+        print(f"/v1/embeddings HTTP : {http_tps:.2f} texts/s (median); per-request p50 {statistics.median(http_lat):.3f}s "
               f"p99 {_pct(http_lat, 0.99):.3f}s; errors {errors}")
         print(f"backbone handle     : {handle_tps:.2f} texts/s; per-request p50 {statistics.median(handle_lat):.3f}s "
               f"p99 {_pct(handle_lat, 0.99):.3f}s (no proxy, no ingress)")
-        print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f}   handle/raw: {handle_tps / raw_tps:.2f}")
+        print(f"throughput ratio http/raw: {http_tps / raw_tps:.2f} (medians)   handle/raw: {handle_tps / raw_tps:.2f}")
+        print(f"HTTP answers against the raw forward: lowest cosine {worst:.6f} (limit 0.9999)")
+        if worst < 0.9999 or errors:
+            raise SystemExit("HTTP answered differently from the raw forward: the speeds are not comparable")
         # Where a request's time goes: the model's share is what the replica spent in forwards; the rest of the
         # wall time is the proxy and ingress hop (HTTP run only), queueing for a batch and (de)serialization.
         for name, tps, st in (("HTTP", http_tps, http_stats), ("handle", handle_tps, handle_stats)):
