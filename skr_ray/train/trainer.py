@@ -125,7 +125,7 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     trainer = TorchTrainer(
         train_loop_per_worker=_loop,
         train_loop_config={
-            "cfg": cfg.to_dict(),
+            "cfg": _absolute_paths(cfg.to_dict()),
             "task": task,  # the workers reach the task's head and hooks through it
             "use_gpu": use_gpu,
             "train_examples": train_pairs,
@@ -165,6 +165,16 @@ def run_training(cfg: SKRConfig, objective: str = "head") -> dict[str, Any]:
     Artifacts.mark_done(train_dir, info)
     log.info("training done: %s", json.dumps(info))
     return info
+
+
+def _absolute_paths(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config with a relative model path made absolute: Ray Train's workers run in their trial folder, where
+    ``model.name_or_path=runs/x`` would name nothing."""
+    model = cfg_dict.get("model", {})
+    path = Path(str(model.get("name_or_path", ""))).expanduser()
+    if model.get("name_or_path") and not path.is_absolute() and path.exists():
+        cfg_dict = {**cfg_dict, "model": {**model, "name_or_path": str(path.resolve())}}
+    return cfg_dict
 
 
 def run_training_stage(cfg: SKRConfig) -> dict[str, Any]:

@@ -95,3 +95,16 @@ def test_annotation_pool_auto_sizes_by_gpus_cpus_and_memory(tiny_model_dir, monk
     assert annotation_pool(cfg) == (3, 1.0)  # one per GPU
     fixed = load_config(None, [f"model.name_or_path={tiny_model_dir}", "annotate.num_actors=2"])
     assert annotation_pool(fixed) == (2, 1.0)
+
+
+def test_training_workers_get_a_relative_model_path_made_absolute(tmp_path, monkeypatch):
+    """Ray Train runs its workers in their trial folder: a relative model path must reach them absolute."""
+    from skr_ray.train.trainer import _absolute_paths
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["model.name_or_path=models/tiny"]).to_dict()
+    assert _absolute_paths(cfg)["model"]["name_or_path"] == str(tmp_path / "models" / "tiny")
+    assert cfg["model"]["name_or_path"] == "models/tiny"  # the caller's config is left as it was
+    embedded = load_config(None, []).to_dict()
+    assert _absolute_paths(embedded)["model"]["name_or_path"] == embedded["model"]["name_or_path"]
