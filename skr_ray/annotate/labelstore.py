@@ -107,6 +107,24 @@ def _conform(table: pa.Table, names: list[str] | None = None) -> pa.Table:
     return table.select(names).cast(pa.schema([LABEL_SCHEMA.field(n) for n in names]))
 
 
+def journal_totals(journal_dir: Path) -> tuple[int, int]:
+    """(generations, generations beyond each id's first) over every run into this folder, counted in Arrow: a
+    Python ``Counter`` of a million ids (:func:`journal_counts`) costs the driver over 100 MB."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv
+
+    tables = [csv.read_csv(path, read_options=csv.ReadOptions(column_names=["id"]),
+                           parse_options=csv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False),
+                           convert_options=csv.ConvertOptions(column_types={"id": pa.string()}))
+              for path in (sorted(journal_dir.glob("*.txt")) if journal_dir.is_dir() else []) if path.stat().st_size]
+    if not tables:
+        return 0, 0
+    ids = pa.concat_tables(tables).column("id")
+    counts = pc.value_counts(ids).field("counts")
+    return len(ids), int(pc.sum(counts).as_py()) - len(counts)
+
+
 def journal_counts(journal_dir: Path) -> Counter:
     """How many times each doc id went through generation, over every run into this folder."""
     counts: Counter = Counter()

@@ -2,7 +2,7 @@
 
 import pyarrow.parquet as pq
 
-from skr_ray.annotate.labelstore import journal_counts, read_labels, write_label_file
+from skr_ray.annotate.labelstore import journal_counts, journal_totals, read_labels, write_label_file
 from skr_ray.schema import LABEL_SCHEMA
 
 
@@ -30,6 +30,17 @@ def test_journal_counts_generation_starts_over_runs(tmp_path):
     assert counts == {"d1": 1, "d2": 2, "d3": 1}
     assert sum(c - 1 for c in counts.values() if c > 1) == 1
     assert journal_counts(tmp_path / "missing") == {}
+    assert journal_totals(tmp_path) == (4, 1) and journal_totals(tmp_path / "missing") == (0, 0)
+
+
+def test_journal_totals_count_ids_as_written_with_commas_quotes_and_a_cut_last_line(tmp_path):
+    """The summary's counts, in Arrow: ids are whole lines, whatever they hold; a line cut by a kill counts."""
+    (tmp_path / "a.txt").write_text('x,1\n"q"\nx,1\n\n' + "\n".join(f"p{i}" for i in range(1000)) + "\np3")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "b.txt").write_text("p3\n")
+    counts = journal_counts(tmp_path)
+    assert journal_totals(tmp_path) == (sum(counts.values()), sum(c - 1 for c in counts.values() if c > 1)) == (
+        1005, 3)
 
 
 def test_a_block_written_again_replaces_its_first_file(tmp_path):

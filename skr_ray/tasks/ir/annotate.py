@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.annotate.labelstore import journal_counts, node_id, read_labels, write_label_file
+from skr_ray.annotate.labelstore import journal_totals, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import READ_CPUS, done_keys, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
@@ -355,14 +355,14 @@ def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], sta
     summary["learner_model_id"] = model_id(cfg.model)
     if unreadable:  # input files left out (e.g. corrupt PDFs), each with its path
         summary["unreadable_files"] = list(unreadable)
-    generated = journal_counts(art.annotate_journal)
+    generated, redone = journal_totals(art.annotate_journal)
     summary.update(
         {
             "resumed_from_documents": len(done_ids),
             "labelled_this_run": summary["documents_labelled"] - len(done_ids),
-            "documents_generated": sum(generated.values()),
+            "documents_generated": generated,
             # generated more than once: lost to a killed run, or retried after a lost actor
-            "documents_redone": sum(c - 1 for c in generated.values() if c > 1),
+            "documents_redone": redone,
             "seconds": round(time.perf_counter() - start, 1),
         }
     )

@@ -175,7 +175,7 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
     import ray.data
     from tqdm.auto import tqdm
 
-    from skr_ray.annotate.labelstore import journal_counts
+    from skr_ray.annotate.labelstore import journal_totals
     from skr_ray.ray_utils import annotation_pool, blocks_for_actors
 
     labels_dir, journal_dir = out_dir / "labels", out_dir / "journal"
@@ -212,11 +212,10 @@ def search_pages(cfg: SKRConfig, pages: list[Any], out_dir: Path, desc: str, che
                 seconds += float(np.sum(block["seconds"]))
                 bar.update(len(block["page_id"]))
     rows = read_page_labels(labels_dir)
-    generated = journal_counts(journal_dir)
+    generated, redone = journal_totals(journal_dir)
     return {"rows": rows, "pages_searched_this_run": len(todo), "resumed_from_pages": len(done),
             "model_calls_this_run": calls, "search_seconds_this_run": round(seconds, 2),
-            "documents_generated": sum(generated.values()),
-            "documents_redone": sum(c - 1 for c in generated.values() if c > 1)}
+            "documents_generated": generated, "documents_redone": redone}
 
 
 def summarize(rows: list[dict[str, Any]], pages: int, problems: list[str]) -> dict[str, Any]:
