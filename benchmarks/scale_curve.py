@@ -4,7 +4,9 @@ label and vector shards, the faiss build), not a real model's compute.
 
 For each size: rows/s of `skr annotate` and of `skr index` (encode + index build), the driver's peak RSS while
 the stage ran, the object store's spill, and wall time. A linear pipeline keeps rows/s flat as the corpus grows
-and the driver's memory flat (it holds no rows).
+and the driver's memory flat (it holds no rows). Each stage runs as its own driver process on the benchmark's
+cluster, as `skr annotate` / `skr index` would: its peak is what that stage needs, not what an earlier stage or
+this script (corpus writing, the tiny model's build) left allocated.
 
 The corpus is realistic text: passages recombined from the sentences of the shipped demo paragraphs (3–6
 sentences each, unique ids), written as JSONL.
@@ -101,16 +103,43 @@ def once_each(labels: Path, n: int) -> dict:
     return {"label_rows": len(ids), "documents": unique, "every_row_once": len(ids) == unique == n}
 
 
-def timed(stage, cfg) -> tuple[dict, float, float, float]:
-    """(summary, seconds, driver peak RSS MiB, MiB spilled during the stage)."""
-    from skr_ray.ray_utils import PeakRSS, spilled_mib
+def timed(stage: str, overrides: list[str]) -> tuple[dict, float, float, float]:
+    """(summary, seconds, the driver's peak RSS MiB, MiB spilled during the stage): the stage runs in a fresh
+    driver process connected to this cluster."""
+    import os
+    import subprocess
 
-    spill0, rss = spilled_mib(), PeakRSS()
+    import ray
+
+    from skr_ray.ray_utils import spilled_mib
+
+    spill0 = spilled_mib()
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.run([sys.executable, __file__, "--stage", stage, *overrides], env=env, capture_output=True,
+                          text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.exit(f"{stage} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    r = json.loads(line[len("RESULT "):])
+    return r["summary"], r["seconds"], r["peak_mib"], spilled_mib() - spill0
+
+
+def run_stage(stage: str, overrides: list[str]) -> None:
+    """One stage in this process (a fresh driver); prints its summary, seconds and this process's peak RSS."""
+    from skr_ray.config import load_config
+    from skr_ray.ray_utils import PeakRSS
+
+    rss = PeakRSS()
     rss.start()
     start = time.perf_counter()
-    summary = stage(cfg)
+    cfg = load_config(None, overrides)
+    if stage == "annotate":
+        from skr_ray.tasks.ir.annotate import run_annotation as run
+    else:
+        from skr_ray.tasks.ir.index import run_index as run
+    summary = run(cfg)
     seconds = time.perf_counter() - start
-    return summary, seconds, rss.stop(), spilled_mib() - spill0
+    print("RESULT " + json.dumps({"summary": summary, "seconds": seconds, "peak_mib": rss.stop()}), flush=True)
 
 
 def main() -> None:
@@ -121,14 +150,16 @@ def main() -> None:
     ap.add_argument("--kill-at-rows", type=int, nargs="*", default=[],
                     help="sizes whose annotation is first killed part way (SIGKILL of its driver) and resumed")
     ap.add_argument("--kill-fraction", type=float, default=0.5)
+    ap.add_argument("--stage", choices=("annotate", "index"), help=argparse.SUPPRESS)  # one stage, as a driver
     ap.add_argument("overrides", nargs="*", help="config overrides (key.sub=value) for every run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.stage:
+        run_stage(args.stage, args.overrides)
+        return
 
     from skr_ray.config import load_config
     from skr_ray.ray_utils import ensure_ray
-    from skr_ray.tasks.ir.annotate import run_annotation
-    from skr_ray.tasks.ir.index import run_index
     from tests.tiny import LOOSE_FILTERS, build_tiny_model, make_checkpoint
 
     out = Path(args.out).resolve()
@@ -150,13 +181,13 @@ def main() -> None:
         killed = {}
         if n in args.kill_at_rows:  # the first run is killed about half way; the timed run below resumes it
             killed = kill_half_way(overrides, Path(cfg.output_dir) / "annotate" / "labels", n, args.kill_fraction)
-        ann, ann_s, ann_rss, ann_spill = timed(run_annotation, cfg)
+        ann, ann_s, ann_rss, ann_spill = timed("annotate", overrides)
         if killed:
             killed |= once_each(Path(cfg.output_dir) / "annotate" / "labels", n)
             killed |= {k: ann[k] for k in ("resumed_from_documents", "labelled_this_run", "documents_redone")}
             killed["redone_fraction"] = round(ann["documents_redone"] / n, 5)
             log.info("kill and resume: %s", killed)
-        idx, idx_s, idx_rss, idx_spill = timed(run_index, cfg)
+        idx, idx_s, idx_rss, idx_spill = timed("index", overrides)
         row = {"rows": n, "annotate_s": round(ann_s, 1), "annotate_rows_per_s": round((ann["labelled_this_run"] if killed else n) / ann_s, 1),
                "annotate_driver_peak_mib": round(ann_rss), "annotate_spilled_mib": ann_spill,
                "labelled": ann["documents_labelled"], "label_files": len(list((Path(cfg.output_dir) / "annotate"

@@ -139,50 +139,75 @@ def iter_jsonl(path: Path, fields: tuple[str, ...] = ("_id", "text")) -> Iterato
             yield line_no, row
 
 
-def _validate_jsonl(path: Path) -> int:
-    seen: set[str] = set()
-    for line_no, row in iter_jsonl(path):
-        doc_id = str(row["_id"])
-        if doc_id in seen:
-            raise CorpusError(f"{path}:{line_no}: duplicate _id {doc_id!r}")
-        seen.add(doc_id)
-    return len(seen)
+def _file_ids(kind: str, path: Path) -> Iterator[tuple[int, str]]:
+    """(line number or row, doc id) of one corpus file, its rows checked as they are read."""
+    if kind == "jsonl":
+        for line_no, row in iter_jsonl(path):
+            yield line_no, str(row["_id"])
+        return
+    try:
+        meta = pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001
+        raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
+    names = set(meta.schema.names)
+    id_field = "_id" if "_id" in names else DOC_ID
+    for column in (id_field, TEXT):
+        if column not in names:
+            raise CorpusError(f"{path}: missing column '{column}' (has {sorted(names)})")
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=[id_field], batch_size=65536):
+        for doc_id in batch.column(0).to_pylist():
+            yield row, str(doc_id)
+            row += 1
 
 
-def _check_unique_ids(path: Path, id_field: str, seen: dict[str, Path]) -> None:
-    """A parquet corpus' ids are unique within and across its files, like a jsonl corpus'."""
-    ids = pq.read_table(path, columns=[id_field])[id_field].to_pylist()
-    for row, doc_id in enumerate(ids):
-        key = str(doc_id)
-        if key in seen:
-            where = "earlier in this file" if seen[key] == path else f"also in {seen[key]}"
-            raise CorpusError(f"{path}: row {row}: duplicate {id_field} {key!r} ({where})")
-        seen[key] = path
+def _duplicate_message(kind: str, path: Path, at: int, doc_id: str, first: Path) -> str:
+    if kind == "jsonl":
+        return f"{path}:{at}: duplicate _id {doc_id!r}" + ("" if first == path else f" (also in {first})")
+    id_field = "_id" if "_id" in pq.read_schema(path).names else DOC_ID
+    where = "earlier in this file" if first == path else f"also in {first}"
+    return f"{path}: row {at}: duplicate {id_field} {doc_id!r} ({where})"
+
+
+def _check_unique(kind: str, paths: list[Path]) -> int:
+    """Count the rows of every file and refuse an id used twice, in one file or across files.
+
+    The ids are kept as 64-bit hashes (8 bytes an id, in numpy) rather than a Python set of strings (over
+    100 MB for a million ids in the driver); equal hashes are confirmed, and named, by a second pass that keeps
+    only the ids with those hashes."""
+    import numpy as np
+
+    hashes: list[np.ndarray] = []
+    for path in paths:
+        chunk: list[int] = []
+        for _, doc_id in _file_ids(kind, path):
+            chunk.append(hash(doc_id))
+            if len(chunk) == 65536:
+                hashes.append(np.array(chunk, dtype=np.int64))
+                chunk = []
+        hashes.append(np.array(chunk, dtype=np.int64))
+    every = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.int64)
+    del hashes
+    suspects = set(every[1:][every[1:] == every[:-1]].tolist())
+    if suspects:  # ids that may repeat: read again, keeping only those, to name the first real repeat
+        first: dict[str, Path] = {}
+        for path in paths:
+            for at, doc_id in _file_ids(kind, path):
+                if hash(doc_id) in suspects:
+                    if doc_id in first:
+                        raise CorpusError(_duplicate_message(kind, path, at, doc_id, first[doc_id]))
+                    first[doc_id] = path
+    return len(every)
 
 
 def validate_corpus(source: CorpusSource) -> int:
     """Check schema and count rows; raise CorpusError on anything that would lose or mix rows."""
-    total = 0
-    seen: dict[str, Path] = {}  # parquet ids over every file of the corpus
-    for path in source.paths:
-        if source.kind == "jsonl":
-            total += _validate_jsonl(path)
-        elif source.kind == "parquet":
-            try:
-                meta = pq.read_metadata(path)
-            except Exception as exc:  # noqa: BLE001
-                raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
-            names = set(meta.schema.names)
-            id_field = "_id" if "_id" in names else DOC_ID
-            for column in (id_field, TEXT):
-                if column not in names:
-                    raise CorpusError(f"{path}: missing column '{column}' (has {sorted(names)})")
-            _check_unique_ids(path, id_field, seen)
-            total += meta.num_rows
-        elif source.kind == "pdf":
-            total += pdf_page_count(path)
-        else:
-            total += 1
+    if source.kind in ("jsonl", "parquet"):
+        total = _check_unique(source.kind, list(source.paths))
+    elif source.kind == "pdf":
+        total = sum(pdf_page_count(path) for path in source.paths)
+    else:
+        total = len(source.paths)
     if total == 0:
         raise CorpusError(f"corpus is empty: {', '.join(str(p) for p in source.paths)}")
     return total
@@ -222,7 +247,10 @@ def done_keys(ids: Any) -> Any:
     """Doc ids a resumed run skips, as the sorted array :func:`drop_done` looks rows up in (built once in the
     driver, not once per block)."""
     import numpy as np
+    import pyarrow as pa
 
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        return np.unique(ids.to_numpy(zero_copy_only=False).astype(str))
     return np.unique(np.asarray(list(ids), dtype=str))
 
 

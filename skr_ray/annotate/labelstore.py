@@ -70,15 +70,41 @@ def read_labels(labels_dir: Path, quarantine: bool = True, columns: list[str] | 
                 path.rename(path.with_suffix(".corrupt"))
     if not tables:
         return LABEL_SCHEMA.empty_table().select(names)
-    table = pa.concat_tables(tables)
-    # A row can exist twice only if a killed run wrote it and the resume redid it: keep one.
-    seen: set[tuple[str, int]] = set()
-    keep = []
-    for i, (d, k) in enumerate(zip(table[DOC_ID].to_pylist(), table["label_index"].to_pylist())):
-        if (d, k) not in seen:
-            seen.add((d, k))
-            keep.append(i)
-    return table.take(keep) if len(keep) != len(table) else table
+    return first_per_key(pa.concat_tables(tables), [DOC_ID, "label_index"])
+
+
+def first_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The table with only the first row (in table order) of each ``keys`` value. A label row can exist twice
+    only if a killed run wrote it and the resume redid it. Grouped in Arrow: Python sets of a million
+    (id, index) tuples cost a driver hundreds of MB."""
+    import numpy as np
+
+    if len(table) < 2:
+        return table
+    rows = pa.array(np.arange(len(table), dtype=np.int64))
+    first = table.select(keys).append_column("_row", rows).group_by(keys, use_threads=False).aggregate(
+        [("_row", "min")])
+    if len(first) == len(table):
+        return table
+    return table.take(np.sort(first.column("_row_min").to_numpy()))
+
+
+def labelled_doc_ids(labels_dir: Path) -> pa.Array:
+    """The distinct doc ids with a label row, sorted (a resume's skip list), read one file's id column at a
+    time: the driver holds one Arrow string array, not the label table or Python strings."""
+    import pyarrow.compute as pc
+
+    chunks = []
+    for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
+        try:
+            chunks.append(pc.unique(pq.read_table(path, columns=[DOC_ID]).column(DOC_ID).combine_chunks()))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
+            path.rename(path.with_suffix(".corrupt"))
+    if not chunks:
+        return pa.array([], pa.string())
+    ids = pc.unique(pa.chunked_array(chunks, pa.string()).combine_chunks())
+    return ids.take(pc.sort_indices(ids))
 
 
 def read_rows_by_key(labels_dir: Path, key: str, quarantine: bool = True) -> list[dict[str, Any]]:

@@ -136,3 +136,28 @@ def test_image_eval_sets_may_name_pdf_pages(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"_id": "x", "image": "report.pdf#9"}\n')
     with pytest.raises(CorpusError, match="pages 1..3"):
         read_image_eval_set(str(tmp_path))
+
+
+def test_jsonl_duplicate_ids_across_files_are_rejected(tmp_path):
+    _jsonl(tmp_path / "a.jsonl", [{"_id": "x", "text": "1"}, {"_id": "y", "text": "2"}])
+    _jsonl(tmp_path / "b.jsonl", [{"_id": "z", "text": "3"}, {"_id": "y", "text": "4"}])
+    from skr_ray.corpus import CorpusSource
+
+    with pytest.raises(CorpusError, match=r"b.jsonl:2: duplicate _id 'y' \(also in .*a.jsonl\)"):
+        validate_corpus(CorpusSource("jsonl", [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]))
+
+
+def test_equal_id_hashes_are_not_taken_for_duplicates(tmp_path, monkeypatch):
+    """Ids are compared by 64-bit hash first; ids whose hashes collide are compared as strings."""
+    import builtins
+
+    import skr_ray.corpus as corpus
+
+    real = builtins.hash
+    monkeypatch.setattr(corpus, "hash", lambda s: 7 if s in ("p", "q") else real(s), raising=False)
+    path = _jsonl(tmp_path / "corpus.jsonl", [{"_id": "p", "text": "1"}, {"_id": "q", "text": "2"},
+                                              {"_id": "r", "text": "3"}])
+    assert validate_corpus(resolve_corpus(str(path))) == 3
+    _jsonl(path, [{"_id": "p", "text": "1"}, {"_id": "q", "text": "2"}, {"_id": "q", "text": "3"}])
+    with pytest.raises(CorpusError, match=r"corpus.jsonl:3: duplicate _id 'q'"):
+        validate_corpus(resolve_corpus(str(path)))

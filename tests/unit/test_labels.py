@@ -73,3 +73,63 @@ def test_echo_of_the_prompt_example_is_filtered():
     src = "Deferred revenue increased to $5.2 million in 2019 because of new maintenance contracts."
     assert parse_question("What was cash and cash equivalents at 31 December 2018?", src, flt)[1] == "echoes_example"
     assert parse_question("Why did deferred revenue increase in 2019?", src, flt)[1] == "ok"
+
+
+def _reference_statuses(table):
+    """The rule as first written, in plain Python: the first 'ok' question in (doc id, label index) order
+    stays, later equal ones (after normalisation) are duplicates."""
+    from skr_ray.tasks.ir.labels import normalize_for_dedup
+
+    statuses = table["status"].to_pylist()
+    labels = table["label"].to_pylist()
+    keys = list(zip(table["doc_id"].to_pylist(), table["label_index"].to_pylist()))
+    seen = set()
+    for i in sorted(range(len(table)), key=keys.__getitem__):
+        if statuses[i] == "ok":
+            key = normalize_for_dedup(labels[i])
+            statuses[i] = "duplicate" if key in seen else "ok"
+            seen.add(key)
+    return statuses
+
+
+def test_duplicates_in_arrow_match_the_plain_rule_on_random_tables():
+    import random
+
+    rng = random.Random(3)
+    words = ["What", "was", "revenue", "debt", "Ökonomie", "in", "2023", "?"]
+    for _ in range(20):
+        n = rng.randint(1, 300)
+        rows = {name: [] for name in LABEL_SCHEMA.names}
+        for _ in range(n):
+            row = {"doc_id": f"d{rng.randint(0, 60)}", "label_index": rng.randint(0, 2),
+                   "label": " ".join(rng.choice(words) for _ in range(rng.randint(1, 3))),
+                   "status": rng.choice(["ok", "ok", "ok", "too_short"]), "label_kind": rng.choice(["", "query"])}
+            for name in LABEL_SCHEMA.names:
+                rows[name].append(row.get(name, ""))
+        table = pa.table(rows, schema=LABEL_SCHEMA)
+        assert mark_duplicates(table) == _reference_statuses(table)
+        summary = summarize(table, corpus_rows=61, labels_per_doc=1)
+        expected = _reference_statuses(table)
+        assert summary["usable"] == expected.count("ok")
+        assert summary["documents_labelled"] == len(set(rows["doc_id"]))
+        kinds = [k or "question" for k, s in zip(rows["label_kind"], expected) if s == "ok"]
+        assert summary["usable_per_kind"] == {k: kinds.count(k) for k in sorted(set(kinds))}
+
+
+def test_label_store_keeps_the_first_row_per_key_and_lists_labelled_ids(tmp_path):
+    from skr_ray.annotate.labelstore import first_per_key, labelled_doc_ids, read_labels, write_label_file
+
+    t = pa.table({"doc_id": ["b", "a", "b", "c", "a"], "label_index": [0, 0, 0, 1, 1], "v": [1, 2, 3, 4, 5]})
+    assert first_per_key(t, ["doc_id", "label_index"])["v"].to_pylist() == [1, 2, 4, 5]
+    assert labelled_doc_ids(tmp_path / "none").to_pylist() == []
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    rows = lambda ids, text: {name: ([text] * len(ids) if name == "label" else list(ids) if name == "doc_id"
+                                     else [0] * len(ids) if name == "label_index" else [""] * len(ids))
+                              for name in LABEL_SCHEMA.names}
+    write_label_file(labels, rows(["d3", "d1"], "first"))
+    write_label_file(labels, rows(["d1", "d2"], "again"))  # d1 written twice: a resume redid it
+    (labels / "zz-broken.parquet").write_bytes(b"not parquet")
+    assert labelled_doc_ids(labels).to_pylist() == ["d1", "d2", "d3"]
+    assert (labels / "zz-broken.corrupt").exists()  # set aside, its rows redone
+    assert sorted(read_labels(labels, columns=["label"])["doc_id"].to_pylist()) == ["d1", "d2", "d3"]

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.annotate.labelstore import journal_totals, node_id, read_labels, write_label_file
+from skr_ray.annotate.labelstore import journal_totals, labelled_doc_ids, node_id, read_labels, write_label_file
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import READ_CPUS, done_keys, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
@@ -206,37 +205,57 @@ class SelfAnnotator:
             f.write("".join(f"{i}\n" for i in ids))
 
 
+def final_statuses(table: pa.Table, enabled: bool = True) -> pa.Array:
+    """Final status per row, as an Arrow array: 'ok' rows whose question repeats an earlier one (in
+    (doc id, label index) order) become 'duplicate'. Computed in Arrow with the normalized questions built a
+    slice at a time, so a million labels cost the driver tens of MB, not Python tuples and sets of them."""
+    import pyarrow.compute as pc
+
+    status = table["status"].combine_chunks()
+    if not enabled or not len(table):
+        return status
+    ok_rows = np.flatnonzero(pc.fill_null(pc.equal(status, "ok"), False).to_numpy(zero_copy_only=False))
+    if not len(ok_rows):
+        return status
+    labels, step = table["label"], 65536
+    keys = pa.chunked_array(
+        [pa.array([normalize_for_dedup(x) for x in labels.take(ok_rows[i : i + step]).to_pylist()], pa.string())
+         for i in range(0, len(ok_rows), step)], pa.string())
+    order = pc.sort_indices(table.select([DOC_ID, "label_index"]).take(ok_rows),
+                            [(DOC_ID, "ascending"), ("label_index", "ascending")]).to_numpy()  # stable
+    rank = np.empty(len(ok_rows), dtype=np.int64)
+    rank[order] = np.arange(len(ok_rows))
+    first = pa.table({"key": keys, "rank": rank}).group_by("key", use_threads=False).aggregate([("rank", "min")])
+    repeated = np.ones(len(ok_rows), dtype=bool)
+    repeated[order[first.column("rank_min").to_numpy()]] = False
+    if not repeated.any():
+        return status
+    out = status.to_numpy(zero_copy_only=False).astype(object)
+    out[ok_rows[repeated]] = "duplicate"
+    return pa.array(out, pa.string())
+
+
 def mark_duplicates(table: pa.Table, enabled: bool = True) -> list[str]:
     """Final status per row: 'ok' rows whose question repeats an earlier one become 'duplicate'."""
-    statuses = table["status"].to_pylist()
-    if not enabled:
-        return statuses
-    labels = table["label"].to_pylist()
-    keys = list(zip(table[DOC_ID].to_pylist(), table["label_index"].to_pylist()))
-    order = sorted(range(len(table)), key=keys.__getitem__)
-    seen: set[str] = set()
-    for i in order:
-        if statuses[i] != "ok":
-            continue
-        key = normalize_for_dedup(labels[i])
-        if key in seen:
-            statuses[i] = "duplicate"
-        seen.add(key)
-    return statuses
+    return final_statuses(table, enabled).to_pylist()
 
 
 def summarize(table: pa.Table, corpus_rows: int, labels_per_doc: int, dedup: bool = True) -> dict[str, Any]:
-    statuses = mark_duplicates(table, dedup)
-    counts = Counter(statuses)
-    docs = len(set(table[DOC_ID].to_pylist()))
-    kinds = [k or "question" for k in table["label_kind"].to_pylist()]
+    import pyarrow.compute as pc
+
+    statuses = final_statuses(table, dedup)
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(statuses).to_pylist()}
+    ok = pc.fill_null(pc.equal(statuses, "ok"), False)
+    kinds = pc.fill_null(table["label_kind"].combine_chunks(), "question").filter(ok)
+    kinds = pc.if_else(pc.equal(kinds, ""), "question", kinds)
+    per_kind = {d["values"]: d["counts"] for d in pc.value_counts(kinds).to_pylist()}
     return {
         "corpus_rows": corpus_rows,
-        "documents_labelled": docs,
+        "documents_labelled": pc.count_distinct(table[DOC_ID]).as_py() if len(table) else 0,
         "label_rows": len(table),
         "expected_label_rows": corpus_rows * labels_per_doc,
         "usable": counts.get("ok", 0),
-        "usable_per_kind": dict(sorted(Counter(k for k, s in zip(kinds, statuses) if s == "ok").items())),
+        "usable_per_kind": dict(sorted(per_kind.items())),
         "status_counts": dict(sorted(counts.items())),
     }
 
@@ -300,18 +319,19 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
         ds, total = read_corpus(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs)
     for stale in art.labels_dir.glob("*.parquet.tmp") if art.labels_dir.is_dir() else []:
         stale.unlink()  # a block that was being written when an earlier run died: redone below
-    existing = read_labels(art.labels_dir, columns=[DOC_ID, "label_index"])
-    done_ids = sorted(set(existing[DOC_ID].to_pylist()))
     if a.engine == "vllm" and cfg.data.modality != "image":
         from skr_ray.tasks.ir.vllm_engine import annotate_with_vllm
 
+        existing = read_labels(art.labels_dir, columns=[DOC_ID, "label_index"])
+        done_ids = sorted(set(existing[DOC_ID].to_pylist()))
         Artifacts.write_config(art.annotate_dir, cfg)
         done = set(zip(existing[DOC_ID].to_pylist(), existing["label_index"].to_pylist()))
         art.labels_dir.mkdir(parents=True, exist_ok=True)
         if len(done_ids) < total or len(done) < total * a.questions_per_doc * len(a.label_kinds):
             _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
         return _finish(cfg, art, total, done_ids, start, unreadable)
-    if done_ids:
+    done_ids = labelled_doc_ids(art.labels_dir)  # sorted, distinct: an Arrow array, not Python strings
+    if len(done_ids):
         log.info("resuming: %d of %d documents already labelled", len(done_ids), total)
         ds = ds.map_batches(drop_done, fn_kwargs={"done": done_keys(done_ids)}, num_cpus=READ_CPUS)
     Artifacts.write_config(art.annotate_dir, cfg)
@@ -342,7 +362,7 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     return _finish(cfg, art, total, done_ids, start, unreadable)
 
 
-def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: list[str], start: float,
+def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: Any, start: float,
             unreadable: list[str] = ()) -> dict[str, Any]:
     """Summary of what is on disk, marked done when every document has its labels."""
     a = cfg.annotate

@@ -68,21 +68,24 @@ def resolve_checkpoint(cfg: SKRConfig) -> Path:
         raise StageInputError(f"index.checkpoint: {exc} (train first, or point index.checkpoint at one)") from None
 
 
-def finished_shards(folder: Path) -> tuple[list[str], int]:
-    """Ids already in readable shards under ``folder``, and how many unreadable shards were removed (a run
-    killed mid-write leaves at most the shards it was writing)."""
+def finished_shards(folder: Path) -> tuple[Any, int]:
+    """Ids already in readable shards under ``folder`` (distinct, as one Arrow array: a resume at a million rows
+    holds no Python list of them), and how many unreadable shards were removed (a run killed mid-write leaves at
+    most the shards it was writing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    done: list[str] = []
+    done = []
     removed = 0
     for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
         try:
-            done.extend(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+            done.append(pq.read_table(shard, columns=["id"]).column("id").combine_chunks().cast(pa.string()))
         except Exception as exc:  # a shard cut off mid-write: its rows are encoded again
             log.warning("index: removing unreadable shard %s (%s); its rows will be encoded again", shard.name, exc)
             shard.unlink()
             removed += 1
-    return done, removed
+    return pc.unique(pa.chunked_array(done, pa.string()).combine_chunks()), removed
 
 
 def run_index(cfg: SKRConfig) -> dict[str, Any]:
@@ -134,10 +137,10 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
         ds, rows = ray.data.from_items([{DOC_ID: p.page_id, TEXT: ref_to_text(p)} for p in pages]), len(pages)
     else:
         ds, rows = read_corpus(corpus, cfg.data.max_chars, cfg.data.max_docs)
-    if done:
+    if len(done):
         log.info("index: resuming: %d of %d rows already in %s", len(done), rows, vectors_dir)
         ds = ds.map_batches(drop_done, fn_kwargs={"done": done_keys(done)})
-    todo = rows - len(set(done))
+    todo = rows - len(done)
     if todo > 0:
         gpus = 1 if _has_gpu() else 0
         actors = replica_pool(cfg.evaluate.num_actors, 1, gpus, trained.model)
@@ -163,7 +166,7 @@ def run_index(cfg: SKRConfig) -> dict[str, Any]:
     info = ray.get(build.remote(str(vectors_dir), str(art.index_dir), cfg.index.exact_max, cfg.index.min_recall,
                                 cfg.index.recall_sample, cfg.index.nlist, cfg.seed))
     summary = {"vectors": info.pop("vectors"), "dim": info.pop("dim"), "checkpoint": str(ckpt), "corpus": corpus,
-               **info, "encoded_this_run": todo, "resumed_rows": len(set(done)), "removed_shards": removed,
+               **info, "encoded_this_run": todo, "resumed_rows": len(done), "removed_shards": removed,
                "encode_s": round(encode_s, 1), "build_s": round(time.perf_counter() - start, 1)}
     write_json(art.index_dir / SUMMARY, summary)
     Artifacts.mark_done(art.index_dir, summary)
