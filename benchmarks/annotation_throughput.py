@@ -43,18 +43,11 @@ def _config(out: str, rows: int, overrides: list[str]):
 
 def _blocks(cfg) -> list[dict]:
     """The rows the pipeline reads (first ``max_docs`` of the corpus, normalized), longest first, cut into the
-    blocks of one actor call, as ``run_annotation`` streams them."""
-    import numpy as np
+    blocks of one actor call, as ``run_annotation`` streams them (``skr_ray.corpus.local_blocks``)."""
+    from skr_ray.corpus import local_blocks
 
-    from skr_ray.corpus import DOC_ID, TEXT, _normalize_batch, iter_jsonl, longest_first, resolve_corpus
-
-    source = resolve_corpus(cfg.data.unlabeled)
-    rows = [row for p in source.paths for _, row in iter_jsonl(p)][: cfg.data.max_docs]
-    norm = _normalize_batch({"_id": [r["_id"] for r in rows], TEXT: [r.get("text") for r in rows],
-                             "title": [r.get("title") for r in rows]}, cfg.data.max_chars)
-    batch = longest_first({DOC_ID: np.array(norm[DOC_ID], dtype=object), TEXT: np.array(norm[TEXT], dtype=object)})
-    step = cfg.annotate.batch_size * cfg.annotate.rows_per_file_batches
-    return [{k: v[i : i + step] for k, v in batch.items()} for i in range(0, len(batch[DOC_ID]), step)]
+    return list(local_blocks(cfg.data.unlabeled, cfg.data.max_chars, cfg.data.max_docs,
+                             cfg.annotate.batch_size * cfg.annotate.rows_per_file_batches))
 
 
 def _init_worker(cfg_dict: dict, replicas: int) -> None:

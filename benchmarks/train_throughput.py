@@ -47,11 +47,10 @@ def plain_side(cfg) -> dict:
     import torch
 
     from skr_ray.artifacts import Artifacts
-    from skr_ray.models.backbone import load_backbone, set_threads
-    from skr_ray.models.checkpoint import add_lora, head_layers
+    from skr_ray.models.backbone import set_threads
     from skr_ray.registry import get_task
     from skr_ray.train.deepspeed_config import GRADIENT_CLIPPING, torch_optimizer
-    from skr_ray.train.loop import ReexpressionModel, _prefix_cache
+    from skr_ray.train.loop import build_model
 
     task = get_task(cfg.task)
     hooks = task.training_hooks()
@@ -61,12 +60,7 @@ def plain_side(cfg) -> dict:
         raise SystemExit(f"the plain side mirrors the IR loop; task {cfg.task!r} fits or builds its head otherwise")
     set_threads(cfg.model, replicas=1)
     torch.manual_seed(cfg.train.seed)
-    backbone, tok = load_backbone(cfg.model, layers=head_layers(head_info))
-    if cfg.train.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    backbone = add_lora(backbone, cfg.train)
-    head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
-    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone), group_by_length=cfg.train.group_by_length)
+    model, tok = build_model(cfg, task, head_info, "cpu")  # the worker's own builder
     if hasattr(hooks, "fit_start_head"):
         state = hooks.fit_start_head(model, tok, train, cfg, "cpu", head_info)
         if state is not None:
@@ -76,6 +70,8 @@ def plain_side(cfg) -> dict:
     order = list(range(len(train)))
     random.Random(cfg.train.seed * 1000).shuffle(order)  # epoch 0's permutation in the loop
     bs, steps = cfg.train.batch_size, min(len(train) // cfg.train.batch_size, cfg.train.max_steps_per_epoch)
+    if steps < 1:  # as the loop refuses it
+        raise SystemExit(f"{len(train)} training pairs are fewer than one batch ({bs}): lower train.batch_size")
     model.train()
     losses, t0, first = [], time.perf_counter(), 0.0
     for step in range(steps):
@@ -144,7 +140,7 @@ def main() -> None:
                 reference = r["step_losses"]
             if len(r["step_losses"]) != len(reference):
                 sys.exit(f"{side} ran {len(r['step_losses'])} steps, the first side {len(reference)}")
-            diff = max(abs(a - b) for a, b in zip(reference, r["step_losses"]))
+            diff = max((abs(a - b) for a, b in zip(reference, r["step_losses"])), default=0.0)
             worst = max(worst, diff)
             print(f"repeat {rep + 1} {side:5s}: {r['samples']} samples in {r['seconds']:.1f} s = "
                   f"{rates[side][-1]:.3f} samples/s end to end, {steady[side][-1]:.3f} steady; step losses "

@@ -313,6 +313,50 @@ def read_corpus(spec: str, max_chars: int, max_docs: int = 0) -> tuple[ray.data.
     return ds, rows
 
 
+def local_blocks(spec: str, max_chars: int, max_docs: int, rows_per_block: int) -> Iterator[dict[str, Any]]:
+    """The blocks of one annotation call as the annotation stream makes them from :func:`read_corpus` (the same
+    normalization; rows sorted longest first within read blocks, then cut), read in this process without Ray:
+    for a plain loop to compare against (benchmarks/annotation_throughput.py). Read blocks here are
+    ``ROWS_PER_READ_BLOCK`` rows; Ray's can be larger on a big corpus, so the blocks are the pipeline's exactly
+    up to that many rows. JSONL and parquet corpora."""
+    import numpy as np
+
+    source = resolve_corpus(spec)
+    if source.kind not in ("jsonl", "parquet"):
+        raise CorpusError(f"local_blocks reads jsonl or parquet corpora, not {source.kind}")
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for path in source.paths:
+            if source.kind == "jsonl":
+                yield from (row for _, row in iter_jsonl(path))
+            else:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_READ_BLOCK):
+                    yield from batch.to_pylist()
+
+    read: list[dict[str, Any]] = []
+    taken = 0
+
+    def cut(chunk: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        ids = [r["_id"] if "_id" in r else r[DOC_ID] for r in chunk]
+        norm = _normalize_batch({"_id": ids, TEXT: [r.get(TEXT) for r in chunk],
+                                 "title": [r.get("title") for r in chunk]}, max_chars)
+        block = longest_first({DOC_ID: np.array(norm[DOC_ID], dtype=object),
+                               TEXT: np.array(norm[TEXT], dtype=object)})
+        for i in range(0, len(block[DOC_ID]), rows_per_block):
+            yield {k: v[i : i + rows_per_block] for k, v in block.items()}
+
+    for row in rows():
+        if max_docs and taken >= max_docs:
+            break
+        read.append(row)
+        taken += 1
+        if len(read) == ROWS_PER_READ_BLOCK:
+            yield from cut(read)
+            read = []
+    if read:
+        yield from cut(read)
+
+
 # ----------------------------------------------------------------------------------------------
 # BEIR evaluation sets (small: read in the driver).
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skr_ray.config import from_dict
+from skr_ray.config import SKRConfig, from_dict
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,30 @@ class ReexpressionModel(nn.Module):
         return final_token_states(self.backbone, batch)
 
 
+def build_model(cfg: SKRConfig, task: Any, head_info: dict[str, Any], device: Any, head_init: Any = None,
+                prefix_cache_dir: str | None = None) -> tuple["ReexpressionModel", Any]:
+    """One worker's model (backbone with LoRA, the task's head, the frozen-prefix cache) and tokenizer, on
+    ``device``: what ``train_loop_per_worker`` trains, and what a plain loop (benchmarks/train_throughput.py)
+    trains without Ray or DeepSpeed."""
+    from skr_ray.models.backbone import load_backbone
+    from skr_ray.models.checkpoint import add_lora, head_layers
+
+    hooks = task.training_hooks()
+    backbone, tokenizer = load_backbone(cfg.model, device=device, layers=head_layers(head_info))
+    if cfg.train.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    backbone = add_lora(backbone, cfg.train)
+    if hasattr(hooks, "build_head"):  # tasks with more than one objective (e.g. AD's SFT baseline)
+        head: nn.Module = hooks.build_head(backbone, head_info)
+    else:
+        head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
+    if head_init is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
+        head.load_state_dict(head_init)
+    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, prefix_cache_dir),
+                              group_by_length=cfg.train.group_by_length).to(device)
+    return model, tokenizer
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
@@ -70,8 +94,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
     import deepspeed
 
-    from skr_ray.models.backbone import load_backbone, set_threads
-    from skr_ray.models.checkpoint import add_lora, head_layers
+    from skr_ray.models.backbone import set_threads
     from skr_ray.train.deepspeed_config import build_deepspeed_config, torch_optimizer
 
     ctx = ray.train.get_context()
@@ -84,18 +107,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     task = loop_config["task"]  # the Task of cfg.task, from the trainer
     hooks = task.training_hooks()
     head_info = dict(loop_config["head_info"])
-    backbone, tokenizer = load_backbone(cfg.model, device=device, layers=head_layers(head_info))
-    if cfg.train.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    backbone = add_lora(backbone, cfg.train)
-    if hasattr(hooks, "build_head"):  # tasks with more than one objective (e.g. AD's SFT baseline)
-        head: nn.Module = hooks.build_head(backbone, head_info)
-    else:
-        head = task.make_head(backbone.config.get_text_config().hidden_size, head_info.get("options", {}))
-    if loop_config.get("head_init") is not None:  # e.g. a probe fitted on frozen states (AD head_init=probe)
-        head.load_state_dict(loop_config["head_init"])
-    model = ReexpressionModel(backbone, head, _prefix_cache(cfg, backbone, loop_config.get("prefix_cache_dir")),
-                              group_by_length=cfg.train.group_by_length).to(device)
+    model, tokenizer = build_model(cfg, task, head_info, device, loop_config.get("head_init"),
+                                   loop_config.get("prefix_cache_dir"))
+    backbone, head = model.backbone, model.head
     from skr_ray.train.checkpoints import BEST, export_checkpoint, latest_ray_checkpoint
 
     train_examples = loop_config["train_examples"]

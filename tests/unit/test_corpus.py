@@ -161,3 +161,18 @@ def test_equal_id_hashes_are_not_taken_for_duplicates(tmp_path, monkeypatch):
     _jsonl(path, [{"_id": "p", "text": "1"}, {"_id": "q", "text": "2"}, {"_id": "q", "text": "3"}])
     with pytest.raises(CorpusError, match=r"corpus.jsonl:3: duplicate _id 'q'"):
         validate_corpus(resolve_corpus(str(path)))
+
+
+def test_local_blocks_are_the_pipelines_blocks(tmp_path):
+    """The plain benchmark's blocks: normalized (title + text, cut), longest first, cut into calls of N rows."""
+    from skr_ray.corpus import local_blocks
+
+    rows = [{"_id": i, "text": "x" * (i % 7 + 1), "title": "T" if i == 3 else None} for i in range(10)]
+    path = _jsonl(tmp_path / "corpus.jsonl", rows)
+    blocks = list(local_blocks(str(path), max_chars=5, max_docs=9, rows_per_block=4))
+    assert [len(b["doc_id"]) for b in blocks] == [4, 4, 1]
+    texts = [t for b in blocks for t in b["text"]]
+    assert [len(t) for t in texts] == sorted((len(t) for t in texts), reverse=True)
+    ids = [i for b in blocks for i in b["doc_id"]]
+    assert sorted(ids, key=int) == [str(i) for i in range(9)]
+    assert texts[ids.index("3")] == "T\nxxx"[:5]
