@@ -107,6 +107,22 @@ def labelled_doc_ids(labels_dir: Path) -> pa.Array:
     return ids.take(pc.sort_indices(ids))
 
 
+def labelled_requests(labels_dir: Path, per_doc: int) -> tuple[pa.Array, pa.Array, set[tuple[str, int]]]:
+    """A per-request resume (the vLLM path): the distinct doc ids with a label row and those with all
+    ``per_doc`` label indices, both sorted Arrow arrays, and the (doc id, label index) pairs already written for
+    the documents in between (a run killed with their requests in flight: few). Only those pairs become Python
+    objects; a set of every pair costs a driver hundreds of MB at a million documents."""
+    import pyarrow.compute as pc
+
+    table = read_labels(labels_dir, columns=[DOC_ID, "label_index"])
+    counts = table.group_by(DOC_ID, use_threads=False).aggregate([("label_index", "count_distinct")])
+    ids, n = counts.column(DOC_ID).combine_chunks(), counts.column("label_index_count_distinct")
+    full, partial = ids.filter(pc.greater_equal(n, per_doc)), ids.filter(pc.less(n, per_doc))
+    rows = table.filter(pc.is_in(table.column(DOC_ID), value_set=partial))
+    pairs = set(zip(rows.column(DOC_ID).to_pylist(), rows.column("label_index").to_pylist()))
+    return ids.take(pc.sort_indices(ids)), full.take(pc.sort_indices(full)), pairs
+
+
 def read_rows_by_key(labels_dir: Path, key: str, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every readable label row, one per ``key`` value (the first written wins: a resumed run may have
     redone a row a killed run had written); unreadable files are set aside, their rows redone."""

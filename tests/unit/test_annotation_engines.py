@@ -191,10 +191,17 @@ def test_vllm_path_streams_the_corpus_through_one_pipeline_and_resumes(tiny_mode
     for f in engine_log.iterdir():
         f.unlink()
     (tmp_path / "annotate" / "_SUCCESS").unlink(missing_ok=True)
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for f in (tmp_path / "annotate" / "labels").glob("*.parquet"):  # b's second label was in flight at a kill
+        t = pq.read_table(f)
+        keep = pc.invert(pc.and_(pc.equal(t[DOC_ID], "b"), pc.equal(t["label_index"], 1)))
+        pq.write_table(t.filter(keep), f)
     second = run_annotation(_cfg(tiny_model_dir, tmp_path, *over))
     assert second["resumed_from_documents"] == 3 and second["labelled_this_run"] == 2
     sent = [p for f in engine_log.iterdir() for p in json.loads(f.read_text())]
-    assert len(sent) == 4 and SKIPPED_PROMPT not in sent  # only d and e, two kinds each
+    assert len(sent) == 5 and SKIPPED_PROMPT not in sent  # b's missing label, then d and e, two kinds each
     table = read_labels(tmp_path / "annotate" / "labels").to_pylist()
     assert sorted((r[DOC_ID], r["label_index"]) for r in table) == [(d, k) for d in "abcde" for k in (0, 1)]
     status = {(r[DOC_ID], r["label_index"]): r["status"] for r in table}
@@ -242,3 +249,21 @@ def test_hf_path_streams_blocks_to_label_files_and_resumes_by_file(tiny_model_di
     assert sorted(table[DOC_ID].to_pylist()) == sorted(docs)  # each document exactly once
     redone = journal_counts(art.annotate_journal)
     assert {d for d, n in redone.items() if n > 1} == lost_ids  # exactly the lost files' documents, once more
+
+
+def test_labelled_requests_splits_whole_and_part_labelled_documents(tmp_path):
+    """The vLLM resume: documents with every label index are skipped by id; the pairs of a part-labelled one
+    are the only Python objects; a row written twice (a redone call) counts once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from skr_ray.annotate.labelstore import labelled_requests
+
+    labels = tmp_path / "labels"
+    assert [len(x) for x in labelled_requests(labels, 2)] == [0, 0, 0]
+    labels.mkdir()
+    for name, pairs in (("1", [("a", 0), ("a", 1), ("b", 0), ("c", 1)]), ("2", [("c", 0), ("b", 0)])):
+        pq.write_table(pa.table({DOC_ID: [d for d, _ in pairs], "label_index": [k for _, k in pairs]}),
+                       labels / f"{name}.parquet")
+    ids, full, partial = labelled_requests(labels, 2)
+    assert ids.to_pylist() == ["a", "b", "c"] and full.to_pylist() == ["a", "c"] and partial == {("b", 0)}

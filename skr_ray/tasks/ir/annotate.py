@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.annotate.labelstore import journal_totals, labelled_doc_ids, node_id, read_labels, write_label_file
+from skr_ray.annotate.labelstore import (journal_totals, labelled_doc_ids, labelled_requests, node_id, read_labels,
+                                         write_label_file)
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import READ_CPUS, done_keys, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
@@ -322,13 +323,18 @@ def run_annotation(cfg: SKRConfig) -> dict[str, Any]:
     if a.engine == "vllm" and cfg.data.modality != "image":
         from skr_ray.tasks.ir.vllm_engine import annotate_with_vllm
 
-        existing = read_labels(art.labels_dir, columns=[DOC_ID, "label_index"])
-        done_ids = sorted(set(existing[DOC_ID].to_pylist()))
+        # documents with every label are dropped from the stream by id (Arrow arrays); only the few a killed
+        # run left part-labelled reach the prompt builder as (document, label index) pairs
+        done_ids, full_ids, partial = labelled_requests(art.labels_dir, a.questions_per_doc * len(a.label_kinds))
         Artifacts.write_config(art.annotate_dir, cfg)
-        done = set(zip(existing[DOC_ID].to_pylist(), existing["label_index"].to_pylist()))
         art.labels_dir.mkdir(parents=True, exist_ok=True)
-        if len(done_ids) < total or len(done) < total * a.questions_per_doc * len(a.label_kinds):
-            _drain(annotate_with_vllm(cfg, ds, done), total - len(done_ids))
+        if len(full_ids) < total:
+            if len(done_ids):
+                log.info("resuming: %d of %d documents already labelled (%d in part)", len(done_ids), total,
+                         len(done_ids) - len(full_ids))
+            if len(full_ids):
+                ds = ds.map_batches(drop_done, fn_kwargs={"done": done_keys(full_ids)}, num_cpus=READ_CPUS)
+            _drain(annotate_with_vllm(cfg, ds, partial), total - len(done_ids))
         return _finish(cfg, art, total, done_ids, start, unreadable)
     done_ids = labelled_doc_ids(art.labels_dir)  # sorted, distinct: an Arrow array, not Python strings
     if len(done_ids):
