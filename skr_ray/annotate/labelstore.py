@@ -57,20 +57,32 @@ def read_labels(labels_dir: Path, quarantine: bool = True, columns: list[str] | 
     """All readable label rows; unreadable files (a run killed mid-write) are set aside. ``columns``: only
     these (with the row key, doc id and label index): a summary or a resume of a large corpus then reads a few
     short columns instead of every passage's text."""
-    names = LABEL_SCHEMA.names if columns is None else \
+    names = label_columns(columns)
+    tables = [table for _, table in iter_label_files(labels_dir, names, quarantine)]
+    if not tables:
+        return LABEL_SCHEMA.empty_table().select(names)
+    return first_per_key(pa.concat_tables(tables), [DOC_ID, "label_index"])
+
+
+def label_columns(columns: list[str] | None = None) -> list[str]:
+    """The label schema's columns to read: ``columns`` with the row key (doc id, label index), or all."""
+    return LABEL_SCHEMA.names if columns is None else \
         [n for n in LABEL_SCHEMA.names if n in {DOC_ID, "label_index", *columns}]
-    tables = []
+
+
+def iter_label_files(labels_dir: Path, names: list[str], quarantine: bool = True):
+    """(path, table of ``names``) for each readable label file, in name order, one file at a time; an unreadable
+    one is logged and, with ``quarantine``, renamed to ``.corrupt`` so a resume redoes its rows."""
     for path in sorted(labels_dir.glob("*.parquet")) if labels_dir.is_dir() else []:
         try:
             present = set(pq.read_schema(path).names)
-            tables.append(_conform(pq.read_table(path, columns=[n for n in names if n in present]), names))
+            table = _conform(pq.read_table(path, columns=[n for n in names if n in present]), names)
         except Exception as exc:  # noqa: BLE001
             log.warning("label file %s is unreadable (%s); its rows will be redone", path, exc)
             if quarantine:
                 path.rename(path.with_suffix(".corrupt"))
-    if not tables:
-        return LABEL_SCHEMA.empty_table().select(names)
-    return first_per_key(pa.concat_tables(tables), [DOC_ID, "label_index"])
+            continue
+        yield path, table
 
 
 def first_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -150,21 +162,25 @@ def _conform(table: pa.Table, names: list[str] | None = None) -> pa.Table:
 
 
 def journal_totals(journal_dir: Path) -> tuple[int, int]:
-    """(generations, generations beyond each id's first) over every run into this folder, counted in Arrow: a
-    Python ``Counter`` of a million ids (:func:`journal_counts`) costs the driver over 100 MB."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """(generations, generations beyond each id's first) over every run into this folder. One journal file is
+    read at a time and each id kept as a 64-bit hash (8 bytes; two ids with one hash among a million: about
+    3e-8): a Python ``Counter`` of a million ids (:func:`journal_counts`) costs the driver over 100 MB, and so
+    do the ids as one Arrow column."""
+    import numpy as np
     from pyarrow import csv
 
-    tables = [csv.read_csv(path, read_options=csv.ReadOptions(column_names=["id"]),
-                           parse_options=csv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False),
-                           convert_options=csv.ConvertOptions(column_types={"id": pa.string()}))
-              for path in (sorted(journal_dir.glob("*.txt")) if journal_dir.is_dir() else []) if path.stat().st_size]
-    if not tables:
+    hashes = []
+    for path in sorted(journal_dir.glob("*.txt")) if journal_dir.is_dir() else []:
+        if path.stat().st_size:
+            ids = csv.read_csv(path, read_options=csv.ReadOptions(column_names=["id"], use_threads=False),
+                               parse_options=csv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False),
+                               convert_options=csv.ConvertOptions(column_types={"id": pa.string()})).column("id")
+            hashes += [np.fromiter((hash(i) for i in ids.slice(at, 65536).to_pylist()), np.int64)
+                       for at in range(0, len(ids), 65536)]
+    if not hashes:
         return 0, 0
-    ids = pa.concat_tables(tables).column("id")
-    counts = pc.value_counts(ids).field("counts")
-    return len(ids), int(pc.sum(counts).as_py()) - len(counts)
+    every = np.concatenate(hashes)
+    return len(every), len(every) - len(np.unique(every))
 
 
 def journal_counts(journal_dir: Path) -> Counter:

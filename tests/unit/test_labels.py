@@ -133,3 +133,41 @@ def test_label_store_keeps_the_first_row_per_key_and_lists_labelled_ids(tmp_path
     assert labelled_doc_ids(labels).to_pylist() == ["d1", "d2", "d3"]
     assert (labels / "zz-broken.corrupt").exists()  # set aside, its rows redone
     assert sorted(read_labels(labels, columns=["label"])["doc_id"].to_pylist()) == ["d1", "d2", "d3"]
+
+
+def test_the_streamed_summary_is_the_table_summary_on_random_label_files(tmp_path):
+    """summarize_labels (one file at a time, hashes per row) against summarize over read_labels' table: label
+    files with rows written twice (a killed run and its resume), equal questions across documents and kinds,
+    unusable rows, an unreadable file."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from skr_ray.annotate.labelstore import read_labels
+    from skr_ray.tasks.ir.annotate import summarize_labels
+
+    rng = random.Random(5)
+    words = ["What", "was", "revenue", "debt", "Ökonomie", "in", "2023", "?"]
+    for trial in range(12):
+        labels = tmp_path / f"t{trial}"
+        labels.mkdir()
+        for f in range(rng.randint(1, 6)):
+            rows = {name: [] for name in LABEL_SCHEMA.names}
+            for _ in range(rng.randint(0, 40)):
+                row = {"doc_id": f"d{rng.randint(0, 30)}", "label_index": rng.randint(0, 1),
+                       "label": " ".join(rng.choice(words) for _ in range(rng.randint(1, 3))),
+                       "status": rng.choice(["ok", "ok", "ok", "too_short", "duplicate"]),
+                       "label_kind": rng.choice(["", "question", "keywords"])}
+                for name in LABEL_SCHEMA.names:
+                    rows[name].append(row.get(name, ""))
+            pq.write_table(pa.table(rows, schema=LABEL_SCHEMA), labels / f"{f:03d}.parquet")
+        if trial % 4 == 3:
+            (labels / "zzz.parquet").write_bytes(b"not parquet")  # set aside, rows redone
+        for dedup in (True, False):
+            streamed = summarize_labels(labels, 31, 2, dedup)  # first: it meets the unreadable file
+            table = read_labels(labels, columns=["label", "status", "label_kind"])
+            assert streamed == summarize(table, 31, 2, dedup), (trial, dedup)
+        assert not (labels / "zzz.parquet").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert summarize_labels(empty, 3, 1)["label_rows"] == 0

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from skr_ray.annotate.labelstore import (journal_totals, labelled_doc_ids, labelled_requests, node_id, read_labels,
-                                         write_label_file)
+from skr_ray.annotate.labelstore import (iter_label_files, journal_totals, label_columns, labelled_doc_ids,
+                                        labelled_requests, node_id, write_label_file)
 from skr_ray.artifacts import Artifacts, StageError, skip_if_done, write_json
 from skr_ray.config import SKRConfig, from_dict
 from skr_ray.corpus import READ_CPUS, done_keys, drop_done, longest_first, read_corpus, resolve_corpus, validate_corpus
@@ -261,6 +261,93 @@ def summarize(table: pa.Table, corpus_rows: int, labels_per_doc: int, dedup: boo
     }
 
 
+def summarize_labels(labels_dir: Path, corpus_rows: int, labels_per_doc: int, dedup: bool = True) -> dict[str, Any]:
+    """``summarize(read_labels(labels_dir, columns=[label, status, label_kind]), ...)`` without holding the labels.
+
+    One label file is read at a time; per row the driver keeps 64-bit hashes of its doc id, of its key (doc id,
+    label index) and of its normalized question (usable rows only), and two small codes: about 30 bytes a row,
+    where the table and its dedup took about 370 at a million rows. Documents are counted by their ids' hashes
+    (two ids with one hash among a million: about 3e-8). Rows whose hashes repeat (a row written twice by a
+    killed run and its resume; equal questions) are settled exactly by a second read that keeps only those rows:
+    the first row per key in file order stays, and of equal questions the first in (doc id, label index) order.
+    """
+    from collections import Counter
+
+    names = label_columns(["label", "status", "label_kind"])
+    codes: dict[str, dict[Any, int]] = {"status": {}, "kind": {}}
+
+    def code(kind: str, value: Any) -> int:
+        return codes[kind].setdefault(value, len(codes[kind]))
+
+    doc_keys, row_keys, question_keys, status_codes, kind_codes = [], [], [], [], []
+    for _, table in iter_label_files(labels_dir, names, quarantine=True):
+        cols = {n: table[n].to_pylist() for n in (DOC_ID, "label_index", "label", "status", "label_kind")}
+        n = len(table)
+        doc_keys.append(np.fromiter((hash(d) for d in cols[DOC_ID]), np.int64, n))
+        row_keys.append(np.fromiter((hash(k) for k in zip(cols[DOC_ID], cols["label_index"])), np.int64, n))
+        status_codes.append(np.fromiter((code("status", x) for x in cols["status"]), np.int32, n))
+        kind_codes.append(np.fromiter((code("kind", x or "question") for x in cols["label_kind"]), np.int32, n))
+        question_keys.append(np.fromiter((hash(normalize_for_dedup(q)) if st == "ok" else 0
+                                          for q, st in zip(cols["label"], cols["status"])), np.int64, n))
+    if not row_keys:
+        return summarize(LABEL_SCHEMA.empty_table().select(names), corpus_rows, labels_per_doc, dedup)
+    rk, qk = np.concatenate(row_keys), np.concatenate(question_keys)
+    st, kd = np.concatenate(status_codes), np.concatenate(kind_codes)
+    documents = len(np.unique(np.concatenate(doc_keys)))
+    del doc_keys, row_keys, question_keys, status_codes, kind_codes
+    ok = st == codes["status"]["ok"] if "ok" in codes["status"] else np.zeros(len(st), bool)
+
+    def repeated(values: np.ndarray) -> np.ndarray:
+        uniq, counts = np.unique(values, return_counts=True)
+        return uniq[counts > 1]
+
+    twice_rows = repeated(rk)
+    equal_questions = repeated(qk[ok]) if dedup else np.empty(0, np.int64)
+    in_group = ok & np.isin(qk, equal_questions) if len(equal_questions) else np.zeros(len(qk), bool)
+    kept = np.ones(len(rk), bool)
+    firsts: dict[str, tuple[tuple[Any, Any], int]] = {}  # normalized question -> (its first key, kind code)
+    grouped = 0  # usable rows in groups of equal question hashes, after the first-per-key rule
+    if len(twice_rows) or len(equal_questions):
+        twice, equal, seen, at = set(twice_rows.tolist()), set(equal_questions.tolist()), set(), 0
+        for _, table in iter_label_files(labels_dir, names, quarantine=False):
+            n = len(table)
+            rows = np.flatnonzero(np.isin(rk[at : at + n], twice_rows) | in_group[at : at + n])
+            if len(rows):
+                sub = table.take(rows)
+                for r, doc, index, label in zip(rows.tolist(), sub[DOC_ID].to_pylist(),
+                                                sub["label_index"].to_pylist(), sub["label"].to_pylist()):
+                    i = at + r
+                    if int(rk[i]) in twice:
+                        if (doc, index) in seen:
+                            kept[i] = False  # a second copy of a row key: read_labels keeps the first
+                            continue
+                        seen.add((doc, index))
+                    if in_group[i] and int(qk[i]) in equal:
+                        grouped += 1
+                        question = normalize_for_dedup(label)
+                        if question not in firsts or (doc, index) < firsts[question][0]:
+                            firsts[question] = ((doc, index), int(kd[i]))
+            at += n
+    names_of = {kind: {c: v for v, c in codes[kind].items()} for kind in codes}
+    counts = Counter({names_of["status"][c]: int(k) for c, k in enumerate(np.bincount(st[kept]))})
+    duplicates = grouped - len(firsts)
+    if duplicates:
+        counts["ok"] -= duplicates
+        counts["duplicate"] += duplicates
+    alone = kept & ok & ~in_group
+    per_kind = Counter({names_of["kind"][c]: int(k) for c, k in enumerate(np.bincount(kd[alone]))})
+    per_kind.update(names_of["kind"][k] for _, k in firsts.values())
+    return {
+        "corpus_rows": corpus_rows,
+        "documents_labelled": documents,
+        "label_rows": int(kept.sum()),
+        "expected_label_rows": corpus_rows * labels_per_doc,
+        "usable": counts.get("ok", 0),
+        "usable_per_kind": dict(sorted((k, v) for k, v in per_kind.items() if v)),
+        "status_counts": dict(sorted((k, v) for k, v in counts.items() if v)),
+    }
+
+
 def _drain(ds: Any, documents: int) -> None:
     from tqdm.auto import tqdm
 
@@ -372,8 +459,7 @@ def _finish(cfg: SKRConfig, art: Artifacts, total: int, done_ids: Any, start: fl
             unreadable: list[str] = ()) -> dict[str, Any]:
     """Summary of what is on disk, marked done when every document has its labels."""
     a = cfg.annotate
-    table = read_labels(art.labels_dir, columns=["label", "status", "label_kind"])  # what the summary counts
-    summary = summarize(table, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
+    summary = summarize_labels(art.labels_dir, total, a.questions_per_doc * len(a.label_kinds), a.drop_duplicates)
     from skr_ray.config import annotator_model
     from skr_ray.models.backbone import model_id
 
