@@ -308,7 +308,7 @@ def summarize_labels(labels_dir: Path, corpus_rows: int, labels_per_doc: int, de
     firsts: dict[str, tuple[tuple[Any, Any], int]] = {}  # normalized question -> (its first key, kind code)
     grouped = 0  # usable rows in groups of equal question hashes, after the first-per-key rule
     if len(twice_rows) or len(equal_questions):
-        twice, equal, seen, at = set(twice_rows.tolist()), set(equal_questions.tolist()), set(), 0
+        twice, seen, at = set(twice_rows.tolist()), set(), 0
         for _, table in iter_label_files(labels_dir, names, quarantine=False):
             n = len(table)
             rows = np.flatnonzero(np.isin(rk[at : at + n], twice_rows) | in_group[at : at + n])
@@ -322,7 +322,7 @@ def summarize_labels(labels_dir: Path, corpus_rows: int, labels_per_doc: int, de
                             kept[i] = False  # a second copy of a row key: read_labels keeps the first
                             continue
                         seen.add((doc, index))
-                    if in_group[i] and int(qk[i]) in equal:
+                    if in_group[i]:
                         grouped += 1
                         question = normalize_for_dedup(label)
                         if question not in firsts or (doc, index) < firsts[question][0]:
